@@ -1,0 +1,12 @@
+--- lua-ucwa: Skype for Business (UCWA 2.0) meeting bots in Lua.
+-- @module ucwa
+local core = require "ucwa.core"
+
+local ucwa = { _VERSION = core._VERSION, core = core }
+
+-- The C core's functions, re-exported as they are.
+for _, name in ipairs{ "parse", "parse_events", "parse_error", "encode", "date" } do
+  ucwa[name] = core[name]
+end
+
+return ucwa

@@ -1,0 +1,16 @@
+-- Shared helpers for the specs: paths to the build and to ../shared.
+local helpers = {}
+
+helpers.build = os.getenv("UCWA_BUILD") or "build"
+helpers.shared = "../shared"
+helpers.fixtures = helpers.shared .. "/fixtures/ucwa-docs"
+helpers.sanitized = os.getenv("UCWA_SANITIZED") == "1"
+
+function helpers.read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+return helpers

@@ -1,0 +1,27 @@
+rockspec_format = "3.0"
+package = "ucwa"
+version = "scm-1"
+source = { url = "git+https://example.invalid/lua-ucwa.git" }
+description = {
+  summary = "Skype for Business (UCWA 2.0) meeting bots in Lua",
+  detailed = "A Lua 5.4 module with a C core (libcurl, expat) for UCWA 2.0 clients: "
+    .. "meetings, onlineMeetingInvitation, the event channel, conversations.",
+  license = "MIT",
+}
+dependencies = { "lua >= 5.4", "lua-cjson" }
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+  EXPAT = { header = "expat.h", library = "expat" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["ucwa.core"] = {
+      sources = { "src/core.c", "src/engine.c", "src/parse.c" },
+      libraries = { "curl", "expat" },
+      incdirs = { "$(CURL_INCDIR)", "$(EXPAT_INCDIR)", "src" },
+      libdirs = { "$(CURL_LIBDIR)", "$(EXPAT_LIBDIR)" },
+    },
+    ["ucwa"] = "lua/ucwa/init.lua",
+  },
+}
