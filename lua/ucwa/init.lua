@@ -9,4 +9,12 @@ for _, name in ipairs{ "parse", "parse_events", "parse_error", "encode", "date" 
   ucwa[name] = core[name]
 end
 
+--- Makes a client (see ucwa.client).
+function ucwa.client(opts)
+  return require("ucwa.client").new(opts)
+end
+
+--- Error objects: ucwa.errors.new{...}, ucwa.errors.is(v).
+ucwa.errors = require "ucwa.errors"
+
 return ucwa

@@ -1,0 +1,115 @@
+--- Invitation objects: onlineMeetingInvitation (joining a meeting, or an
+-- incoming one), messagingInvitation, participantInvitation.
+-- An invitation is an operation: events started, updated, completed; after
+-- completion `status` is "Success" or "Failure" and `reason` says why.
+-- @module ucwa.invitation
+local async = require "ucwa.async"
+local errors = require "ucwa.errors"
+local resource = require "ucwa.resource"
+local util = require "ucwa.util"
+
+local invitation = {}
+
+local Invitation = resource.class("invitation")
+invitation.Invitation = Invitation
+
+invitation.rels = { "onlineMeetingInvitation", "messagingInvitation", "participantInvitation",
+                    "audioVideoInvitation", "applicationSharingInvitation", "phoneAudioInvitation" }
+for _, rel in ipairs(invitation.rels) do resource.register(rel, Invitation) end
+
+--- True once the completed event has arrived.
+function Invitation:completed()
+  return rawget(self, "status") ~= nil
+end
+
+--- Accepts an incoming invitation (POST to its accept link). cb(true, err).
+function Invitation:accept(cb)
+  return self:_post("accept", nil, cb, { sessionContext = util.uuid() })
+end
+
+--- Declines an incoming invitation; reason is "Local", "Global" or "Unknown". cb(true, err).
+function Invitation:decline(reason, cb)
+  if type(reason) == "function" then reason, cb = nil, reason end
+  if reason ~= nil and reason ~= "Local" and reason ~= "Global" and reason ~= "Unknown" then
+    error("bad argument #1 to 'decline' (\"Local\", \"Global\" or \"Unknown\" expected)", 2)
+  end
+  return self:_post("decline", reason and { reason = reason } or nil, cb)
+end
+
+--- Cancels an outgoing invitation still in progress (e.g. waiting in the lobby). cb(true, err).
+function Invitation:cancel(cb)
+  local client = self._client
+  if not self.href then
+    -- The 201 has not arrived: cancel as soon as it does.
+    return async.call(client, cb, function(done)
+      self._cancel_when_created = done
+    end)
+  end
+  return self:_post("cancel", nil, cb)
+end
+
+--- In a spawned coroutine: waits until completion; returns status, reason.
+function Invitation:wait()
+  if self:completed() then return self.status, self.reason end
+  return async.wait(self._client, "wait", function(wake)
+    local waiters = rawget(self, "_waiters")
+    if not waiters then waiters = {}; self._waiters = waiters end
+    waiters[#waiters + 1] = wake
+  end)
+end
+
+function Invitation:conversation(cb) return self:_follow("conversation", cb) end
+function Invitation:from(cb) return self:_follow("from", cb) end
+function Invitation:to(cb) return self:_follow("to", cb) end
+function Invitation:accepted_by(cb) return self:_follow("acceptedByContact", cb) end
+function Invitation:on_behalf_of(cb) return self:_follow("onBehalfOf", cb) end
+
+--- Applies one event of this operation and fires its callbacks.
+function Invitation:_event(ev)
+  if ev.resource then self:_update(ev.resource) end
+  if ev.type == "completed" then
+    if self:completed() then return end -- a completed operation stays completed
+    self.status = ev.status or "Success"
+    self.reason = ev.reason
+    self._client:_forget_pending(self)
+    self:_emit("updated")
+    self:_emit("completed")
+    local waiters = rawget(self, "_waiters")
+    self._waiters = nil
+    for _, wake in ipairs(waiters or {}) do wake(self.status, self.reason) end
+  elseif ev.type == "started" or ev.type == "added" then
+    self:_emit("started")
+  else
+    self:_emit("updated")
+  end
+end
+
+--- Completes the operation locally (request refused, application lost).
+function Invitation:_fail(err)
+  self:_event{ type = "completed", status = "Failure", reason = err }
+end
+
+--- Checks the documented limits of an outgoing invitation; raises on
+-- argument errors, returns an error object for limit violations.
+function invitation.validate(args, anonymous, what)
+  if type(args) ~= "table" then error("bad argument #1 to '" .. what .. "' (table expected)", 3) end
+  for _, k in ipairs{ "onlineMeetingUri", "subject", "importance", "threadId", "operationId",
+                      "anonymousDisplayName" } do
+    if args[k] ~= nil and type(args[k]) ~= "string" then
+      error("bad argument #1 to '" .. what .. "' (" .. k .. " must be a string)", 3)
+    end
+  end
+  local function too_long(k, max)
+    if args[k] and utf8.len(args[k]) and utf8.len(args[k]) > max then
+      return errors.validation(k .. " is longer than " .. max .. " characters")
+    end
+  end
+  local err = too_long("subject", 250) or too_long("operationId", 50)
+    or too_long("anonymousDisplayName", 250)
+  if err then return err end
+  if args.anonymousDisplayName and not anonymous then
+    return errors.validation("anonymousDisplayName is only for anonymous users")
+  end
+end
+
+return invitation

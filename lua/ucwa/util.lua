@@ -1,0 +1,49 @@
+--- Small helpers shared by the Lua layer: ids, form encoding, URL pieces.
+-- @module ucwa.util
+local util = {}
+
+local random = math.random
+
+--- A random version-4 UUID string (endpointId, operationId, sessionContext).
+function util.uuid()
+  return (string.gsub("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx", "[xy]", function(c)
+    local v = (c == "x") and random(0, 15) or random(8, 11)
+    return string.format("%x", v)
+  end))
+end
+
+--- An operationId: 32 hex digits, as the UCWA samples show.
+function util.operation_id()
+  return (util.uuid():gsub("-", ""))
+end
+
+local function encode_component(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c)
+    return string.format("%%%02X", c:byte())
+  end))
+end
+util.encode_component = encode_component
+
+--- application/x-www-form-urlencoded body from an array of {name, value} pairs (order kept).
+function util.form_encode(pairs_list)
+  local out = {}
+  for i, kv in ipairs(pairs_list) do
+    out[i] = encode_component(kv[1]) .. "=" .. encode_component(kv[2])
+  end
+  return table.concat(out, "&")
+end
+
+--- Scheme and host (lowercased) of an absolute URL, or nil.
+function util.url_host(url)
+  local scheme, host = tostring(url):match("^(%a[%w+.-]*)://([^/?#]*)")
+  if not scheme then return nil end
+  host = host:gsub("^.*@", ""):gsub(":%d*$", "")
+  return scheme:lower(), host:lower()
+end
+
+--- Calls fn(...) and returns its results, or nil and the error with a traceback.
+function util.traceback_call(fn, ...)
+  return xpcall(fn, debug.traceback, ...)
+end
+
+return util
