@@ -5,7 +5,7 @@ CC       ?= gcc
 BUILD    ?= build
 PKGS      = lua5.4 libcurl expat
 LUA_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-CURL_LIBS  := $(shell pkg-config --libs libcurl expat)
+CURL_LIBS  := $(shell pkg-config --libs libcurl expat libcrypto)
 SIM_CFLAGS := $(shell pkg-config --cflags lua5.4 libmicrohttpd)
 SIM_LIBS   := $(shell pkg-config --libs lua5.4 libmicrohttpd) -lm
 OPT      ?= -O2 -g
@@ -17,7 +17,7 @@ CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/obj/core/%.o)
 SIM_SRC  := $(sort $(wildcard sim/*.c))
 SIM_OBJ  := $(SIM_SRC:sim/%.c=$(BUILD)/obj/sim/%.o)
 
-DEBIAN_PKGS = lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson libexpat1-dev \
+DEBIAN_PKGS = lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson libexpat1-dev \
   lua-busted libmicrohttpd-dev lua-expat clang libclang-rt-14-dev lua-check \
   lua-ldoc luarocks lua-cqueues lua-luv pkg-config make gcc
 

@@ -12,15 +12,16 @@ dependencies = { "lua >= 5.4", "lua-cjson" }
 external_dependencies = {
   CURL = { header = "curl/curl.h", library = "curl" },
   EXPAT = { header = "expat.h", library = "expat" },
+  CRYPTO = { header = "openssl/evp.h", library = "crypto" },
 }
 build = {
   type = "builtin",
   modules = {
     ["ucwa.core"] = {
-      sources = { "src/core.c", "src/engine.c", "src/parse.c" },
-      libraries = { "curl", "expat" },
-      incdirs = { "$(CURL_INCDIR)", "$(EXPAT_INCDIR)", "src" },
-      libdirs = { "$(CURL_LIBDIR)", "$(EXPAT_LIBDIR)" },
+      sources = { "src/core.c", "src/dataurl.c", "src/engine.c", "src/parse.c" },
+      libraries = { "curl", "expat", "crypto" },
+      incdirs = { "$(CURL_INCDIR)", "$(EXPAT_INCDIR)", "$(CRYPTO_INCDIR)", "src" },
+      libdirs = { "$(CURL_LIBDIR)", "$(EXPAT_LIBDIR)", "$(CRYPTO_LIBDIR)" },
     },
     ["ucwa"] = "lua/ucwa/init.lua",
   },

@@ -8,6 +8,7 @@ local auth = require "ucwa.auth"
 local discovery = require "ucwa.discovery"
 local errors = require "ucwa.errors"
 local invitation = require "ucwa.invitation"
+require "ucwa.conversation" -- registers the conversation, participant and message classes
 local resource = require "ucwa.resource"
 local util = require "ucwa.util"
 
@@ -625,7 +626,19 @@ function Client:_dispatch(batch)
   end
 end
 
+-- The object a bare link names: the known one, or a new one fetched in the background.
+function Client:_object_for_link(rel, href)
+  local obj = self._objects[self:_absolute(href)]
+  if obj then return obj end
+  obj = self:_object({ rel = rel, href = href }, rel)
+  obj:refresh(function(_, err) if err then self:_log("warn", "fetching " .. href .. ": " .. tostring(err)) end end)
+  return obj
+end
+
 function Client:_route(ev, sender)
+  if sender.rel == "conversation" and sender.href then
+    return self:_object_for_link("conversation", sender.href):_sender_event(ev)
+  end
   local link = ev.link or {}
   local href = link.href and self:_absolute(link.href)
   local obj = href and self._objects[href]
@@ -640,6 +653,10 @@ function Client:_route(ev, sender)
   if obj then
     if obj._event then obj:_event(ev, sender) end
     return
+  end
+  if link.rel == "conversation" and href then
+    local conv = res and self:_object(res, "conversation") or self:_object_for_link("conversation", href)
+    return conv:_event(ev)
   end
   if OPERATION[link.rel] then
     local direction = res and res.properties and res.properties.direction

@@ -10,17 +10,12 @@ local util = require "ucwa.util"
 
 local invitation = {}
 
-local Invitation = resource.class("invitation")
+local Invitation = resource.class("invitation", resource.Operation)
 invitation.Invitation = Invitation
 
 invitation.rels = { "onlineMeetingInvitation", "messagingInvitation", "participantInvitation",
                     "audioVideoInvitation", "applicationSharingInvitation", "phoneAudioInvitation" }
 for _, rel in ipairs(invitation.rels) do resource.register(rel, Invitation) end
-
---- True once the completed event has arrived.
-function Invitation:completed()
-  return rawget(self, "status") ~= nil
-end
 
 --- Accepts an incoming invitation (POST to its accept link). cb(true, err).
 function Invitation:accept(cb)
@@ -48,46 +43,11 @@ function Invitation:cancel(cb)
   return self:_post("cancel", nil, cb)
 end
 
---- In a spawned coroutine: waits until completion; returns status, reason.
-function Invitation:wait()
-  if self:completed() then return self.status, self.reason end
-  return async.wait(self._client, "wait", function(wake)
-    local waiters = rawget(self, "_waiters")
-    if not waiters then waiters = {}; self._waiters = waiters end
-    waiters[#waiters + 1] = wake
-  end)
-end
-
 function Invitation:conversation(cb) return self:_follow("conversation", cb) end
 function Invitation:from(cb) return self:_follow("from", cb) end
 function Invitation:to(cb) return self:_follow("to", cb) end
 function Invitation:accepted_by(cb) return self:_follow("acceptedByContact", cb) end
 function Invitation:on_behalf_of(cb) return self:_follow("onBehalfOf", cb) end
-
---- Applies one event of this operation and fires its callbacks.
-function Invitation:_event(ev)
-  if ev.resource then self:_update(ev.resource) end
-  if ev.type == "completed" then
-    if self:completed() then return end -- a completed operation stays completed
-    self.status = ev.status or "Success"
-    self.reason = ev.reason
-    self._client:_forget_pending(self)
-    self:_emit("updated")
-    self:_emit("completed")
-    local waiters = rawget(self, "_waiters")
-    self._waiters = nil
-    for _, wake in ipairs(waiters or {}) do wake(self.status, self.reason) end
-  elseif ev.type == "started" or ev.type == "added" then
-    self:_emit("started")
-  else
-    self:_emit("updated")
-  end
-end
-
---- Completes the operation locally (request refused, application lost).
-function Invitation:_fail(err)
-  self:_event{ type = "completed", status = "Failure", reason = err }
-end
 
 --- Checks the documented limits of an outgoing invitation; raises on
 -- argument errors, returns an error object for limit violations.

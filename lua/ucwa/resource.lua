@@ -102,6 +102,8 @@ function Resource:_follow(rel, cb)
       return done(client:_object(emb))
     end
     local href = self:link(rel)
+    local known = href and client._objects[client:_absolute(href)]
+    if known and next(known.links) then return done(known) end
     if not href then
       return done(nil, errors.new{ code = "NotFound", subcode = "NoLink",
         message = tostring(self.rel) .. " has no " .. rel .. " link" })
@@ -127,6 +129,50 @@ function Resource:_post(rel, body, cb, query)
       done(true)
     end)
   end)
+end
+
+--- Operations (invitations, messages): started, updated, completed events;
+-- after completion `status` is "Success" or "Failure" and `reason` says why.
+local Operation = resource.class("operation")
+resource.Operation = Operation
+
+--- True once the completed event has arrived.
+function Operation:completed()
+  return rawget(self, "status") ~= nil
+end
+
+--- In a spawned coroutine: waits until completion; returns status, reason.
+function Operation:wait()
+  if self:completed() then return self.status, self.reason end
+  return async.wait(self._client, "wait", function(wake)
+    local waiters = rawget(self, "_waiters")
+    if not waiters then waiters = {}; self._waiters = waiters end
+    waiters[#waiters + 1] = wake
+  end)
+end
+
+--- Applies one event of this operation and fires its callbacks.
+function Operation:_event(ev)
+  if ev.resource then self:_update(ev.resource) end
+  if ev.type == "completed" then
+    if self:completed() then return end -- a completed operation stays completed
+    self.status = ev.status or "Success"
+    self.reason = ev.reason
+    self._client:_forget_pending(self)
+    self:_emit("completed")
+    local waiters = rawget(self, "_waiters")
+    self._waiters = nil
+    for _, wake in ipairs(waiters or {}) do wake(self.status, self.reason) end
+  elseif ev.type == "started" or ev.type == "added" then
+    self:_emit("started")
+  else
+    self:_emit("updated")
+  end
+end
+
+--- Completes the operation locally (request refused, application lost).
+function Operation:_fail(err)
+  self:_event{ type = "completed", status = "Failure", reason = err }
 end
 
 return resource
