@@ -18,7 +18,8 @@ build = {
   type = "builtin",
   modules = {
     ["ucwa.core"] = {
-      sources = { "src/core.c", "src/dataurl.c", "src/engine.c", "src/parse.c" },
+      sources = { "src/core.c", "src/dataurl.c", "src/date.c", "src/encode.c", "src/engine.c",
+                  "src/parse.c", "src/parse_xml.c" },
       libraries = { "curl", "expat", "crypto" },
       incdirs = { "$(CURL_INCDIR)", "$(EXPAT_INCDIR)", "$(CRYPTO_INCDIR)", "src" },
       libdirs = { "$(CURL_LIBDIR)", "$(EXPAT_LIBDIR)", "$(CRYPTO_LIBDIR)" },
