@@ -33,7 +33,11 @@ $(BUILD)/ucwa/core.so: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(SAN) -o $@ $^ $(CURL_LIBS)
 
-$(BUILD)/obj/sim/%.o: sim/%.c $(wildcard sim/*.h)
+# The simulator's Lua is compiled in through a generated, committed header.
+sim/sim_script.h: sim/embed.lua $(wildcard sim/sim_*.lua)
+	$(LUA) sim/embed.lua $@ $(wildcard sim/sim_*.lua)
+
+$(BUILD)/obj/sim/%.o: sim/%.c $(wildcard sim/*.h) sim/sim_script.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(SIM_CFLAGS) -Isim -I$(BUILD)/gen -c $< -o $@
 

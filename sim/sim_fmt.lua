@@ -1,0 +1,519 @@
+-- ucwa-sim: the two UCWA representations (PayloadFormat.md).
+--
+-- Resources are built as an ordered model and written out as JSON or XML:
+--   res = { rel=, href=, props = { {name, value}, ... },
+--           links = { {rel=, href=, title=, multi=}, ... },
+--           embedded = { {rel=, value=res|{res...}, multi=}, ... } }
+-- A property value is a string, number, boolean, an array (propertyList) or
+-- fmt.date(ms).  Input bodies (JSON, or XML <input><property ...>) are parsed
+-- with lua-cjson and lua-expat.
+local cjson = require "cjson.safe"
+local lxp = require "lxp"
+
+local fmt = {}
+
+local NS = "http://schemas.microsoft.com/rtc/2012/03/ucwa"
+local DATE = {}
+
+fmt.NS = NS
+
+function fmt.date(ms)
+  return setmetatable({ ms = ms }, DATE)
+end
+
+-- Strings from clients may hold anything: keep output valid UTF-8.
+function fmt.clean(s)
+  s = tostring(s)
+  if not utf8.len(s) then
+    s = s:gsub("[\128-\255]", "?")
+  end
+  return s
+end
+
+---------------------------------------------------------------------------
+-- A small builder for resources.
+local Res = {}
+Res.__index = Res
+
+function fmt.resource(rel, href)
+  return setmetatable({ rel = rel, href = href, props = {}, links = {}, embedded = {} }, Res)
+end
+
+function Res:prop(name, value)
+  if value ~= nil then
+    self.props[#self.props + 1] = { name, value }
+  end
+  return self
+end
+
+function Res:link(rel, href, title)
+  if href then
+    self.links[#self.links + 1] = { rel = rel, href = href, title = title }
+  end
+  return self
+end
+
+-- A collection rel: always an array in JSON, even with one or no member.
+function Res:link_list(rel, list)
+  for _, l in ipairs(list) do
+    self.links[#self.links + 1] = { rel = rel, href = l.href, title = l.title, multi = true }
+  end
+  if #list == 0 then
+    self.links[#self.links + 1] = { rel = rel, multi = true, empty = true }
+  end
+  return self
+end
+
+function Res:embed(rel, res)
+  if res then
+    self.embedded[#self.embedded + 1] = { rel = rel, value = res }
+  end
+  return self
+end
+
+function Res:embed_list(rel, list)
+  for _, r in ipairs(list) do
+    self.embedded[#self.embedded + 1] = { rel = rel, value = r, multi = true }
+  end
+  if #list == 0 then
+    self.embedded[#self.embedded + 1] = { rel = rel, multi = true, empty = true }
+  end
+  return self
+end
+
+---------------------------------------------------------------------------
+-- JSON writer
+
+local jesc = {
+  ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+  ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t", ["/"] = "\\/",
+}
+
+local function jstr(s)
+  s = fmt.clean(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return jesc[c] or string.format("\\u%04x", c:byte())
+  end) .. '"'
+end
+fmt.json_string = jstr
+
+local function jnum(n)
+  if math.type(n) == "integer" then
+    return tostring(n)
+  elseif n ~= n or n == math.huge or n == -math.huge then
+    return "null"
+  elseif n == math.floor(n) and math.abs(n) < 2 ^ 53 then
+    return string.format("%d", n)
+  end
+  return string.format("%.14g", n)
+end
+
+local function jvalue(v)
+  local t = type(v)
+  if t == "string" then
+    return jstr(v)
+  elseif t == "number" then
+    return jnum(v)
+  elseif t == "boolean" then
+    return v and "true" or "false"
+  elseif getmetatable(v) == DATE then
+    -- ASP.NET AJAX dates, as UCWA sends them: "\/Date(ms)\/"
+    return '"\\/Date(' .. string.format("%d", v.ms) .. ')\\/"'
+  elseif t == "table" then
+    local parts = {}
+    for i, x in ipairs(v) do
+      parts[i] = jvalue(x)
+    end
+    return "[" .. table.concat(parts, ",") .. "]"
+  end
+  return "null"
+end
+
+local function jlink(l)
+  local s = '{"href":' .. jstr(l.href)
+  if l.title then
+    s = s .. ',"title":' .. jstr(l.title)
+  end
+  return s .. "}"
+end
+
+-- Groups entries by rel, keeping first-seen order; multi rels become arrays.
+local function grouped(entries, write)
+  local order, by = {}, {}
+  for _, e in ipairs(entries) do
+    local g = by[e.rel]
+    if not g then
+      g = { multi = e.multi, items = {} }
+      by[e.rel] = g
+      order[#order + 1] = e.rel
+    end
+    if not e.empty then
+      g.items[#g.items + 1] = e
+    end
+  end
+  local parts = {}
+  for _, rel in ipairs(order) do
+    local g = by[rel]
+    local v
+    if g.multi then
+      local items = {}
+      for i, e in ipairs(g.items) do
+        items[i] = write(e)
+      end
+      v = "[" .. table.concat(items, ",") .. "]"
+    else
+      v = write(g.items[#g.items])
+    end
+    parts[#parts + 1] = jstr(rel) .. ":" .. v
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+local function jresource(res)
+  local parts = { '"rel":' .. jstr(res.rel) }
+  for _, p in ipairs(res.props) do
+    parts[#parts + 1] = jstr(p[1]) .. ":" .. jvalue(p[2])
+  end
+  local links = { { rel = "self", href = res.href } }
+  for _, l in ipairs(res.links) do
+    links[#links + 1] = l
+  end
+  if res.href then
+    parts[#parts + 1] = '"_links":' .. grouped(links, jlink)
+  end
+  if #res.embedded > 0 then
+    parts[#parts + 1] = '"_embedded":' .. grouped(res.embedded, function(e)
+      return jresource(e.value)
+    end)
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+fmt.resource_json = jresource
+
+---------------------------------------------------------------------------
+-- XML writer
+
+local xesc = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&apos;" }
+
+local function xstr(s)
+  s = fmt.clean(s)
+  -- Characters XML 1.0 does not allow are dropped; the rest escaped.
+  s = s:gsub("[%z\1-\8\11\12\14-\31]", "")
+  return (s:gsub("[&<>\"']", xesc))
+end
+fmt.xml_escape = xstr
+
+local function iso8601(ms)
+  local secs = ms // 1000
+  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. string.format(".%03dZ", ms % 1000)
+end
+
+local function xscalar(v)
+  if type(v) == "boolean" then
+    return v and "True" or "False"
+  elseif type(v) == "number" then
+    return jnum(v)
+  elseif getmetatable(v) == DATE then
+    return iso8601(v.ms)
+  end
+  return xstr(v)
+end
+
+local function xattrs(rel, href, title)
+  local s = ' rel="' .. xstr(rel) .. '"'
+  if href then
+    s = s .. ' href="' .. xstr(href) .. '"'
+  end
+  if title then
+    s = s .. ' title="' .. xstr(title) .. '"'
+  end
+  return s
+end
+
+local function xresource(res, out, as_rel, top)
+  out[#out + 1] = "<resource" .. xattrs(as_rel or res.rel, res.href)
+    .. (top and (' xmlns="' .. NS .. '"') or "") .. ">"
+  for _, l in ipairs(res.links) do
+    if not l.empty then
+      out[#out + 1] = "<link" .. xattrs(l.rel, l.href, l.title) .. "/>"
+    end
+  end
+  out[#out + 1] = '<property name="rel">' .. xstr(res.rel) .. "</property>"
+  for _, p in ipairs(res.props) do
+    local name, v = p[1], p[2]
+    if type(v) == "table" and getmetatable(v) ~= DATE then
+      out[#out + 1] = '<propertyList name="' .. xstr(name) .. '">'
+      for _, item in ipairs(v) do
+        out[#out + 1] = "<item>" .. xscalar(item) .. "</item>"
+      end
+      out[#out + 1] = "</propertyList>"
+    else
+      out[#out + 1] = '<property name="' .. xstr(name) .. '">' .. xscalar(v) .. "</property>"
+    end
+  end
+  for _, e in ipairs(res.embedded) do
+    if not e.empty then
+      xresource(e.value, out, e.rel)
+    end
+  end
+  out[#out + 1] = "</resource>"
+end
+
+local XML_DECL = '<?xml version="1.0" encoding="utf-8"?>\n'
+
+function fmt.resource_xml(res)
+  local out = {}
+  xresource(res, out, nil, true)
+  return XML_DECL .. table.concat(out)
+end
+
+---------------------------------------------------------------------------
+-- Event batches (EventsInUCWA.md, EventChannelDetails.md)
+--   batch = { self=href, links = { {rel=, href=} ... },
+--             senders = { {rel=, href=, events = { ev ... }} ... } }
+--   ev = { type=, link={rel=,href=,title=}, ["in"]={rel=,href=}|nil,
+--          resource=res|nil, status=|nil, reason={code=,subcode=,message=}|nil }
+
+local function jreason(r)
+  local parts = { '"code":' .. jstr(r.code) }
+  if r.subcode then
+    parts[#parts + 1] = '"subcode":' .. jstr(r.subcode)
+  end
+  if r.message then
+    parts[#parts + 1] = '"message":' .. jstr(r.message)
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+function fmt.events_json(batch)
+  local links = { '"self":' .. jlink({ href = batch.self }) }
+  for _, l in ipairs(batch.links) do
+    links[#links + 1] = jstr(l.rel) .. ":" .. jlink(l)
+  end
+  local parts = { '"_links":{' .. table.concat(links, ",") .. "}" }
+  if batch.senders and #batch.senders > 0 then
+    local senders = {}
+    for i, s in ipairs(batch.senders) do
+      local evs = {}
+      for j, ev in ipairs(s.events) do
+        local e = { '"link":' .. '{"rel":' .. jstr(ev.link.rel) .. ',"href":' .. jstr(ev.link.href)
+          .. (ev.link.title and (',"title":' .. jstr(ev.link.title)) or "") .. "}" }
+        if ev["in"] then
+          e[#e + 1] = '"in":{"rel":' .. jstr(ev["in"].rel) .. ',"href":' .. jstr(ev["in"].href) .. "}"
+        end
+        if ev.status then
+          e[#e + 1] = '"status":' .. jstr(ev.status)
+        end
+        if ev.reason then
+          e[#e + 1] = '"reason":' .. jreason(ev.reason)
+        end
+        if ev.resource then
+          e[#e + 1] = '"_embedded":{' .. jstr(ev.link.rel) .. ":" .. jresource(ev.resource) .. "}"
+        end
+        e[#e + 1] = '"type":' .. jstr(ev.type)
+        evs[j] = "{" .. table.concat(e, ",") .. "}"
+      end
+      senders[i] = '{"rel":' .. jstr(s.rel) .. ',"href":' .. jstr(s.href)
+        .. ',"events":[' .. table.concat(evs, ",") .. "]}"
+    end
+    parts[#parts + 1] = '"sender":[' .. table.concat(senders, ",") .. "]"
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+local function xreason(r)
+  local s = "<reason><code>" .. xstr(r.code) .. "</code>"
+  if r.subcode then
+    s = s .. "<subcode>" .. xstr(r.subcode) .. "</subcode>"
+  end
+  if r.message then
+    s = s .. "<message>" .. xstr(r.message) .. "</message>"
+  end
+  return s .. "</reason>"
+end
+
+function fmt.events_xml(batch)
+  local out = { XML_DECL, '<events href="' .. xstr(batch.self) .. '" xmlns="' .. NS .. '">' }
+  for _, l in ipairs(batch.links) do
+    out[#out + 1] = "<link" .. xattrs(l.rel, l.href) .. "/>"
+  end
+  for _, s in ipairs(batch.senders or {}) do
+    out[#out + 1] = "<sender" .. xattrs(s.rel, s.href) .. ">"
+    for _, ev in ipairs(s.events) do
+      local open = "<" .. ev.type .. xattrs(ev.link.rel, ev.link.href, ev.link.title)
+      if ev.status then
+        open = open .. ' status="' .. xstr(ev.status) .. '"'
+      end
+      local body = {}
+      if ev["in"] then
+        body[#body + 1] = "<in" .. xattrs(ev["in"].rel, ev["in"].href) .. "/>"
+      end
+      if ev.reason then
+        body[#body + 1] = xreason(ev.reason)
+      end
+      if ev.resource then
+        local r = {}
+        xresource(ev.resource, r, ev.link.rel)
+        body[#body + 1] = table.concat(r)
+      end
+      if #body == 0 then
+        out[#out + 1] = open .. "/>"
+      else
+        out[#out + 1] = open .. ">" .. table.concat(body) .. "</" .. ev.type .. ">"
+      end
+    end
+    out[#out + 1] = "</sender>"
+  end
+  out[#out + 1] = "</events>"
+  return table.concat(out)
+end
+
+---------------------------------------------------------------------------
+-- Errors (ErrorsAndInformationalMessages.md: "Error sample - JSON/XML")
+
+function fmt.error_json(code, subcode, message)
+  return jreason({ code = code, subcode = subcode, message = message })
+end
+
+function fmt.error_xml(code, subcode, message)
+  local s = XML_DECL .. '<reason xmlns="' .. NS .. '"><code>' .. xstr(code) .. "</code>"
+  if subcode then
+    s = s .. "<subcode>" .. xstr(subcode) .. "</subcode>"
+  end
+  if message then
+    s = s .. "<message>" .. xstr(message) .. "</message>"
+  end
+  return s .. "</reason>"
+end
+
+---------------------------------------------------------------------------
+-- Input bodies
+
+local MAX_INPUT = 1024 * 1024
+
+-- JSON object or XML <input>: returns a table of name -> value (strings,
+-- numbers, booleans, arrays), or nil, message.
+function fmt.parse_input(body, content_type)
+  if #body > MAX_INPUT then
+    return nil, "request body too large"
+  end
+  if body:sub(1, 3) == "\239\187\191" then
+    body = body:sub(4)
+  end
+  local ct = (content_type or ""):lower()
+  if ct:find("xml", 1, true) then
+    return fmt.parse_xml_input(body)
+  end
+  local v = cjson.decode(body)
+  if type(v) ~= "table" or (next(v) == 1) then
+    return nil, "the body is not a JSON object"
+  end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) == "string" then
+      if type(x) == "string" then
+        out[k] = fmt.clean(x)
+      elseif type(x) == "table" or type(x) == "number" or type(x) == "boolean" then
+        out[k] = x
+      end
+    end
+  end
+  return out
+end
+
+function fmt.parse_xml_input(body)
+  local out, stack, text = {}, {}, nil
+  local list_name, cur_name
+  local depth = 0
+  local function fail(msg)
+    error({ sim_xml = msg }, 0)
+  end
+  local callbacks = {
+    StartDoctypeDecl = function() fail("DTD not allowed") end,
+    EntityDecl = function() fail("entities not allowed") end,
+    StartElement = function(_, name, attrs)
+      depth = depth + 1
+      if depth > 16 then fail("too deep") end
+      local local_name = name:match("([^|:]+)$")
+      stack[#stack + 1] = local_name
+      if depth == 1 and local_name ~= "input" then
+        fail("root element must be <input>")
+      end
+      if local_name == "property" then
+        cur_name = attrs.name
+        text = {}
+      elseif local_name == "propertyList" then
+        list_name = attrs.name
+        if list_name then out[list_name] = {} end
+      elseif local_name == "item" then
+        text = {}
+      end
+    end,
+    EndElement = function()
+      local local_name = table.remove(stack)
+      depth = depth - 1
+      if local_name == "property" and cur_name and text then
+        out[cur_name] = fmt.clean(table.concat(text))
+        cur_name, text = nil, nil
+      elseif local_name == "item" and list_name and text then
+        local l = out[list_name]
+        l[#l + 1] = fmt.clean(table.concat(text))
+        text = nil
+      elseif local_name == "propertyList" then
+        list_name = nil
+      end
+    end,
+    CharacterData = function(_, s)
+      if text then text[#text + 1] = s end
+    end,
+  }
+  local p = lxp.new(callbacks, "|")
+  local ok, r1, r2 = pcall(function()
+    local a, msg = p:parse(body)
+    if not a then return nil, msg end
+    a, msg = p:parse()
+    if not a then return nil, msg end
+    return true
+  end)
+  p:close()
+  if not ok then
+    if type(r1) == "table" and r1.sim_xml then
+      return nil, r1.sim_xml
+    end
+    return nil, tostring(r1)
+  end
+  if not r1 then
+    return nil, "malformed XML: " .. tostring(r2)
+  end
+  if depth ~= 0 or next(stack) then
+    return nil, "malformed XML"
+  end
+  return out
+end
+
+-- Accept header -> "json" | "xml", and the content type to answer with.
+function fmt.negotiate(accept)
+  accept = (accept or ""):lower()
+  local j = accept:find("json", 1, true)
+  local x = accept:find("xml", 1, true)
+  if x and (not j or x < j) then
+    if accept:find("application/vnd.microsoft.com.ucwa+xml", 1, true) then
+      return "xml", "application/vnd.microsoft.com.ucwa+xml; charset=utf-8"
+    end
+    return "xml", "application/xml; charset=utf-8"
+  end
+  if accept:find("application/vnd.microsoft.com.ucwa+json", 1, true) then
+    return "json", "application/vnd.microsoft.com.ucwa+json; charset=utf-8"
+  end
+  return "json", "application/json; charset=utf-8"
+end
+
+-- Percent-encoding for data: URIs (RFC 2397, form style like UCWA: "Hi+Tosh%0d%0a").
+function fmt.urlencode(s)
+  return (s:gsub("[^%w%-%._~]", function(c)
+    if c == " " then return "+" end
+    return string.format("%%%02X", c:byte())
+  end))
+end
+
+return fmt

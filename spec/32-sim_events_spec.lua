@@ -1,0 +1,196 @@
+-- ucwa-sim: the event channel (EventsInUCWA.md, EventChannelDetails.md).
+local C = require "support.sim_client"
+local socket = require "socket"
+
+local function titles(batch)
+  local out = {}
+  for _, e in ipairs(C.flat(batch)) do out[#out + 1] = tonumber(e.link.title) end
+  return out
+end
+
+local function push(sim, s, n, prio)
+  local status, r = sim:control("POST", "/_sim/apps/" .. s.app.props.id .. "/events",
+    { count = n, priority = prio })
+  assert.equal(200, status)
+  return r
+end
+
+describe("ucwa-sim event channel", function()
+  local sim
+  setup(function() sim = C.start() end)
+  teardown(function()
+    local ok, how, code = sim:stop()
+    assert.is_true(ok, "simulator exit: " .. tostring(how) .. " " .. tostring(code))
+  end)
+
+  for _, fmt in ipairs({ "json", "xml" }) do
+    describe("in " .. fmt, function()
+      it("numbers batches with ack/next and gives the same batch to a retried URL", function()
+        local s = C.session(sim, "bob@contoso.com", fmt)
+        push(sim, s, 3)
+        local first = s.events
+        assert.matches("events%?ack=1$", first)
+        local b1, st, raw1 = s:pget()
+        assert.equal(200, st)
+        assert.equal(C.path_of(first), b1.links.self)
+        assert.matches("events%?ack=2$", b1.links.next)
+        assert.same({ 1, 2, 3 }, titles(b1))
+        assert.equal("me", b1.senders[1].rel)
+        assert.equal("updated", b1.senders[1].events[1].type)
+        assert.equal("note", b1.senders[1].events[1].link.rel)
+        -- the connection "dropped": the same URL again gives the same batch
+        s.events = first
+        local _, _, raw2 = s:pget()
+        assert.equal(raw1, raw2)
+        -- next acknowledges it
+        push(sim, s, 2)
+        local b2 = s:pget()
+        assert.same({ 4, 5 }, titles(b2))
+        assert.matches("events%?ack=3$", b2.links.next)
+      end)
+
+      it("answers an out-of-range ack with only a resync link", function()
+        local s = C.session(sim, "bob@contoso.com", fmt)
+        local st, _, body = s:request("GET", s.app.href .. "/events?ack=57")
+        assert.equal(200, st)
+        local b = C.events_model(body, fmt)
+        assert.is_nil(b.links.next)
+        assert.equal(s.app.href .. "/events?ack=1", b.links.resync)
+        assert.equal(0, #b.senders)
+      end)
+
+      it("releases an empty batch with a next link after the timeout", function()
+        local s = C.session(sim, "bob@contoso.com", fmt)
+        local t0 = socket.gettime()
+        local b = s:pget("timeout=0.3")
+        local dt = socket.gettime() - t0
+        assert.is_true(dt >= 0.25 and dt < 2, "released after " .. dt)
+        assert.equal(0, #b.senders)
+        assert.matches("ack=2$", b.links.next)
+      end)
+
+      it("answers bad query parameters with ParameterValidationFailure", function()
+        local s = C.session(sim, "bob@contoso.com", fmt)
+        local st, _, body = s:request("GET", s.events .. "&timeout=soon")
+        assert.equal(400, st)
+        assert.equal("ParameterValidationFailure", C.error_model(body, fmt).subcode)
+      end)
+    end)
+  end
+
+  it("replaces a pending P-GET with 409 PGetReplaced", function()
+    local s = C.session(sim, "bob@contoso.com")
+    local h = { Authorization = "Bearer " .. s.token, Accept = "application/json" }
+    local first = C.raw_send(sim.base, "GET", s.events .. "&timeout=5", h)
+    socket.sleep(0.1)
+    local second = C.raw_send(sim.base, "GET", s.events .. "&timeout=0.3", h)
+    local st1, _, b1 = C.raw_receive(first)
+    assert.equal(409, st1)
+    local e = require("cjson").decode(b1)
+    assert.equal("Conflict", e.code)
+    assert.equal("PGetReplaced", e.subcode)
+    local st2 = C.raw_receive(second)
+    assert.equal(200, st2)
+    first:close()
+    second:close()
+  end)
+
+  it("keeps a higher-priority P-GET over a lower-priority one", function()
+    local s = C.session(sim, "bob@contoso.com")
+    local h = { Authorization = "Bearer " .. s.token, Accept = "application/json" }
+    local high = C.raw_send(sim.base, "GET", s.events .. "&timeout=0.5&priority=5", h)
+    socket.sleep(0.1)
+    local low = C.raw_send(sim.base, "GET", s.events .. "&timeout=0.3&priority=1", h)
+    local st_low, _, b = C.raw_receive(low)
+    assert.equal(409, st_low)
+    assert.equal("PGetReplaced", require("cjson").decode(b).subcode)
+    assert.equal(200, (C.raw_receive(high)))
+    high:close()
+    low:close()
+  end)
+
+  it("answers a pending P-GET with 404 ApplicationNotFound when the application goes", function()
+    local s = C.session(sim, "bob@contoso.com")
+    local h = { Authorization = "Bearer " .. s.token, Accept = "application/json" }
+    local p = C.raw_send(sim.base, "GET", s.events .. "&timeout=5", h)
+    socket.sleep(0.1)
+    assert.equal(200, (sim:control("POST", "/_sim/apps/" .. s.app.props.id .. "/forget")))
+    local st, _, b = C.raw_receive(p)
+    assert.equal(404, st)
+    assert.equal("ApplicationNotFound", require("cjson").decode(b).subcode)
+    p:close()
+  end)
+
+  it("holds low-priority events for the 'low' interval", function()
+    local s = C.session(sim, "bob@contoso.com")
+    push(sim, s, 1, "low")
+    local t0 = socket.gettime()
+    local b = s:pget("low=0.4&timeout=3")
+    local dt = socket.gettime() - t0
+    assert.equal(1, #C.flat(b))
+    assert.is_true(dt >= 0.35 and dt < 2, "released after " .. dt)
+  end)
+
+  it("drops P-GETs mid-response on request, and the retry gets the same events", function()
+    local s = C.session(sim, "bob@contoso.com")
+    push(sim, s, 2)
+    assert.equal(200, (sim:control("POST", "/_sim/faults/drop-pget", { count = 1 })))
+    local b, err = s:pget()
+    assert.is_nil(b)
+    assert.is_truthy(err == "closed" or err == nil or type(err) == "string")
+    local again = s:pget()
+    assert.same({ 1, 2 }, titles(again))
+  end)
+
+  it("forces resync and resume through the control API", function()
+    local s = C.session(sim, "bob@contoso.com")
+    local id = s.app.props.id
+    push(sim, s, 1)
+    s:pget()
+    sim:control("POST", "/_sim/apps/" .. id .. "/resync")
+    local b = s:pget()
+    assert.is_nil(b.links.next)
+    assert.matches("ack=2$", b.links.resync) -- the batch not yet acknowledged
+    sim:control("POST", "/_sim/apps/" .. id .. "/resume")
+    local r = s:pget()
+    assert.is_nil(r.links.next)
+    assert.is_string(r.links.resume)
+    push(sim, s, 1)
+    local n = s:pget() -- resume works like next
+    assert.equal(1, #C.flat(n))
+    assert.is_string(n.links.next)
+  end)
+
+  it("passes 10,000 events without losing or repeating one", function()
+    local s = C.session(sim, "bob@contoso.com")
+    push(sim, s, 10000)
+    local got = {}
+    local batches = 0
+    while #got < 10000 do
+      local b = s:pget("timeout=0.2")
+      batches = batches + 1
+      for _, t in ipairs(titles(b)) do got[#got + 1] = t end
+      assert.is_true(batches < 100)
+    end
+    for i = 1, 10000 do assert.equal(i, got[i]) end
+    local _, state = sim:control("GET", "/_sim/state")
+    for _, a in ipairs(state.applications) do
+      if a.id == s.app.props.id then assert.equal(0, a.queued) end
+    end
+  end)
+end)
+
+describe("ucwa-sim resume after inactivity", function()
+  it("answers with a resume link after --resume-after seconds without a P-GET", function()
+    local sim = C.start({ resume_after = 0.3 })
+    finally(function() sim:stop() end)
+    local s = C.session(sim, "bob@contoso.com")
+    push(sim, s, 1)
+    local b = s:pget()
+    assert.is_string(b.links.next)
+    socket.sleep(0.5)
+    local r = s:pget()
+    assert.is_string(r.links.resume)
+    assert.is_nil(r.links.next)
+  end)
+end)
