@@ -399,7 +399,9 @@ end
 
 local function embedded_link(app, rel, link)
   local emb = app.embedded[rel]
-  local l = emb and emb.links and emb.links[link]
+  if not emb then return nil end
+  if link == "self" then return emb.href end
+  local l = emb.links and emb.links[link]
   return l and l.href
 end
 
@@ -736,8 +738,7 @@ function Client:_invite(rel, args, cb, what)
       if type(model) == "table" then inv:_update(model) end
       inv.href = inv.href or location
       self:_register(inv)
-      local cancel = rawget(inv, "_cancel_when_created")
-      if cancel then inv._cancel_when_created = nil; inv:cancel(cancel) end
+      inv:_check_cancel()
       done(inv)
     end)
   end)

@@ -5,7 +5,8 @@ local core = require "ucwa.core"
 local ucwa = { _VERSION = core._VERSION, core = core }
 
 -- The C core's functions, re-exported as they are.
-for _, name in ipairs{ "parse", "parse_events", "parse_error", "encode", "date" } do
+for _, name in ipairs{ "parse", "parse_events", "parse_error", "encode", "date", "set_limits",
+                       "null", "error", "error_mt", "data_url" } do
   ucwa[name] = core[name]
 end
 

@@ -31,16 +31,32 @@ function Invitation:decline(reason, cb)
   return self:_post("decline", reason and { reason = reason } or nil, cb)
 end
 
---- Cancels an outgoing invitation still in progress (e.g. waiting in the lobby). cb(true, err).
+--- Cancels an outgoing invitation still in progress (e.g. waiting in the
+-- lobby). Called before the server has given the cancel link (no 201 or no
+-- started event yet), it cancels as soon as the link arrives. cb(true, err).
 function Invitation:cancel(cb)
-  local client = self._client
-  if not self.href then
-    -- The 201 has not arrived: cancel as soon as it does.
-    return async.call(client, cb, function(done)
-      self._cancel_when_created = done
-    end)
+  if self:link("cancel") or self:completed() then return self:_post("cancel", nil, cb) end
+  return async.call(self._client, cb, function(done)
+    self._cancel_when_linked = done
+  end)
+end
+
+-- Sends a cancel that was asked for before its link was known.
+function Invitation:_check_cancel()
+  local done = rawget(self, "_cancel_when_linked")
+  if not done then return end
+  if self:completed() then
+    self._cancel_when_linked = nil
+    done(nil, errors.new{ code = "Conflict", message = "the invitation completed before it could be cancelled" })
+  elseif self:link("cancel") then
+    self._cancel_when_linked = nil
+    self:_post("cancel", nil, done)
   end
-  return self:_post("cancel", nil, cb)
+end
+
+function Invitation:_event(ev)
+  resource.Operation._event(self, ev)
+  self:_check_cancel()
 end
 
 function Invitation:conversation(cb) return self:_follow("conversation", cb) end
