@@ -19,9 +19,9 @@ SIM_OBJ  := $(SIM_SRC:sim/%.c=$(BUILD)/obj/sim/%.o)
 
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson libexpat1-dev \
   lua-busted libmicrohttpd-dev lua-expat clang libclang-rt-14-dev lua-check \
-  lua-ldoc luarocks lua-cqueues lua-luv pkg-config make gcc
+  lua-ldoc luarocks lua-cqueues lua-luv lua-socket lua-sec openssl python3 pkg-config make gcc
 
-.PHONY: all test check bench fuzz demo deps lint rock clean schema
+.PHONY: all test check bench fuzz demo deps lint rock clean schema doc
 
 all: $(BUILD)/ucwa/core.so $(BUILD)/ucwa-sim
 
@@ -52,13 +52,18 @@ test: all
 # The same suite with the C parts built under ASan + UBSan, leak detection on.
 SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 check:
-	$(MAKE) BUILD=build-san SAN="$(SAN_FLAGS)" OPT="-O1 -g" all
-	UCWA_BUILD=build-san UCWA_SANITIZED=1 \
-	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	$(MAKE) BUILD=build-san SAN="$(SAN_FLAGS)" OPT="-O1 -g" all build-san/sanlua
+	UCWA_BUILD=build-san UCWA_SANITIZED=1 UCWA_LUA=$(CURDIR)/build-san/sanlua \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	$(BUSTED)
+	build-san/sanlua /usr/bin/busted
+
+# The interpreter for `make check`, with the sanitizers linked in.
+build-san/sanlua: tools/sanlua.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O1 -g $(WARN) $(SAN) $(shell pkg-config --cflags lua5.4) $< -o $@ \
+	  $(shell pkg-config --libs lua5.4) -Wl,-E
 
 bench: all
 	@for f in bench/*.lua; do echo "== $$f"; UCWA_BUILD=$(BUILD) $(LUA) $$f || exit 1; done
@@ -77,10 +82,14 @@ schema:
 rock:
 	luarocks --lua-version 5.4 make --deps-mode=none --tree $(BUILD)/rock ucwa-scm-1.rockspec \
 	  CURL_INCDIR=$$(dirname $$(dirname $$(echo /usr/include/*/curl/curl.h /usr/include/curl/curl.h | cut -d" " -f1)))
-	cd /tmp && LUA_PATH="$(CURDIR)/$(BUILD)/rock/share/lua/5.4/?.lua;$(CURDIR)/$(BUILD)/rock/share/lua/5.4/?/init.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/rock/lib/lua/5.4/?.so;;" $(LUA) -e "local u = require [[ucwa]]; assert(u.core); print([[rock ok: ]] .. package.searchpath([[ucwa.core]], package.cpath))"
+	cd /tmp && LUA_PATH="$(CURDIR)/$(BUILD)/rock/share/lua/5.4/?.lua;$(CURDIR)/$(BUILD)/rock/share/lua/5.4/?/init.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/rock/lib/lua/5.4/?.so;;" $(LUA) -e "local u = require [[ucwa]]; assert(u.parse([[{\"rel\":\"x\"}]], [[application/json]]).rel == [[x]]); require [[ucwa.client]]; require [[ucwa.conversation]]; print([[rock ok: ]] .. package.searchpath([[ucwa.core]], package.cpath))"
 
 demo: all
 	$(LUA) examples/demo.lua
+
+# The API reference (LDoc) in build/doc; fails on any LDoc warning.
+doc:
+	tools/check_docs.sh
 
 deps:
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PKGS); \

@@ -18,12 +18,25 @@ build = {
   type = "builtin",
   modules = {
     ["ucwa.core"] = {
-      sources = { "src/core.c", "src/dataurl.c", "src/date.c", "src/encode.c", "src/engine.c",
-                  "src/parse.c", "src/parse_xml.c" },
+      sources = {
+        "src/channel.c", "src/core.c", "src/dataurl.c", "src/date.c",
+        "src/encode.c", "src/engine.c", "src/parse.c", "src/parse_xml.c",
+        "src/url.c",
+      },
       libraries = { "curl", "expat", "crypto" },
       incdirs = { "$(CURL_INCDIR)", "$(EXPAT_INCDIR)", "$(CRYPTO_INCDIR)", "src" },
       libdirs = { "$(CURL_LIBDIR)", "$(EXPAT_LIBDIR)", "$(CRYPTO_LIBDIR)" },
     },
+    ["ucwa.async"] = "lua/ucwa/async.lua",
+    ["ucwa.auth"] = "lua/ucwa/auth.lua",
+    ["ucwa.client"] = "lua/ucwa/client.lua",
+    ["ucwa.conversation"] = "lua/ucwa/conversation.lua",
+    ["ucwa.discovery"] = "lua/ucwa/discovery.lua",
+    ["ucwa.errors"] = "lua/ucwa/errors.lua",
     ["ucwa"] = "lua/ucwa/init.lua",
+    ["ucwa.invitation"] = "lua/ucwa/invitation.lua",
+    ["ucwa.resource"] = "lua/ucwa/resource.lua",
+    ["ucwa.sim"] = "lua/ucwa/sim.lua",
+    ["ucwa.util"] = "lua/ucwa/util.lua",
   },
 }

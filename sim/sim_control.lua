@@ -210,7 +210,7 @@ return function(S)
       if type(t.text) ~= "string" and type(t.html) ~= "string" then
         return fail(400, "text or html is required")
       end
-      local text = t.text or (t.html:gsub("<[^>]*>", ""))
+      local text = t.text or meet.strip_html(t.html)
       local ok, err = meet.say(m, from, S.fmt.clean(text), t.html and S.fmt.clean(t.html) or nil)
       if not ok then return fail(409, err) end
       return reply(200, { sent = true })

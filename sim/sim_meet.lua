@@ -721,6 +721,7 @@ return function(S)
   local function strip_html(s)
     return (s:gsub("<[^>]*>", ""):gsub("&lt;", "<"):gsub("&gt;", ">"):gsub("&quot;", '"'):gsub("&amp;", "&"))
   end
+  M.strip_html = strip_html
 
   local function send_message(ctx, conv)
     local req = ctx.req

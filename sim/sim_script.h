@@ -214,7 +214,7 @@ static const struct { const char *name; const char *src; size_t len; } sim_scrip
 	"      if type(t.text) ~= \042string\042 and type(t.html) ~= \042string\042 then\n"
 	"        return fail(400, \042text or html is required\042)\n"
 	"      end\n"
-	"      local text = t.text or (t.html:gsub(\042<[^>]*>\042, \042\042))\n"
+	"      local text = t.text or meet.strip_html(t.html)\n"
 	"      local ok, err = meet.say(m, from, S.fmt.clean(text), t.html and S.fmt.clean(t.html) or nil)\n"
 	"      if not ok then return fail(409, err) end\n"
 	"      return reply(200, { sent = true })\n"
@@ -322,7 +322,7 @@ static const struct { const char *name; const char *src; size_t len; } sim_scrip
 	"\n"
 	"  return C\n"
 	"end\n",
-12160 },
+12155 },
 { "sim_fmt",
 	"-- ucwa-sim: the two UCWA representations (PayloadFormat.md).\n"
 	"--\n"
@@ -2674,6 +2674,7 @@ static const struct { const char *name; const char *src; size_t len; } sim_scrip
 	"  local function strip_html(s)\n"
 	"    return (s:gsub(\042<[^>]*>\042, \042\042):gsub(\042&lt;\042, \042<\042):gsub(\042&gt;\042, \042>\042):gsub(\042&quot;\042, '\042'):gsub(\042&amp;\042, \042&\042))\n"
 	"  end\n"
+	"  M.strip_html = strip_html\n"
 	"\n"
 	"  local function send_message(ctx, conv)\n"
 	"    local req = ctx.req\n"
@@ -2891,5 +2892,5 @@ static const struct { const char *name; const char *src; size_t len; } sim_scrip
 	"\n"
 	"  return M\n"
 	"end\n",
-35523 },
+35551 },
 };

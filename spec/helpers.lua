@@ -5,6 +5,8 @@ helpers.build = os.getenv("UCWA_BUILD") or "build"
 helpers.shared = "../shared"
 helpers.fixtures = helpers.shared .. "/fixtures/ucwa-docs"
 helpers.sanitized = os.getenv("UCWA_SANITIZED") == "1"
+-- The interpreter for child Lua processes: under `make check`, the sanitized one.
+helpers.lua = os.getenv("UCWA_LUA") or "lua5.4"
 
 function helpers.read(path)
   local f = assert(io.open(path, "rb"))

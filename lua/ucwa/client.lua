@@ -67,14 +67,18 @@ function client.new(opts)
       culture = opts.culture or "en-US",
       timeout = opts.timeout or 30,
       event_timeout = opts.event_timeout or 180,
+      event_grace = opts.event_grace,   -- client-side margin over event_timeout
+      backoff = opts.backoff,           -- {initial=, max=} seconds, for the event channel
       activity_interval = opts.activity_interval or 180,
       available = opts.available ~= false,
     },
-    engine = core.engine{
+    -- Many bots may share one engine (one epoll set, one connection pool).
+    engine = opts.engine or core.engine{
       verify = opts.verify ~= false, ca_file = opts.ca_file,
       user_agent = opts.user_agent or ("lua-ucwa/" .. core._VERSION),
       max_body = opts.max_body,
     },
+    _own_engine = opts.engine == nil,
     state = "new",
     _accept = ACCEPT[format],
     _log_fn = opts.log,
@@ -97,7 +101,7 @@ function Client:__tostring()
   return "ucwa.client(" .. tostring(self.options.url or self.options.domain) .. ", " .. self.state .. ")"
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Callbacks
 
 --- Registers fn for a client event: ready, invitation, resumed, error, closed.
@@ -152,7 +156,7 @@ function Client:_report(err)
   end
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Coroutines
 
 --- Runs fn(...) in a coroutine in which network methods may be called
@@ -180,7 +184,7 @@ function Client:_await(spec)
   return async.await(self, coroutine.running(), function(done) self:_send(spec, done) end)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Requests
 
 function Client:_absolute(url)
@@ -238,7 +242,7 @@ function Client:_send(spec, done, retried)
   }
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Tokens
 
 function Client:_can_renew()
@@ -315,7 +319,7 @@ function Client:_schedule_renewal(expires_in)
   end)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Sign-in
 
 -- Autodiscovery: the user resource's URL.
@@ -443,6 +447,8 @@ function Client:_open_channel()
     url = self:_absolute(href),
     headers = { Authorization = self:_auth_header(), Accept = self._accept },
     timeout = self.options.event_timeout,
+    grace = self.options.event_grace,
+    backoff = self.options.backoff,
     parse = core.parse_events,
     on_batch = function(batch) self:_dispatch(batch) end,
     on_error = function(err) self:_channel_error(err) end,
@@ -482,9 +488,11 @@ function Client:_establish()
   return true
 end
 
+-- Faults that may pass: network errors, timeouts, 5xx. A certificate that
+-- fails verification or a refused sign-in will not fix itself.
 local function retryable(err)
-  local st = err and err.status
-  return st == nil or st >= 500 or st == 429
+  if err and err.status then return err.status >= 500 or err.status == 429 end
+  return err == nil or (err.code ~= "TlsError" and err.code ~= "TooLarge")
 end
 
 --- Signs in and opens the event channel; "ready" fires when done.
@@ -513,7 +521,7 @@ function Client:_sleep(seconds)
   coroutine.yield()
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Losing and recovering the application
 
 function Client:_fail_pending(reason)
@@ -570,7 +578,7 @@ function Client:_channel_error(err)
   end
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Events
 
 local OPERATION = {}
@@ -691,7 +699,7 @@ function Client:_incoming(ev, href, rel)
   end)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Meetings
 
 local function communication_link(self, rel)
@@ -761,7 +769,7 @@ function Client:start_meeting(args, cb)
   return self:_invite("startOnlineMeeting", args or {}, cb, "start_meeting")
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- The loop
 
 --- Runs ready work for up to `timeout` seconds (0: only what is ready).
@@ -794,6 +802,13 @@ function Client:stop()
   return self
 end
 
+--- Calls fn() once after `seconds`; returns the timer (`:cancel()`).
+function Client:after(seconds, fn)
+  if type(seconds) ~= "number" then error("bad argument #1 to 'after' (number expected)", 2) end
+  if type(fn) ~= "function" then error("bad argument #2 to 'after' (function expected)", 2) end
+  return self.engine:timer(seconds, function() self:_call_handler(fn) end)
+end
+
 function Client:pollfd() return self.engine:pollfd() end
 function Client:events() return self.engine:events() end
 function Client:timeout() return self.engine:timeout() end
@@ -811,7 +826,7 @@ function Client:close(cb)
     self.state = "closed"
     self._stopped = true
     self:_emit("closed", self)
-    self.engine:close()
+    if self._own_engine then self.engine:close() end
     if cb then cb(err == nil, err) end
   end
   if self.application and self.application.href then
@@ -819,7 +834,10 @@ function Client:close(cb)
     -- drive the DELETE to completion when nobody else is looping
     if not self._stepping then
       local deadline = os.time() + 6
-      while self.state ~= "closed" and os.time() <= deadline do self.engine:step(0.2) end
+      while self.state ~= "closed" and os.time() <= deadline do
+        -- a shared engine may be stepping already (close from another bot's callback)
+        if not pcall(self.engine.step, self.engine, 0.2) then break end
+      end
       if self.state ~= "closed" then finish() end
     end
   else
@@ -827,7 +845,9 @@ function Client:close(cb)
   end
 end
 Client.__close = Client.close
-Client.__gc = function(self) if self.state ~= "closed" and self.engine then self.engine:close() end end
+Client.__gc = function(self)
+  if self.state ~= "closed" and self._own_engine then self.engine:close() end
+end
 
 client.Client = Client
 return client

@@ -1,15 +1,44 @@
 --- Conversations, participants and messages: what a meeting bot does once in.
+--
+-- A conversation object comes from `inv:conversation()` or from the event
+-- channel. It keeps a roster of the participants it has heard of (who is in
+-- the `lobby`, the `attendees` and the `leaders`), turns the conversation's
+-- events into callbacks, and sends messages.
+--
+--    conv:on("message", function(conv, msg) print(msg.from, msg.text) end)
+--    conv:on("lobby", function(conv, p) p:admit() end)
+--    conv:send("Hello, room!")
+--
+-- Callbacks of a conversation (`conv:on(name, fn)`):
+--
+-- * `participant_added`, `participant_updated`, `participant_removed`:
+--   `fn(conv, participant, collection)`, where `collection` is the rel of the
+--   event's `in` link (`"lobby"`, `"attendees"`, `"leaders"`) or nil. A
+--   participant already known that shows up in another collection (promoted,
+--   demoted) is `participant_updated`; one admitted from the lobby is removed
+--   from `lobby`, then added to `attendees` or `leaders`, as the server says.
+-- * `lobby`: `fn(conv, participant)` when someone other than the bot arrives
+--   in the lobby (seen by leaders only).
+-- * `message`: `fn(conv, msg)` for each incoming message (a @{Message}).
+-- * `typing`: `fn(conv, participant, typing)`, typing true or false.
+-- * `messaging`: `fn(conv, messaging_model)` when the messaging modality
+--   changes (connected, disconnected).
+-- * `added`, `updated`, `deleted`: the conversation itself; `deleted` gets
+--   `fn(conv, reason)` (a reason table or nil) when the conversation ends.
+-- * `event`: `fn(conv, event)` for any other event the conversation sends.
 -- @module ucwa.conversation
 local core = require "ucwa.core"
 local async = require "ucwa.async"
 local errors = require "ucwa.errors"
 local resource = require "ucwa.resource"
+local util = require "ucwa.util"
 
 local conversation = {}
 
 local Conversation = resource.class("conversation")
 local Participant = resource.class("participant")
 local Message = resource.class("message", resource.Operation)
+
 conversation.Conversation, conversation.Participant, conversation.Message = Conversation, Participant, Message
 
 resource.register("conversation", Conversation)
@@ -17,25 +46,174 @@ resource.register("participant", Participant)
 resource.register("localParticipant", Participant)
 resource.register("message", Message)
 
----------------------------------------------------------------------------
--- Participants
+-- Conversations still going on, per client: kept alive while the server
+-- still talks about them, whether or not the bot holds a reference.
+-- (Weak keys: an ephemeron table, so a client that is dropped still goes.)
+local live = setmetatable({}, { __mode = "k" })
 
-for method, rel in pairs{ admit = "admit", reject = "reject", eject = "eject", promote = "promote",
-                          demote = "demote" } do
-  --- Lobby and roster actions, where the participant's links allow them. cb(true, err).
-  Participant[method] = function(self, cb) return self:_post(rel, nil, cb) end
+local keep
+
+-- The session was lost (the application was created again, or the event
+-- channel resumed): the server has closed every conversation.
+local function session_lost(client, info)
+  if info.reason ~= "resume" and info.reason ~= "ApplicationNotFound" then return end
+  local set = live[client]
+  if not set then return end
+  local convs = {}
+  for conv in pairs(set) do convs[#convs + 1] = conv end
+  for _, conv in ipairs(convs) do
+    conv:_event{ type = "deleted", reason = errors.new{ code = "Gone", subcode = "SessionLost",
+      message = "the conversation ended with the session (" .. tostring(info.reason) .. ")" } }
+  end
 end
 
+function keep(conv, on)
+  local client = conv._client
+  local set = live[client]
+  if not set then
+    if not on then return end
+    set = {}
+    live[client] = set
+    client:on("resumed", function(info) session_lost(client, info) end)
+  end
+  set[conv] = on or nil
+end
+
+local function no_link(what, rel)
+  return errors.new{ code = "NotAllowed", subcode = "NoLink", message = what .. " has no " .. rel .. " link now" }
+end
+
+--- Decodes a `data:` URL as UCWA sends message text: base64, or URL-encoded
+-- (percent escapes, and `+` for a space as in form encoding). Returns the
+-- text and the media type, or nil and a message.
+-- @tparam string href
+-- @treturn string text
+-- @treturn string media type
+function conversation.decode_data_url(href)
+  if type(href) ~= "string" then error("bad argument #1 to 'decode_data_url' (string expected)", 2) end
+  local head, data = href:match("^([Dd][Aa][Tt][Aa]:[^,]*),(.*)$")
+  if head and not head:lower():find(";base64$") then
+    href = head .. "," .. data:gsub("%+", "%%20")
+  end
+  return core.data_url(href)
+end
+
+--- Plain text from HTML: tags dropped, the common entities decoded.
+-- @tparam string html
+-- @treturn string
+function conversation.strip_html(html)
+  local s = html:gsub("<[Bb][Rr]%s*/?>", "\n"):gsub("<[^>]*>", "")
+  s = s:gsub("&#(%d+);", function(n) return utf8.char(tonumber(n)) end)
+  s = s:gsub("&#[xX](%x+);", function(n) return utf8.char(tonumber(n, 16)) end)
+  s = s:gsub("&nbsp;", " "):gsub("&lt;", "<"):gsub("&gt;", ">"):gsub("&quot;", '"'):gsub("&apos;", "'")
+  return (s:gsub("&amp;", "&"))
+end
+
+--- How many received messages a conversation keeps for @{Conversation:receive}
+-- (the oldest go first).
+conversation.INBOX = 256
+
+--- A participant of a conversation.
+-- Properties by name: `name`, `uri`, `role` (`Leader` or `Attendee`),
+-- `inLobby`, `anonymous`, `organizer`, and `p["local"]` (true for the bot).
+-- Fields: `collection`, the rel of the last `in` link seen for it (`lobby`,
+-- `attendees`, `leaders`).
+-- @type Participant
+
 --- The participant's display name, or its SIP URI.
+-- @treturn string
 function Participant:display()
   return self.properties.name or self.properties.uri or tostring(self.href)
 end
 
----------------------------------------------------------------------------
--- Conversation
+--- True for the bot's own participant (the `local` property).
+-- @treturn boolean
+function Participant:is_local()
+  return self.properties["local"] == true
+end
+
+--- Admits a participant waiting in the lobby (leaders only). `cb(true, err)`.
+-- @tparam[opt] function cb
+function Participant:admit(cb) return self:_post("admit", nil, cb) end
+--- Rejects a participant waiting in the lobby (leaders only). `cb(true, err)`.
+-- @tparam[opt] function cb
+function Participant:reject(cb) return self:_post("reject", nil, cb) end
+--- Removes a participant from the meeting (where the `eject` link allows). `cb(true, err)`.
+-- @tparam[opt] function cb
+function Participant:eject(cb) return self:_post("eject", nil, cb) end
+--- Makes an attendee a leader (where the `promote` link allows). `cb(true, err)`.
+-- @tparam[opt] function cb
+function Participant:promote(cb) return self:_post("promote", nil, cb) end
+--- Makes a leader an attendee (where the `demote` link allows). `cb(true, err)`.
+-- @tparam[opt] function cb
+function Participant:demote(cb) return self:_post("demote", nil, cb) end
+
+--- True when the participant's links allow `action` now ("admit", "eject" ...).
+-- @tparam string action
+-- @treturn boolean
+function Participant:can(action)
+  return self:link(action) ~= nil
+end
+
+-- The participant object for a link {href=, title=}: the known one, or a
+-- new one that knows only its name (never overwrites what is known).
+local function participant_for(client, rel, link, model)
+  if model and model.href then return client:_object(model, "participant") end
+  local href = link and link.href
+  if not href then return nil end
+  local known = client._objects[client:_absolute(href)]
+  if known then
+    if link.title and known.properties.name == nil then known.properties.name = link.title end
+    return known
+  end
+  local p = resource.new(client, { rel = rel or "participant", href = href,
+                                   properties = { name = link.title } }, "participant")
+  client:_register(p)
+  return p
+end
+
+--- A conversation (a meeting the bot is in, or joining).
+-- Properties by name: `state` (`Connecting`, `InLobby`, `Connected`,
+-- `Disconnected` ...), `subject`, `threadId`, `importance`,
+-- `participantCount`, `activeModalities` ...
+-- @type Conversation
+
+local CONVERSATION_EVENTS = {
+  participant_added = true, participant_updated = true, participant_removed = true, lobby = true,
+  message = true, typing = true, messaging = true, added = true, updated = true, deleted = true, event = true,
+}
 
 function Conversation:_init()
-  self._people = {}  -- participant href -> collection rel ("lobby", "attendees", "leaders") or true
+  self._people = {}  -- absolute participant href -> participant (the roster heard from events)
+  self._order = {}   -- arrival order of hrefs in _people
+  self._inbox = { waiters = {} } -- messages for receive(), and the coroutines waiting in it
+  keep(self, true)
+end
+
+--- Registers `fn` for a conversation callback (see the module's list). Returns self.
+-- Unknown names raise.
+-- @tparam string name
+-- @tparam function fn
+function Conversation:on(name, fn)
+  if not CONVERSATION_EVENTS[name] then
+    error("bad argument #1 to 'on' (unknown conversation event '" .. tostring(name) .. "')", 2)
+  end
+  if type(fn) ~= "function" then error("bad argument #2 to 'on' (function expected)", 2) end
+  return resource.Resource.on(self, name, fn)
+end
+
+--- The participants the conversation's events have named so far, in order
+-- of arrival, without a request. With `collection` ("lobby", "attendees",
+-- "leaders"), only those in it.
+-- @tparam[opt] string collection
+-- @treturn {Participant,...}
+function Conversation:roster(collection)
+  local list = {}
+  for _, href in ipairs(self._order) do
+    local p = self._people[href]
+    if p and (collection == nil or rawget(p, "collection") == collection) then list[#list + 1] = p end
+  end
+  return list
 end
 
 -- GETs a collection link and returns its members as participant objects.
@@ -43,73 +221,99 @@ function Conversation:_collection(rel, cb)
   local client = self._client
   return async.call(client, cb, function(done)
     local href = self:link(rel)
-    if not href then
-      return done(nil, errors.new{ code = "NotFound", subcode = "NoLink",
-                                   message = "conversation has no " .. rel .. " link" })
-    end
+    if not href then return done(nil, no_link("conversation", rel)) end
     client:_send({ method = "GET", url = href }, function(model, err)
       if not model then return done(nil, err) end
+      if model == true then return done({}) end
       local out, seen = {}, {}
-      local function add(m)
-        local href_m = m.href and client:_absolute(m.href)
-        if href_m and not seen[href_m] then
-          seen[href_m] = true
-          out[#out + 1] = client:_object(m, "participant")
+      local function add(p)
+        local h = p and p.href and client:_absolute(p.href)
+        if h and not seen[h] then
+          seen[h] = true
+          out[#out + 1] = p
         end
       end
       local emb = model.embedded and model.embedded.participant
       if emb then
-        if emb.rel then emb = { emb } end
-        for _, m in ipairs(emb) do add(m) end
+        if emb.rel or emb.href then emb = { emb } end
+        for _, m in ipairs(emb) do add(participant_for(client, "participant", nil, m)) end
       end
       local links = model.links and model.links.participant
       if links then
         if links.href then links = { links } end
-        for _, l in ipairs(links) do add{ rel = "participant", href = l.href, properties = { name = l.title } } end
+        for _, l in ipairs(links) do add(participant_for(client, "participant", l)) end
       end
       done(out)
     end)
   end)
 end
 
---- Everyone in the conversation. cb(list, err).
+--- Everyone in the conversation (a GET of `participants`). `cb(list, err)`.
+-- @tparam[opt] function cb
 function Conversation:participants(cb) return self:_collection("participants", cb) end
---- Who waits in the lobby (organiser and leader bots). cb(list, err).
+--- Who waits in the lobby (empty unless the bot is a leader). `cb(list, err)`.
+-- @tparam[opt] function cb
 function Conversation:lobby(cb) return self:_collection("lobby", cb) end
---- Attendees and leaders. cb(list, err).
+--- The attendees. `cb(list, err)`.
+-- @tparam[opt] function cb
 function Conversation:attendees(cb) return self:_collection("attendees", cb) end
+--- The leaders. `cb(list, err)`.
+-- @tparam[opt] function cb
 function Conversation:leaders(cb) return self:_collection("leaders", cb) end
 
--- The messaging modality resource, fetched when the event did not carry it.
+-- The messaging modality resource, fetched when no event carried it.
 function Conversation:_messaging(done)
   local m = rawget(self, "_messaging_model")
   if m then return done(m) end
   local href = self:link("messaging")
-  if not href then
-    return done(nil, errors.new{ code = "NotAllowed", subcode = "NoLink", message = "conversation has no messaging" })
-  end
+  if not href then return done(nil, no_link("conversation", "messaging")) end
   self._client:_send({ method = "GET", url = href }, function(model, err)
     if not model then return done(nil, err) end
-    self._messaging_model = model
+    if model ~= true then self._messaging_model = model end
     done(model)
   end)
 end
 
 local function link_of(model, rel)
-  local l = model.links and model.links[rel]
+  local l = type(model) == "table" and model.links and model.links[rel]
+  if l and l[1] then l = l[1] end
   return l and l.href
 end
 
---- Sends a message. opts.format = "html" sends HTML (when negotiated).
--- cb(message, err): message is an operation with status once delivered.
+local function negotiated(m, format)
+  local formats = m.properties and m.properties.negotiatedMessageFormats
+  if type(formats) == "string" then formats = { formats } end
+  for _, f in ipairs(type(formats) == "table" and formats or {}) do
+    if f == format then return true end
+  end
+  return false
+end
+
+--- True when the server negotiated HTML messages for this conversation
+-- (known once messaging is connected).
+-- @treturn boolean
+function Conversation:html_allowed()
+  local m = rawget(self, "_messaging_model")
+  return m ~= nil and negotiated(m, "Html")
+end
+
+--- Sends a message. `opts.format = "html"` sends `text` as HTML (only when
+-- the server negotiated `Html`: else the call fails with `HtmlNotNegotiated`).
+-- `cb(message, err)` once the server took it: `message` is a @{Message}
+-- operation whose `completed` callback (and `status`, `reason`) says
+-- whether it was delivered; `message:wait()` in a coroutine.
+-- @tparam string text
+-- @tparam[opt] table opts `{format = "plain"|"html", operationId = ...}`
+-- @tparam[opt] function cb
 function Conversation:send(text, opts, cb)
   if type(opts) == "function" then opts, cb = nil, opts end
   if type(text) ~= "string" then error("bad argument #1 to 'send' (string expected)", 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("bad argument #2 to 'send' (table expected)", 2) end
   opts = opts or {}
-  local html = opts.format == "html"
   if opts.format ~= nil and opts.format ~= "html" and opts.format ~= "plain" then
     error("bad argument #2 to 'send' (format must be \"plain\" or \"html\")", 2)
   end
+  local html = opts.format == "html"
   local client = self._client
   return async.call(client, cb, function(done)
     self:_messaging(function(m, err)
@@ -118,18 +322,18 @@ function Conversation:send(text, opts, cb)
       if not href then
         return done(nil, errors.new{ code = "NotAllowed", subcode = "NoLink", message = "messaging is not connected" })
       end
-      if html then
-        local formats = m.properties and m.properties.negotiatedMessageFormats
-        local ok = false
-        for _, f in ipairs(type(formats) == "table" and formats or {}) do ok = ok or f == "Html" end
-        if not ok then
-          return done(nil, errors.new{ code = "NotAllowed", subcode = "HtmlNotNegotiated",
-                                       message = "the server did not negotiate Html messages" })
-        end
+      if html and not negotiated(m, "Html") then
+        return done(nil, errors.new{ code = "NotAllowed", subcode = "HtmlNotNegotiated",
+                                     message = "the server did not negotiate Html messages" })
       end
-      local msg = resource.new(client, { rel = "message", properties = { direction = "Outgoing" } })
-      client:_keep_pending(msg)
-      client:_send({ method = "POST", url = href, raw_body = text,
+      local opid = opts.operationId or util.operation_id()
+      local msg = resource.new(client, { rel = "message",
+        properties = { direction = "Outgoing", operationId = opid } })
+      msg.text = html and conversation.strip_html(text) or text
+      msg.html = html and text or nil
+      msg.conversation = self
+      client:_keep_pending(msg, opid)
+      client:_send({ method = "POST", url = href, raw_body = text, query = { operationId = opid },
                      content_type = html and "text/html;charset=utf-8" or "text/plain;charset=utf-8" },
         function(model, e, resp)
           if e then
@@ -138,117 +342,249 @@ function Conversation:send(text, opts, cb)
             return done(nil, e)
           end
           if type(model) == "table" then msg:_update(model) end
-          msg.href = msg.href or (resp and resp.headers.location)
-          client:_register(msg)
+          if not msg.href then
+            msg.href = resp and resp.headers.location
+            client:_register(msg)
+          end
           done(msg)
         end)
     end)
   end)
 end
 
---- Tells the others that the bot is typing. cb(true, err).
+--- Tells the others the bot is typing (POST `setIsTyping`). `cb(true, err)`.
+-- @tparam[opt] function cb
 function Conversation:set_typing(cb)
   local client = self._client
   return async.call(client, cb, function(done)
     self:_messaging(function(m, err)
       if not m then return done(nil, err) end
       local href = link_of(m, "setIsTyping")
-      if not href then
-        return done(nil, errors.new{ code = "NotAllowed", subcode = "NoLink", message = "messaging is not connected" })
-      end
-      client:_send({ method = "POST", url = href }, function(_, e) done(e == nil or nil, e) end)
+      if not href then return done(nil, no_link("messaging", "setIsTyping")) end
+      client:_send({ method = "POST", url = href }, function(_, e)
+        if e then return done(nil, e) end
+        done(true)
+      end)
     end)
   end)
 end
 
---- Leaves the conversation: stops messaging and removes the conversation. cb(true, err).
+--- Leaves the meeting: DELETE of the conversation. `cb(true, err)`.
+-- The `deleted` callback follows when the server confirms.
+-- @tparam[opt] function cb
 function Conversation:leave(cb)
   local client = self._client
   return async.call(client, cb, function(done)
-    client:_send({ method = "DELETE", url = self.href }, function(_, err)
+    if not self.href then return done(nil, no_link("conversation", "self")) end
+    client:_send({ method = "DELETE", url = self.href, raw = true }, function(_, err)
       if err and err.status ~= 404 then return done(nil, err) end
       done(true)
     end)
   end)
 end
 
----------------------------------------------------------------------------
--- Messages
-
---- Decodes a data: URL (RFC 2397), base64 or percent-encoded. Returns text, media type.
-function conversation.decode_data_url(href)
-  return core.data_url(href)
+local function decode_link(msg, rel)
+  local href = msg:link(rel)
+  if not href then return nil end
+  local text, err = conversation.decode_data_url(href)
+  if not text then
+    msg._client:_log("warn", "message " .. rel .. ": " .. tostring(err))
+    return nil
+  end
+  -- Servers end messages with CRLF ("Hi+Tosh%0d%0a").
+  return (text:gsub("[\r\n]+$", ""))
 end
 
-local function message_view(msg, participant)
-  local props = msg.properties
-  local text, html
-  local plain = msg:link("plainMessage")
-  if plain then text = core.data_url(plain) end
-  local h = msg:link("htmlMessage")
-  if h then html = core.data_url(h) end
-  local time = props.timeStamp and core.date and core.date(props.timeStamp)
-  return {
-    text = text or html, html = html, direction = props.direction, time = time,
-    sender = participant, message = msg, href = msg.href,
-  }
+-- Fills text, html, time, from and sender from the message's representation.
+function Conversation:_read_message(msg)
+  local client = self._client
+  local html = decode_link(msg, "htmlMessage")
+  local text = decode_link(msg, "plainMessage") or decode_link(msg, "message")
+  if html then msg.html = html end
+  if text then msg.text = text elseif html then msg.text = conversation.strip_html(html) end
+  local stamp = msg.properties.timeStamp
+  if stamp ~= nil then
+    msg.time = type(stamp) == "number" and stamp or (core.date(stamp))
+  end
+  local plink = msg.links.participant
+  if plink and plink[1] then plink = plink[1] end
+  local sender = plink and (self._people[client:_absolute(plink.href)]
+                            or participant_for(client, "participant", plink))
+  msg.sender = sender
+  msg.from = (sender and sender:display()) or (plink and plink.title) or msg.from
+  msg.conversation = self
 end
 
----------------------------------------------------------------------------
+-- An incoming message, once: its text decoded, then the "message" callbacks.
+function Conversation:_incoming_message(msg)
+  if rawget(msg, "_delivered") then return end
+  msg._delivered = true
+  self:_read_message(msg)
+  self:_emit("message", msg)
+  local inbox = self._inbox
+  local waiter = table.remove(inbox.waiters, 1)
+  if waiter then return waiter(msg) end
+  inbox[#inbox + 1] = msg
+  if #inbox > conversation.INBOX then table.remove(inbox, 1) end
+end
+
+--- In a coroutine started with `client:spawn`: returns the next incoming
+-- message, waiting for it; nil and "deleted" once the conversation has ended.
+-- Messages are kept in arrival order for `receive` (at most
+-- `conversation.INBOX` of them), whether or not `message` callbacks ran.
+-- @treturn Message
+function Conversation:receive()
+  local inbox = self._inbox
+  if #inbox > 0 then return table.remove(inbox, 1) end
+  if rawget(self, "_ended") then
+    return nil, "deleted"
+  end
+  return async.wait(self._client, "receive", function(wake)
+    inbox.waiters[#inbox.waiters + 1] = wake
+  end)
+end
+
 -- Dispatch of the events a conversation sends
 
-local PARTICIPANT_EVENT = { added = "participant_added", updated = "participant_updated",
-                            deleted = "participant_removed" }
+local ROLE = { leaders = "Leader", attendees = "Attendee" }
 
--- One event whose sender is this conversation.
-function Conversation:_sender_event(ev)
+-- A participant event (roster or typing).
+function Conversation:_participant_event(ev, rel)
+  local client = self._client
+  local link = ev.link
+  local collection = ev["in"] and ev["in"].rel
+  local p = participant_for(client, rel, link, ev.resource)
+  if not p then return end
+  if collection == "typingParticipants" then
+    return self:_emit("typing", p, ev.type ~= "deleted")
+  end
+  local href = client:_absolute(p.href)
+  local known = self._people[href]
+  if not ev.resource and collection then
+    -- No representation: what the collection tells.
+    if ev.type == "deleted" then
+      if collection == "lobby" then p.properties.inLobby = false end
+    else
+      p.properties.inLobby = collection == "lobby"
+      p.properties.role = ROLE[collection] or p.properties.role
+    end
+  end
+  if ev.type == "deleted" then
+    if not known then return end
+    local was = rawget(p, "collection")
+    if collection and was and was ~= collection then return end -- a stale event
+    self._people[href] = nil
+    p.collection = nil
+    for i, h in ipairs(self._order) do
+      if h == href then table.remove(self._order, i); break end
+    end
+    return self:_emit("participant_removed", p, collection or was)
+  end
+  if collection then p.collection = collection end
+  if known then
+    return self:_emit("participant_updated", p, collection)
+  end
+  self._people[href] = p
+  self._order[#self._order + 1] = href
+  if ev.type == "updated" then
+    self:_emit("participant_updated", p, collection)
+  else
+    self:_emit("participant_added", p, collection)
+  end
+  if collection == "lobby" and not p:is_local() then self:_emit("lobby", p) end
+end
+
+-- A message event: an outgoing one is an operation of the bot's; an
+-- incoming one is delivered once.
+function Conversation:_message_event(ev)
   local client = self._client
   local link = ev.link or {}
-  local rel = link.rel
-  local collection = ev["in"] and ev["in"].rel
+  local res = ev.resource
+  local href = link.href and client:_absolute(link.href)
+  local msg = href and client._objects[href]
+  local opid = res and res.properties and res.properties.operationId
+  if not msg and opid then
+    msg = client._by_operation[opid]
+    if msg and not msg.href then
+      msg.href = link.href
+      client:_register(msg)
+    end
+  end
+  if msg then
+    if res then msg:_update(res) end
+  elseif res then
+    msg = client:_object(res, "message")
+  elseif href then
+    -- No representation: fetch it, then handle the event again.
+    return client:_send({ method = "GET", url = href }, function(model, err)
+      if not model or model == true then
+        return client:_log("warn", "fetching message " .. href .. ": " .. tostring(err))
+      end
+      model.href = model.href or link.href
+      ev.resource = model
+      self:_message_event(ev)
+    end)
+  else
+    return
+  end
+  if msg.properties.direction == "Incoming" then
+    if ev.type == "completed" and ev.status == "Failure" then return end
+    if ev.type == "completed" and rawget(msg, "status") == nil then
+      msg.status, msg.reason = ev.status or "Success", ev.reason
+    end
+    return self:_incoming_message(msg)
+  end
+  if ev.type == "completed" and msg.text == nil then self:_read_message(msg) end
+  msg:_event(ev)
+end
+
+--- Handles one event whose sender is this conversation (called by the client).
+-- @local
+function Conversation:_sender_event(ev)
+  local rel = ev.link and ev.link.rel
   if rel == "participant" or rel == "localParticipant" then
-    local model = ev.resource or { rel = rel, href = link.href, properties = { name = link.title } }
-    local p = client:_object(model, "participant")
-    if collection == "typingParticipants" then
-      self:_emit("typing", p, ev.type ~= "deleted")
-      return
-    end
-    if ev.type == "deleted" then
-      if self._people[client:_absolute(p.href)] == nil and collection == nil then return end
-      self._people[client:_absolute(p.href)] = nil
-    else
-      self._people[client:_absolute(p.href)] = collection or true
-      p.collection = collection or rawget(p, "collection")
-    end
-    self:_emit(PARTICIPANT_EVENT[ev.type] or "participant_updated", p, collection)
-    if collection == "lobby" and ev.type == "added" then self:_emit("lobby", p) end
+    return self:_participant_event(ev, rel)
   elseif rel == "messaging" then
     if ev.resource then self._messaging_model = ev.resource else self._messaging_model = nil end
-    self:_emit("messaging", ev.type)
+    return self:_emit("messaging", ev.resource)
   elseif rel == "message" then
-    local model = ev.resource or { rel = "message", href = link.href }
-    local msg = client:_object(model, "message")
-    local dir = msg.properties.direction
-    if dir == "Incoming" then
-      if rawget(msg, "_delivered") then return end
-      msg._delivered = true
-      local from = msg:link("participant") or msg:link("from")
-      local sender = from and client._objects[client:_absolute(from)]
-      local view = message_view(msg, sender)
-      view.from = sender and sender:display() or (msg.links.participant and msg.links.participant.title)
-      self:_emit("message", view)
-    else
-      msg:_event(ev)
-    end
+    return self:_message_event(ev)
+  end
+  self:_emit("event", ev)
+end
+
+--- Handles an event about the conversation itself (sender: communication).
+-- @local
+function Conversation:_event(ev)
+  if ev.resource then self:_update(ev.resource) end
+  if ev.type == "deleted" then
+    self.properties.state = "Disconnected"
+    self.reason = ev.reason
+    self._ended = true
+    keep(self, false)
+    self:_emit("deleted", ev.reason)
+    local waiters = self._inbox.waiters
+    self._inbox.waiters = {}
+    for _, wake in ipairs(waiters) do wake(nil, "deleted") end
+  elseif ev.type == "added" or ev.type == "started" then
+    keep(self, true)
+    self:_emit("added")
   else
-    self:_emit("event", ev)
+    self:_emit("updated")
   end
 end
 
--- Events about the conversation itself (sender: communication).
-function Conversation:_event(ev)
-  if ev.resource then self:_update(ev.resource) end
-  if ev.type == "deleted" then self:_emit("deleted") else self:_emit("updated") end
-end
+--- A message, sent or received: an operation (events `started`,
+-- `completed`; then `status` and `reason`; `msg:wait()` in a coroutine).
+-- @type Message
+-- @field text the plain text (from `plainMessage`, else the HTML without tags), trailing line breaks removed
+-- @field html the HTML text, when it came (or was sent) as HTML
+-- @field from the sender's display name
+-- @field sender the sender, a @{Participant} (nil when unknown)
+-- @field time seconds since the epoch, from `timeStamp`
+-- @field direction `"Incoming"` or `"Outgoing"` (a property)
+-- @field status `"Success"` or `"Failure"` once delivered
+-- @field reason why it failed: `{code=, subcode=, message=}`
+-- @field conversation the @{Conversation} it belongs to
 
 return conversation

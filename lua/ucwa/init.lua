@@ -15,6 +15,11 @@ function ucwa.client(opts)
   return require("ucwa.client").new(opts)
 end
 
+--- A transport engine that several clients may share (option `engine`).
+function ucwa.engine(opts)
+  return core.engine(opts or {})
+end
+
 --- Error objects: ucwa.errors.new{...}, ucwa.errors.is(v).
 ucwa.errors = require "ucwa.errors"
 

@@ -1,0 +1,144 @@
+-- Client bench against ucwa-sim: figures only, no pass/fail; ratios are
+-- against baselines measured in the same run.
+--   1. event latency: the simulator releasing an event (asked by a POST) to the
+--      bot's Lua callback, against a bare libcurl GET round trip to the same server
+--   2. events per second through one client's event channel
+--   3. N applications (default 1,000) in one process sharing one engine, each
+--      with a pending P-GET: memory per application and CPU used while idle
+local build = os.getenv("UCWA_BUILD") or "build"
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+package.cpath = build .. "/?.so;" .. package.cpath
+
+local ucwa = require "ucwa"
+local core = require "ucwa.core"
+local gettime = require("socket").gettime
+local N_APPS = tonumber(os.getenv("CLIENT_BENCH_APPS") or "1000")
+
+local function report(fmt, ...) io.write(fmt:format(...), "\n"); io.flush() end
+
+local function rss_kb(pid)
+  local f = io.open("/proc/" .. (pid or "self") .. "/status")
+  if not f then return 0 end
+  local kb = f:read("a"):match("VmRSS:%s*(%d+)")
+  f:close()
+  return tonumber(kb) or 0
+end
+
+local function cpu_seconds(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return 0 end
+  local stat = f:read("a")
+  f:close()
+  local fields = {}
+  for v in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = v end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100  -- utime + stime, clock ticks
+end
+
+local function wait_for(step, pred, secs)
+  local deadline = gettime() + secs
+  while not pred() do
+    if gettime() > deadline then error("bench timed out", 2) end
+    step()
+  end
+end
+
+local sim = require("ucwa.sim").start{ step_delay = 0, min_timeout = 0.1, app_idle = 3600 }
+local ok, err = pcall(function()
+  -- 1 and 2: one client
+  local client = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password" }
+  local ready, received = false, 0
+  client:on("ready", function() ready = true end)
+  client:on_event(function(ev) if ev.link and ev.link.rel == "note" then received = received + 1 end end)
+  client:start()
+  wait_for(function() client:step(0.01) end, function() return ready end, 10)
+  local _, st = sim:control("GET", "/_sim/state")
+  local events_url = ("%s/_sim/apps/%d/events"):format(sim.base, st.applications[1].id)
+  local eng = client.engine
+
+  local function release(count)
+    eng:request{ method = "POST", url = events_url, headers = { ["Content-Type"] = "application/json" },
+                 body = ('{"count":%d}'):format(count), callback = function() end }
+  end
+
+  local rounds, best = 300, {}
+  for i = 1, rounds do
+    client:step(0.003)                      -- let the next P-GET settle at the server
+    local want = received + 1
+    local t0 = gettime()
+    release(1)
+    while received < want do client:step(1) end
+    best[i] = gettime() - t0
+  end
+  table.sort(best)
+  local median = best[rounds // 2]
+  local root = sim.base .. "/autodiscover/autodiscoverservice.svc/root"
+  core._easy_bench(root, 100)
+  local bare = math.huge
+  for _ = 1, 5 do bare = math.min(bare, core._easy_bench(root, 300) / 300) end
+  report("event latency: median %.0f us from release request to callback; bare libcurl GET %.0f us; ratio %.2f",
+    median * 1e6, bare * 1e6, median / bare)
+
+  local total = 20000
+  local start, t0 = received, gettime()
+  for _ = 1, total // 1000 do release(1000) end
+  wait_for(function() client:step(0.05) end, function() return received - start >= total end, 60)
+  local dt = gettime() - t0
+  report("events through one client: %d in %.2f s, %.0f events/s", total, dt, total / dt)
+  -- the same release answered to a raw long poll (engine request, no channel, parse or dispatch)
+  local cjson = require "cjson"
+  local url = client._channel:url()
+  client._channel:stop()
+  local raw = {}
+  for i = 1, rounds do
+    local got
+    eng:request{ url = url, timeout = 30, callback = function(r) got = r end,
+                 headers = { Authorization = client:_auth_header(), Accept = "application/json" } }
+    client:step(0.003)
+    local t1 = gettime()
+    release(1)
+    while not got do client:step(1) end
+    raw[i] = gettime() - t1
+    url = core.url_resolve(url, cjson.decode(got.body)._links.next.href)
+  end
+  table.sort(raw)
+  report("  same release to a raw long-poll GET: median %.0f us; client overhead ratio %.2f",
+    raw[rounds // 2] * 1e6, median / raw[rounds // 2])
+
+  client:close()
+
+  -- 3: many applications, one engine
+  collectgarbage(); collectgarbage()
+  local shared = ucwa.engine{}
+  local rss0, lua0 = rss_kb(), collectgarbage("count")
+  local sim_rss0 = rss_kb(sim.pid)
+  local clients, n_ready = {}, 0
+  for i = 1, N_APPS do
+    local c = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password", engine = shared,
+                           available = false }
+    c:on("ready", function() n_ready = n_ready + 1 end)
+    c:start()
+    clients[i] = c
+  end
+  local t_sign = gettime()
+  wait_for(function() shared:step(0.05) end, function() return n_ready == N_APPS end, 300)
+  t_sign = gettime() - t_sign
+  for _ = 1, 20 do shared:step(0.01) end
+  collectgarbage(); collectgarbage()
+  local rss1, lua1 = rss_kb(), collectgarbage("count")
+  _, st = sim:control("GET", "/_sim/state")
+  report("applications: %d signed in in %.1f s; %d P-GETs held by the simulator", N_APPS, t_sign, st.pgets_held)
+  report("memory per application: %.1f KB (process RSS), of which Lua heap %.1f KB; goal 64 KB",
+    (rss1 - rss0) / N_APPS, (lua1 - lua0) / N_APPS)
+  report("simulator memory per application: %.1f KB", (rss_kb(sim.pid) - sim_rss0) / N_APPS)
+  local me = io.open("/proc/self/stat"):read("n")
+  local c0, s0, w0 = cpu_seconds(me), cpu_seconds(sim.pid), gettime()
+  local wakeups = 0
+  while gettime() - w0 < 3 do wakeups = wakeups + shared:step(1) end
+  local wall = gettime() - w0
+  report("idle with %d pending P-GETs for %.1f s: client CPU %.1f%%, simulator CPU %.1f%%, %d callbacks",
+    N_APPS, wall, (cpu_seconds(me) - c0) / wall * 100, (cpu_seconds(sim.pid) - s0) / wall * 100, wakeups)
+  for _, c in ipairs(clients) do c._stepping = true; c:close() end  -- no blocking DELETE one by one
+  shared:close()
+end)
+sim:stop()
+if not ok then error(err, 0) end

@@ -1,0 +1,386 @@
+-- The event channel (P-GET loop) against the scripted peer.
+local core = require "ucwa.core"
+local cjson = require "cjson.safe"
+local util = require "support.peer_util"
+
+-- A tiny parser for the peer's batches; keeps the peer's batch number `n`.
+local function parse(body)
+  local t, err = cjson.decode(body)
+  if type(t) ~= "table" then return nil, err or "not a batch" end
+  local links = {}
+  for rel, l in pairs(t._links or {}) do links[rel] = { href = l.href } end
+  return { links = links, n = t.n, senders = t.sender }
+end
+
+local function parse_error(body, _, status)
+  local t = cjson.decode(body)
+  if type(t) ~= "table" then return nil end
+  return { code = t.code, subcode = t.subcode, message = t.message, status = status }
+end
+
+describe("eng:channel", function()
+  local peer, eng
+  local app, napp = nil, 0      -- a fresh /appN per test: late requests of the last test stay out
+
+  setup(function()
+    peer = util.start()
+  end)
+
+  teardown(function()
+    peer.stop()
+  end)
+
+  before_each(function()
+    eng = core.engine{ timeout = 10 }
+    util.fetch(eng, { method = "POST", url = peer.base .. "/_reset" })
+    napp = napp + 1
+    app = "/app" .. napp
+  end)
+
+  after_each(function()
+    eng:close()
+    collectgarbage()
+  end)
+
+  local function script(actions)
+    local r = util.fetch(eng, { method = "POST", url = peer.base .. "/_script?app=" .. app,
+      body = cjson.encode(actions) })
+    assert.equal(204, r.status)
+  end
+
+  local function log()
+    return cjson.decode(util.fetch(eng, { url = peer.base .. "/_log?app=" .. app }).body)
+  end
+
+  -- a channel recording batches and errors; stops itself after `upto` batches
+  local function channel(opts, upto)
+    local rec = { batches = {}, errors = {}, urls = {} }
+    local o = {
+      url = peer.base .. app .. "/events?ack=1",
+      headers = { Accept = "application/json" },
+      parse = parse,
+      parse_error = parse_error,
+      backoff = { initial = 0.01, max = 0.04 },
+      on_batch = function(b, url)
+        rec.batches[#rec.batches + 1] = b.n
+        rec.urls[#rec.urls + 1] = url
+        if upto and #rec.batches >= upto then rec.ch:stop() end
+      end,
+      on_error = function(e) rec.errors[#rec.errors + 1] = e end,
+    }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    rec.ch = eng:channel(o)
+    return rec
+  end
+
+  local function range(a, b)
+    local t = {}
+    for i = a, b do t[#t + 1] = i end
+    return t
+  end
+
+  it("delivers batches in order, exactly once, across dropped connections and 5xx bursts", function()
+    script{ {}, {}, { drop = true }, { status = 503 }, { status = 500 }, {}, { drop = true },
+            { drop = true }, {}, { status = 502 }, { status = 429 }, {} }
+    local rec = channel(nil, 10)
+    rec.ch:start()
+    assert.is_true(rec.ch:running())
+    util.wait(eng, function() return #rec.batches == 10 end, 10)
+    assert.same(range(1, 10), rec.batches)
+    -- a drop on a kept-alive connection is retried once by libcurl on a fresh one,
+    -- so only the second of two drops in a row reaches the channel
+    local seen = {}
+    for _, e in ipairs(rec.errors) do
+      assert.is_true(e.retrying)
+      assert.is_nil(e.fatal)
+      seen[#seen + 1] = e.status or e.code
+    end
+    assert.same({ 503, 500, "NetworkError", 502, 429 }, seen)
+    assert.equal("ServiceUnavailable", rec.errors[1].code)
+    assert.is_false(rec.ch:running())
+    assert.equal(0, eng:stats().transfers)
+    -- the server saw every ack until acked, with the channel's timeout param added
+    local acks = {}
+    for i, l in ipairs(log()) do
+      if i <= 17 then acks[#acks + 1] = tonumber(l.path:match("ack=(%d+)")) end
+    end
+    assert.same({ 1, 2, 3, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 7, 8, 9, 10 }, acks)
+    assert.equal(app .. "/events?ack=1&timeout=180", log()[1].path)
+    assert.equal(peer.base .. app .. "/events?ack=1&timeout=180", rec.urls[1])
+  end)
+
+  it("issues the next P-GET before on_batch runs", function()
+    local seen, ends = {}, {}
+    local rec
+    rec = channel{ on_batch = function(b)
+      seen[#seen + 1] = { n = b.n, pending = rec.ch:pending(), transfers = eng:stats().transfers }
+      local t = util.monotime()
+      while util.monotime() - t < 0.03 do end   -- let the peer log the next request
+      ends[b.n] = util.monotime()
+      if b.n == 3 then rec.ch:stop() end
+    end }
+    rec.ch:start()
+    util.wait(eng, function() return #seen == 3 end)
+    for _, s in ipairs(seen) do
+      assert.equal("request", s.pending)
+      assert.equal(1, s.transfers)
+    end
+    local arrival = {}
+    for _, l in ipairs(log()) do arrival[tonumber(l.path:match("ack=(%d+)"))] = l.t end
+    for n = 1, 3 do
+      assert.is_truthy(arrival[n + 1], "P-GET " .. (n + 1) .. " not sent")
+      assert.is_true(arrival[n + 1] < ends[n], "P-GET " .. (n + 1) .. " sent after on_batch(" .. n .. ")")
+    end
+  end)
+
+  it("follows resync and resume links (relative or absolute) and keeps the params", function()
+    script{ { link = "resync", href = app .. "/events?ack=5" }, { link = "resume", href = "events?ack=9" },
+            { href = peer.base .. app .. "/events?ack=20" } }
+    local rec = channel({ low = true, timeout = 60 }, 4)
+    rec.ch:start()
+    util.wait(eng, function() return #rec.batches == 4 end)
+    assert.same({ 1, 5, 9, 20 }, rec.batches)
+    local paths = {}
+    for _, l in ipairs(log()) do paths[#paths + 1] = l.path end
+    assert.equal(app .. "/events?ack=5&low=true&timeout=60", paths[2])
+    assert.equal(app .. "/events?ack=9&low=true&timeout=60", paths[3])
+    assert.equal(app .. "/events?ack=20&low=true&timeout=60", paths[4])
+  end)
+
+  it("stops on 404 with a fatal error carrying code and subcode", function()
+    script{ {}, { status = 404, body = '{"code":"NotFound","subcode":"ApplicationNotFound"}' } }
+    local rec = channel()
+    rec.ch:start()
+    util.wait(eng, function() return #rec.errors == 1 end)
+    local e = rec.errors[1]
+    assert.is_true(e.fatal)
+    assert.is_nil(e.retrying)
+    assert.equal(404, e.status)
+    assert.equal("NotFound", e.code)
+    assert.equal("ApplicationNotFound", e.subcode)
+    assert.matches("ApplicationNotFound", e.body)
+    assert.same({ 1 }, rec.batches)
+    assert.is_false(rec.ch:running())
+    assert.is_nil(rec.ch:pending())
+    assert.equal(0, eng:stats().transfers)
+    eng:step(0.1)
+    assert.equal(1, #rec.errors)
+  end)
+
+  for _, st in ipairs{ 401, 403, 410, 400 } do
+    it("stops on " .. st, function()
+      script{ { status = st, body = "" } }
+      local rec = channel()
+      rec.ch:start()
+      util.wait(eng, function() return #rec.errors == 1 end)
+      assert.is_true(rec.errors[1].fatal)
+      assert.equal(st, rec.errors[1].status)
+      assert.is_false(rec.ch:running())
+    end)
+  end
+
+  it("reports 409 PGetReplaced for its current P-GET and retries the same URL", function()
+    script{ {}, { status = 409, body = '{"code":"Conflict","subcode":"PGetReplaced"}' } }
+    local rec = channel({ parse_error = false }, 3)
+    rec.ch:start()
+    util.wait(eng, function() return #rec.batches == 3 end)
+    assert.same({ 1, 2, 3 }, rec.batches)
+    assert.equal(1, #rec.errors)
+    assert.equal(409, rec.errors[1].status)
+    assert.equal("PGetReplaced", rec.errors[1].subcode)
+    assert.is_true(rec.errors[1].retrying)
+  end)
+
+  it("recognises PGetReplaced in an XML body too", function()
+    script{ { status = 409, ctype = "application/xml",
+              body = '<?xml version="1.0"?><error xmlns="http://schemas.microsoft.com/rtc/2012/03/ucwa">'
+                .. '<code>Conflict</code><subcode>PGetReplaced</subcode></error>' } }
+    local rec = channel({ parse_error = false }, 1)
+    rec.ch:start()
+    util.wait(eng, function() return #rec.batches == 1 end)
+    assert.equal("PGetReplaced", rec.errors[1].subcode)
+    assert.is_true(rec.errors[1].retrying)
+  end)
+
+  it("stops on a 409 that is not PGetReplaced", function()
+    script{ { status = 409, body = '{"code":"Conflict","subcode":"SomethingElse"}' } }
+    local rec = channel()
+    rec.ch:start()
+    util.wait(eng, function() return #rec.errors == 1 end)
+    assert.is_true(rec.errors[1].fatal)
+    assert.equal("SomethingElse", rec.errors[1].subcode)
+    assert.is_false(rec.ch:running())
+  end)
+
+  it("backs off exponentially with jitter, and resets after a success", function()
+    script{ { status = 503 }, { status = 503 }, { status = 503 }, {}, { status = 503 }, {} }
+    local rec = channel({ backoff = { initial = 0.1, max = 0.3 } }, 2)
+    rec.ch:start()
+    util.wait(eng, function() return #rec.batches == 2 end)
+    local t = {}
+    for _, l in ipairs(log()) do t[#t + 1] = l.t end
+    local gaps = {}
+    for i = 2, #t do gaps[i - 1] = t[i] - t[i - 1] end
+    -- waits: [0.05,0.1], [0.1,0.2], [0.15,0.3] (capped), then 0 after the batch, then [0.05,0.1]
+    local lo, hi = { 0.05, 0.1, 0.15, 0, 0.05 }, { 0.1, 0.2, 0.3, 0.1, 0.1 }
+    for i = 1, 5 do
+      assert.is_true(gaps[i] >= lo[i] - 0.005, ("gap %d: %.3f < %.3f"):format(i, gaps[i], lo[i]))
+      assert.is_true(gaps[i] <= hi[i] + 0.15, ("gap %d: %.3f > %.3f"):format(i, gaps[i], hi[i]))
+    end
+  end)
+
+  it("retries a batch it cannot parse, never skipping it", function()
+    script{ {}, { garbage = true }, { nolinks = true } }
+    local rec = channel(nil, 3)
+    rec.ch:start()
+    util.wait(eng, function() return #rec.batches == 3 end)
+    assert.same({ 1, 2, 3 }, rec.batches)
+    assert.equal("ParseError", rec.errors[1].code)
+    assert.equal("NoNextLink", rec.errors[2].code)
+    assert.is_true(rec.errors[1].retrying and rec.errors[2].retrying)
+  end)
+
+  it("retries after a client-side timeout", function()
+    script{ { delay = 1 } }
+    local rec = channel({ client_timeout = 0.2 }, 1)
+    rec.ch:start()
+    util.wait(eng, function() return #rec.batches == 1 end)
+    assert.equal("Timeout", rec.errors[1].code)
+    assert.is_true(rec.errors[1].retrying)
+  end)
+
+  it("uses a header set with set_header from the next request on (token renewal)", function()
+    util.fetch(eng, { method = "POST", url = peer.base .. "/_token", body = "Bearer two" })
+    local rec
+    rec = channel({ headers = { Authorization = "Bearer one" },
+      on_error = function(e)
+        rec.errors[#rec.errors + 1] = e
+        if e.fatal and e.status == 401 then
+          rec.ch:set_header("authorization", "Bearer two")   -- any case replaces
+          rec.ch:start()
+        end
+      end }, 2)
+    rec.ch:start()
+    util.wait(eng, function() return #rec.batches == 2 end)
+    assert.same({ 1, 2 }, rec.batches)
+    assert.equal(401, rec.errors[1].status)
+    -- requests of this channel only (a late one from an earlier test has no auth);
+    -- the P-GET after the last batch may or may not have reached the peer yet
+    local auths = {}
+    for _, l in ipairs(log()) do if l.auth and l.auth ~= "" then auths[#auths + 1] = l.auth end end
+    assert.is_true(#auths >= 3, "requests seen: " .. #auths)
+    assert.equal("Bearer one", auths[1])
+    for i = 2, #auths do assert.equal("Bearer two", auths[i]) end
+    assert.has_error(function() rec.ch:set_header("X", "a\r\nb") end)
+    rec.ch:set_header("Authorization", nil)
+  end)
+
+  it("propagates an on_batch error out of step with the next P-GET already sent", function()
+    local rec
+    rec = channel({ on_batch = function(b)
+      rec.batches[#rec.batches + 1] = b.n
+      if b.n == 2 then error("bot bug") end
+      if b.n == 3 then rec.ch:stop() end
+    end })
+    rec.ch:start()
+    local err
+    local deadline = util.monotime() + 5
+    while not err and util.monotime() < deadline do
+      local ok, e = pcall(eng.step, eng, 0.05)
+      if not ok then err = e end
+    end
+    assert.matches("bot bug", err)
+    assert.equal("request", rec.ch:pending())
+    util.wait(eng, function() return #rec.batches == 3 end)
+    assert.same({ 1, 2, 3 }, rec.batches)
+  end)
+
+  it("stop aborts the in-flight P-GET; start resumes at the current URL", function()
+    script{ {}, { delay = 3 } }
+    local rec = channel()
+    rec.ch:start()
+    util.wait(eng, function() return #rec.batches == 1 and #log() >= 2 end)
+    rec.ch:stop()
+    rec.ch:stop()
+    assert.is_false(rec.ch:running())
+    assert.equal(0, eng:stats().transfers)
+    assert.equal(peer.base .. app .. "/events?ack=2&timeout=180", rec.ch:url())
+    rec.ch:start()
+    rec.ch:start()
+    util.wait(eng, function() return #rec.batches == 2 end)
+    assert.same({ 1, 2 }, rec.batches)
+    assert.equal(0, #rec.errors)
+    rec.ch:close()
+    rec.ch:close()
+    assert.has_error(function() rec.ch:start() end, "channel is closed")
+  end)
+
+  it("is stopped by eng:close and refuses start afterwards", function()
+    local rec = channel()
+    rec.ch:start()
+    eng:step(0.05)
+    eng:close()
+    assert.is_false(rec.ch:running())
+    assert.has_error(function() rec.ch:start() end, "engine is closed")
+    rec.ch:close()
+  end)
+
+  it("works with core.parse_events when it exists", function()
+    if not core.parse_events then return pending("core.parse_events not built yet") end
+    local got = {}
+    local ch
+    ch = eng:channel{ url = peer.base .. app .. "/events?ack=1", parse = core.parse_events,
+      backoff = { initial = 0.01, max = 0.02 },
+      on_batch = function(b)
+        got[#got + 1] = b.links.self and b.links.self.href
+        if #got == 2 then ch:stop() end
+      end }
+    ch:start()
+    util.wait(eng, function() return #got == 2 end)
+    assert.matches("ack=2", got[2])
+  end)
+
+  -- regression: a next P-GET that completed inside the send kick was freed with
+  -- the previous response, and the channel stalled
+  it("runs back to back against a peer that answers at once", function()
+    local fast = util.start("peer_fast.lua")
+    local n, last, ch = 0, 0, nil
+    ch = eng:channel{ url = fast.base .. "/app/events?ack=1", parse = parse,
+      on_batch = function(b)
+        n = n + 1
+        local ack = tonumber(b.links.self.href:match("ack=(%d+)"))
+        assert(ack == last + 1, "out of order")
+        last = ack
+        if n == 300 then ch:stop() end
+      end }
+    ch:start()
+    local ok, err = pcall(util.wait, eng, function() return n == 300 end, 10)
+    fast.stop()
+    assert(ok, err)
+    assert.equal(300, last)
+  end)
+
+  it("validates its options", function()
+    assert.has_error(function() eng:channel{ url = "x", on_batch = print } end)
+    assert.has_error(function() eng:channel{ url = peer.base, parse = parse } end)
+    assert.has_error(function() eng:channel{ url = "/relative", parse = parse, on_batch = print } end)
+    assert.has_error(function() eng:channel{ url = peer.base, parse = parse, on_batch = print,
+      headers = { ["Bad:Name"] = "x" } } end)
+  end)
+
+  it("lets an unreachable engine with a running channel be collected", function()
+    local weak = setmetatable({}, { __mode = "v" })
+    do
+      local e = core.engine()
+      local ch = e:channel{ url = peer.base .. app .. "/events?ack=1", parse = parse, on_batch = function() end }
+      script{ { delay = 1 } }
+      ch:start()
+      e:step(0.05)
+      weak[1], weak[2] = e, ch
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(weak[1])
+    assert.is_nil(weak[2])
+  end)
+end)

@@ -1,0 +1,255 @@
+-- The client against ucwa-sim, in JSON and XML: sign-in, joining meetings,
+-- the lobby, cancel, errors, incoming invitations, limits, recovery.
+local ucwa = require "ucwa"
+local simmod = require "ucwa.sim"
+
+local MEETING = "sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:DEMO1"
+
+local gettime = require("socket").gettime
+
+-- Steps the client until pred() is true; fails after `secs` seconds.
+local function drive(client, pred, secs, what)
+  local deadline = gettime() + (secs or 5)
+  while not pred() do
+    if gettime() > deadline then error("timed out waiting for " .. (what or "condition"), 2) end
+    client:step(0.02)
+  end
+end
+
+for _, format in ipairs{ "json", "xml" } do
+  describe("client (" .. format .. ")", function()
+    local sim, client, logs
+
+    local function new_client(opts)
+      opts = opts or {}
+      logs = {}
+      local o = { url = sim.url, username = "bot@contoso.com", password = "password", format = format,
+                  log = function(level, msg) logs[#logs + 1] = level .. " " .. msg end }
+      for k, v in pairs(opts) do o[k] = v end
+      if opts.anonymous then o.username, o.password = nil, nil end
+      local c = ucwa.client(o)
+      c:on("error", function(err) c.last_error = err end)
+      return c
+    end
+
+    local function ready(c)
+      local fired = 0
+      c:on("ready", function() fired = fired + 1 end)
+      c:start()
+      drive(c, function() return fired == 1 end, 5, "ready")
+      return c
+    end
+
+    before_each(function()
+      sim = simmod.start{ step_delay = 0.01 }
+    end)
+
+    after_each(function()
+      if client then client:close() end
+      client = nil
+      sim:stop()
+    end)
+
+    it("signs in with a password and becomes available", function()
+      client = ready(new_client())
+      assert.equal("ready", client.state)
+      local _, state = sim:control("GET", "/_sim/state")
+      assert.equal(1, #state.applications)
+      assert.equal("bot@contoso.com", state.applications[1].user)
+      assert.is_true(state.applications[1].available)
+      assert.is_true(state.applications[1].pget)
+    end)
+
+    it("never logs or prints the password or the token", function()
+      client = ready(new_client{ password = "password" })
+      local token = client._token.value
+      for _, line in ipairs(logs) do
+        assert.is_nil(line:find("password=", 1, true), line)
+        assert.is_nil(line:find(token, 1, true), line)
+      end
+      assert.is_nil(tostring(client):find(token, 1, true))
+      for k, v in pairs(client) do
+        assert.is_false(v == "password", "field " .. tostring(k) .. " holds the password")
+      end
+    end)
+
+    it("joins the meeting, waits in the lobby, is admitted, completes with Success", function()
+      client = ready(new_client())
+      local seen = {}
+      local inv = client:join_meeting{ onlineMeetingUri = MEETING, subject = "Standup" }
+      for _, ev in ipairs{ "started", "updated", "completed" } do
+        inv:on(ev, function(i) seen[#seen + 1] = ev .. ":" .. tostring(i.state) end)
+      end
+      assert.equal("onlineMeetingInvitation", inv.rel)
+      assert.equal(32, #inv.operationId)
+      drive(client, function()
+        local _, m = sim:control("GET", "/_sim/meetings/DEMO1")
+        for _, x in ipairs(m.members) do if x.state == "lobby" then return true end end
+      end, 5, "the lobby")
+      assert.is_false(inv:completed())
+      sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
+      drive(client, function() return inv:completed() end, 5, "completion")
+      assert.equal("Success", inv.status)
+      assert.is_nil(inv.reason)
+      assert.equal("Connected", inv.state)
+      assert.equal("started:Connecting", seen[1])
+      assert.equal("completed:Connected", seen[#seen])
+      local completed = 0
+      for _, s in ipairs(seen) do if s:match("^completed") then completed = completed + 1 end end
+      assert.equal(1, completed)
+      -- the conversation is reachable from the invitation
+      local conv, err
+      inv:conversation(function(c, e) conv, err = c, e end)
+      drive(client, function() return conv or err end, 5, "conversation")
+      assert.is_nil(err)
+      assert.equal("conversation", conv.rel)
+    end)
+
+    it("completes with Failure and the reason when rejected from the lobby", function()
+      client = ready(new_client())
+      local inv = client:join_meeting{ onlineMeetingUri = MEETING }
+      drive(client, function()
+        local _, m = sim:control("GET", "/_sim/meetings/DEMO1")
+        return #m.members > 0 and m.members[#m.members].state == "lobby"
+      end, 5, "the lobby")
+      sim:control("POST", "/_sim/meetings/DEMO1/reject", {})
+      drive(client, function() return inv:completed() end, 5, "completion")
+      assert.equal("Failure", inv.status)
+      assert.equal("Forbidden", inv.reason.code)
+      assert.equal("Denied", inv.reason.subcode)
+      assert.matches("Denied", tostring(inv.reason))
+    end)
+
+    it("cancels while connecting, even before the 201 arrives", function()
+      client = ready(new_client())
+      local inv = client:join_meeting{ onlineMeetingUri = MEETING }
+      local cancelled
+      inv:cancel(function(ok, err) cancelled = ok or err end)
+      drive(client, function() return inv:completed() end, 5, "completion")
+      assert.is_true(cancelled)
+      assert.equal("Failure", inv.status)
+      assert.equal("Canceled", inv.reason.subcode)
+    end)
+
+    it("reports DestinationNotFound for an unknown meeting", function()
+      client = ready(new_client())
+      local got
+      local inv = client:join_meeting({ onlineMeetingUri = "sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:NOPE" },
+        function(i, err) got = { i = i, err = err } end)
+      drive(client, function() return got end, 5, "the answer")
+      assert.is_nil(got.i)
+      assert.equal(404, got.err.status)
+      assert.equal("DestinationNotFound", got.err.subcode)
+      assert.equal("Failure", inv.status)
+      assert.equal("DestinationNotFound", inv.reason.subcode)
+    end)
+
+    it("refuses a subject of 251 characters before sending anything", function()
+      client = ready(new_client())
+      local _, before = sim:control("GET", "/_sim/state")
+      local cb_err
+      local inv, err = client:join_meeting({ onlineMeetingUri = MEETING, subject = string.rep("x", 251) },
+        function(_, e) cb_err = e end)
+      assert.is_nil(inv)
+      assert.equal("ParameterValidationFailure", err.subcode)
+      assert.equal(err, cb_err)
+      client:step(0.05)
+      local _, after = sim:control("GET", "/_sim/state")
+      -- only the P-GET may have moved; no POST went out
+      for _, line in ipairs(logs) do assert.is_nil(line:find("POST .*onlineMeetingInvitations")) end
+      assert.equal(before.meetings[1].members and #before.meetings[1].members, #after.meetings[1].members)
+      assert.has_error(function() client:join_meeting{ subject = "no uri" } end)
+    end)
+
+    it("accepts an incoming invitation", function()
+      client = ready(new_client())
+      local got
+      client:on("invitation", function(inv) got = inv; inv:accept() end)
+      local _, r = sim:control("POST", "/_sim/meetings/DEMO1/invite", { to = "bot@contoso.com", message = "join us" })
+      drive(client, function() return got and got:completed() end, 5, "the invitation")
+      assert.equal("onlineMeetingInvitation", got.rel)
+      assert.equal("Incoming", got.direction)
+      assert.equal("Success", got.status)
+      local _, rec = sim:control("GET", ("/_sim/invitations/%d"):format(r.invitation))
+      assert.equal("Accepted", rec.state)
+    end)
+
+    it("declines an incoming invitation with a reason", function()
+      client = ready(new_client())
+      local got
+      client:on("invitation", function(inv) got = inv; inv:decline("Local") end)
+      local _, r = sim:control("POST", "/_sim/meetings/DEMO1/invite", { to = "bot@contoso.com" })
+      drive(client, function() return got and got:completed() end, 5, "the invitation")
+      assert.equal("Failure", got.status)
+      assert.equal("Declined", got.reason.subcode)
+      local _, rec = sim:control("GET", ("/_sim/invitations/%d"):format(r.invitation))
+      assert.equal("Declined", rec.state)
+      assert.has_error(function() got:decline("Sometimes") end)
+    end)
+
+    it("joins as an anonymous guest", function()
+      client = ready(new_client{ anonymous = { meeting = MEETING, display_name = "Guest" } })
+      local _, state = sim:control("GET", "/_sim/state")
+      assert.is_true(state.applications[1].anonymous)
+      local inv = client:join_meeting{ onlineMeetingUri = MEETING }
+      drive(client, function()
+        local _, m = sim:control("GET", "/_sim/meetings/DEMO1")
+        return #m.members > 0 and m.members[#m.members].state == "lobby"
+      end, 5, "the lobby")
+      sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
+      drive(client, function() return inv:completed() end, 5, "completion")
+      assert.equal("Success", inv.status)
+      local _, m = sim:control("GET", "/_sim/meetings/DEMO1")
+      assert.equal("Guest", m.members[#m.members].name)
+    end)
+
+    it("renews an expired token and carries on", function()
+      client = ready(new_client())
+      local first = client._token.value
+      sim:control("POST", "/_sim/tokens/expire", {})
+      local inv = client:join_meeting{ onlineMeetingUri = MEETING }
+      drive(client, function() return inv.href ~= nil end, 5, "the 201")
+      assert.not_equal(first, client._token.value)
+      drive(client, function()
+        sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
+        return inv:completed()
+      end, 5, "completion")
+      assert.equal("Success", inv.status)
+    end)
+
+    it("creates the application again when the server forgets it, and says so", function()
+      client = ready(new_client())
+      local resumed
+      client:on("resumed", function(info) resumed = info end)
+      local _, state = sim:control("GET", "/_sim/state")
+      sim:control("POST", ("/_sim/apps/%d/forget"):format(state.applications[1].id), {})
+      drive(client, function() return resumed end, 5, "resumed")
+      assert.equal("ApplicationNotFound", resumed.reason)
+      drive(client, function() return client.state == "ready" end, 5, "ready again")
+      local inv = client:join_meeting{ onlineMeetingUri = MEETING }
+      sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
+      drive(client, function()
+        sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
+        return inv:completed()
+      end, 5, "completion")
+      assert.equal("Success", inv.status)
+    end)
+
+    it("runs coroutine-style bots with spawn and wait", function()
+      client = ready(new_client())
+      local result = {}
+      client:spawn(function()
+        local inv = client:join_meeting{ onlineMeetingUri = MEETING }
+        result.status, result.reason = inv:wait()
+        local conv, err = inv:conversation()
+        result.conv, result.err = conv, err
+      end)
+      drive(client, function()
+        sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
+        return result.conv or result.err
+      end, 5, "the coroutine")
+      assert.equal("Success", result.status)
+      assert.equal("conversation", result.conv.rel)
+    end)
+  end)
+end

@@ -1,0 +1,156 @@
+-- The examples, each run on its own (it starts a ucwa-sim that plays the
+-- other people), and the `make demo` driver: their transcripts tell the
+-- story, they exit 0, and they leave no process behind. JSON and XML.
+local helpers = require "helpers"
+
+local MARK = ("900.%d"):format(math.random(1000, 9999))
+local LIMIT = 40 * (helpers.sanitized and 3 or 1)
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Runs an example; returns its output lines and exit status.
+local function run(script, format, extra_env)
+  local envs = { "UCWA_SIM_MARK=" .. MARK, "UCWA_FORMAT=" .. format, "UCWA_BUILD=" .. quote(helpers.build),
+                 "LUA=" .. quote(helpers.lua) }
+  for k, v in pairs(extra_env or {}) do envs[#envs + 1] = k .. "=" .. quote(v) end
+  local cmd = ("env -u UCWA_URL %s timeout -k 2 %d %s examples/%s 2>&1"):format(
+    table.concat(envs, " "), LIMIT, quote(helpers.lua), script)
+  local pipe = assert(io.popen(cmd, "r"))
+  local lines = {}
+  for line in pipe:lines() do lines[#lines + 1] = line end
+  local ok, how, code = pipe:close()
+  return lines, ok, how, code
+end
+
+-- Asserts that `patterns` (plain strings) appear in `lines` in this order.
+local function assert_story(lines, patterns, what)
+  local at = 1
+  for _, p in ipairs(patterns) do
+    local found
+    for i = at, #lines do
+      if lines[i]:find(p, 1, true) then found = i; break end
+    end
+    assert(found, what .. ": missing or out of order: " .. p .. "\n" .. table.concat(lines, "\n"))
+    at = found + 1
+  end
+end
+
+local function count(lines, p)
+  local n = 0
+  for _, l in ipairs(lines) do if l:find(p, 1, true) then n = n + 1 end end
+  return n
+end
+
+local function leftovers()
+  -- (pgrep without the sanitizer preload of `make check`: it hangs under LSan)
+  local p = io.popen("env -u LD_PRELOAD pgrep -f " .. quote("lobby-timeout " .. MARK:gsub("%.", "[.]"))
+    .. "; env -u LD_PRELOAD pgrep -f " .. quote("examples/meeting_bot[.]lua"))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local MEETING_STORY = {
+  "[bot] signed in; joining sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:DEMO1",
+  "[alice] joins the meeting (organiser)",
+  "[bot] waiting in the lobby",
+  "[alice] admits the bot",
+  "[bot] admitted: in the meeting",
+  "[bot] says: Hello, room!",
+  "[carol] !who",
+  "[bot] heard Carol: !who",
+  "[bot] says: In the room: Alice Adams, Carol, Meeting Bot",
+  "[alice] !bye",
+  "[bot] heard Alice Adams: !bye",
+  "[bot] says: Bye!",
+  "[bot] left the meeting",
+  "[sim] the bot is gone from the meeting",
+}
+
+describe("examples", function()
+  after_each(function()
+    assert.equal("", leftovers(), "processes left behind")
+  end)
+
+  for _, format in ipairs{ "json", "xml" } do
+    describe("in " .. format, function()
+      it("demo.lua (make demo) plays the whole story", function()
+        local lines, ok, how, code = run("demo.lua", format)
+        assert.is_true(ok, ("demo exit %s %s:\n%s"):format(how, code, table.concat(lines, "\n")))
+        assert.matches("^%[demo%] ucwa%-sim at http://127%.0%.0%.1:%d+/", lines[1])
+        assert.matches("(" .. format .. ")", lines[1], 1, true)
+        assert_story(lines, MEETING_STORY, "demo")
+        assert_story(lines, { "[demo] the story happened" }, "demo")
+        assert.equal(1, count(lines, "[bot] left the meeting"))
+        assert.equal(0, count(lines, "error"))
+      end)
+
+      it("meeting_bot.lua runs against its own simulator", function()
+        local lines, ok = run("meeting_bot.lua", format)
+        assert.is_true(ok, table.concat(lines, "\n"))
+        assert_story(lines, MEETING_STORY, "meeting_bot")
+        assert.equal(1, count(lines, "greeting delivered: Success"))
+        assert.equal(0, count(lines, "error"))
+      end)
+
+      it("coroutine_bot.lua tells the same story top to bottom", function()
+        local lines, ok = run("coroutine_bot.lua", format)
+        assert.is_true(ok, table.concat(lines, "\n"))
+        assert_story(lines, MEETING_STORY, "coroutine_bot")
+        assert.equal(1, count(lines, "greeting delivered: Success"))
+        assert.equal(0, count(lines, "error"))
+      end)
+
+      it("cqueues_host.lua runs the bot inside a cqueues loop", function()
+        local lines, ok = run("cqueues_host.lua", format)
+        assert.is_true(ok, table.concat(lines, "\n"))
+        assert_story(lines, MEETING_STORY, "cqueues_host")
+        assert_story(lines, { "[host] the host loop ran" }, "cqueues_host")
+        assert.equal(0, count(lines, "error"))
+      end)
+
+      it("lobby_keeper.lua admits the allowed and rejects the rest", function()
+        local lines, ok = run("lobby_keeper.lua", format)
+        assert.is_true(ok, table.concat(lines, "\n"))
+        assert_story(lines, {
+          "[keeper] signed in as alice@contoso.com; allow list: carol@contoso.com",
+          "[keeper] in the meeting; 0 waiting in the lobby",
+          "[carol] asks to join",
+          "[mallory] asks to join",
+          "[sim] carol is in, mallory is gone",
+        }, "lobby_keeper")
+        assert.equal(1, count(lines, "[keeper] admitted Carol"))
+        assert.equal(1, count(lines, "[keeper] rejected Mallory (not on the allow list)"))
+        assert.equal(1, count(lines, "[keeper] Carol is waiting in the lobby"))
+        assert.equal(1, count(lines, "[keeper] Mallory is waiting in the lobby"))
+        assert.equal(0, count(lines, "error"))
+      end)
+
+      it("lobby_keeper.lua takes its allow list from UCWA_ALLOW", function()
+        local lines, ok = run("lobby_keeper.lua", format,
+          { UCWA_ALLOW = "nobody@contoso.com", UCWA_BOT_SECONDS = "10" })
+        assert.is_true(ok, table.concat(lines, "\n"))
+        assert.equal(1, count(lines, "[keeper] rejected Carol (not on the allow list)"))
+        assert.equal(1, count(lines, "[keeper] rejected Mallory (not on the allow list)"))
+        assert.equal(0, count(lines, "admitted"))
+      end)
+
+      it("auto_accept.lua accepts Alice's invitation and declines Bob's", function()
+        local lines, ok = run("auto_accept.lua", format)
+        assert.is_true(ok, table.concat(lines, "\n"))
+        assert_story(lines, {
+          "[bot] available; waiting for invitations",
+          "[alice] invites the bot to DEMO1",
+          '[bot] onlineMeetingInvitation from Alice Adams: "Join us for the demo?"',
+          "[bot] accepted",
+          "[bot] in Demo meeting; saying hello",
+          "[bob] invites the bot to BOBS",
+          "[bot] declined (Bob Brown is not on my allow list)",
+          "[sim] invitation 1 from alice@contoso.com: Accepted",
+          "[sim] invitation 2 from bob@contoso.com: Declined (Local)",
+        }, "auto_accept")
+        assert.equal(0, count(lines, "error"))
+      end)
+    end)
+  end
+end)

@@ -1,0 +1,112 @@
+-- A bot's session across server faults: every event exactly once, in order,
+-- through dropped P-GETs, 5xx bursts, token expiry, a forced resync, a
+-- resume, a response slower than the client's timeout, and a forgotten
+-- application. Driven by ucwa-sim's fault injection.
+local ucwa = require "ucwa"
+local simmod = require "ucwa.sim"
+local gettime = require("socket").gettime
+
+local function drive(client, pred, secs, what)
+  local deadline = gettime() + secs
+  while not pred() do
+    if gettime() > deadline then error("timed out waiting for " .. what, 2) end
+    client:step(0.05)
+  end
+end
+
+local TOTAL = { json = 10000, xml = 3000 }
+
+for _, format in ipairs{ "json", "xml" } do
+  describe("session under faults (" .. format .. ")", function()
+    it("delivers " .. TOTAL[format] .. " events exactly once, in order, and carries on", function()
+      local sim = simmod.start{ step_delay = 0.01, min_timeout = 0.1 }
+      finally(function() sim:stop() end)
+      local client = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password",
+        format = format, event_timeout = 1, event_grace = 0.5, timeout = 2,
+        backoff = { initial = 0.05, max = 0.2 } }
+      local ready, resumed, errors_seen = false, {}, {}
+      client:on("ready", function() ready = true end)
+      client:on("resumed", function(info) resumed[#resumed + 1] = info.reason end)
+      client:on("error", function(e) errors_seen[#errors_seen + 1] = tostring(e) end)
+      -- synthetic events: sender me, "updated note", title = sequence number per application
+      local got, count, dups, gaps = {}, 0, 0, 0
+      client:on_event(function(ev, sender)
+        if sender.rel == "me" and ev.link and ev.link.rel == "note" then
+          local app = sender.href:match("applications/(%d+)/")
+          local n = tonumber(ev.link.title)
+          local last = got[app] or 0
+          if n <= last then dups = dups + 1 elseif n ~= last + 1 then gaps = gaps + 1 end
+          got[app] = math.max(last, n)
+          count = count + 1
+        end
+      end)
+      client:start()
+      drive(client, function() return ready end, 5, "ready")
+
+      local function app_id()
+        local _, st = sim:control("GET", "/_sim/state")
+        return ("%d"):format(st.applications[#st.applications].id)
+      end
+      local id = app_id()
+      local pushed = 0
+      local function push(n)
+        sim:control("POST", "/_sim/apps/" .. id .. "/events", { count = n })
+        pushed = pushed + n
+      end
+      local function settle(what)
+        drive(client, function() return count == pushed end, 30, what)
+      end
+
+      local per = TOTAL[format] // 10
+      local faults = {
+        { "dropped P-GETs", function() sim:control("POST", "/_sim/faults/drop-pget", { count = 3 }) end },
+        { "a 5xx burst", function() sim:control("POST", "/_sim/faults/fail", { count = 5, match = "/events" }) end },
+        { "token expiry", function() sim:control("POST", "/_sim/tokens/expire", {}) end },
+        { "a forced resync", function() sim:control("POST", "/_sim/apps/" .. id .. "/resync", {}) end },
+        { "a slow P-GET", function()
+            sim:control("POST", "/_sim/faults/delay", { count = 1, seconds = 2.5, match = "/events" })
+          end },
+        { "503 on everything", function() sim:control("POST", "/_sim/faults/fail", { count = 3 }) end },
+      }
+      local function fault_used_up()
+        local _, st = sim:control("GET", "/_sim/state")
+        return st.faults.drop_pget == 0 and st.faults.fail == nil and st.faults.delay == nil
+      end
+      for _, f in ipairs(faults) do
+        push(per // 2)
+        f[2]()
+        push(per - per // 2)
+        -- the fault really happens (the simulator uses it up) and nothing is lost
+        drive(client, fault_used_up, 30, f[1])
+        settle(f[1])
+      end
+      assert.same({ "resync" }, resumed)
+      -- resume: the server drops what it held, so push after the resume is seen
+      sim:control("POST", "/_sim/apps/" .. id .. "/resume", {})
+      drive(client, function() return resumed[#resumed] == "resume" end, 10, "resume")
+      push(per)
+      settle("after resume")
+      -- a forgotten application: created again, and its events arrive too
+      sim:control("POST", "/_sim/apps/" .. id .. "/forget", {})
+      drive(client, function() return resumed[#resumed] == "ApplicationNotFound" and client.state == "ready" end,
+        10, "application re-created")
+      id = app_id()
+      push(TOTAL[format] - pushed)
+      settle("the rest")
+
+      assert.equal(TOTAL[format], count)
+      assert.equal(0, dups)
+      assert.equal(0, gaps)
+      assert.equal("ready", client.state)
+      assert.same({ "resync", "resume", "ApplicationNotFound" }, resumed)
+      -- the session still works: join and complete
+      local inv = client:join_meeting{ onlineMeetingUri = "sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:DEMO1" }
+      drive(client, function()
+        sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
+        return inv:completed()
+      end, 10, "join after faults")
+      assert.equal("Success", inv.status)
+      client:close()
+    end)
+  end)
+end

@@ -1,0 +1,68 @@
+-- Helpers for the transport specs: start/stop the scripted python peer, drive an
+-- engine until a condition holds (with a deadline), make a request synchronously.
+local M = {}
+
+local function monotime()
+  local ok, cq = pcall(require, "cqueues")
+  if ok then return cq.monotime() end
+  return os.clock()
+end
+M.monotime = monotime
+
+-- Starts spec/support/<script> (default http_peer.py; *.lua runs under lua5.4) without
+-- the sanitizer preload; returns { port=, pid=, base=, stop= }.
+function M.start(script, args)
+  script = script or "http_peer.py"
+  local interp = script:match("%.lua$") and "lua5.4" or "python3"
+  local p = assert(io.popen("exec env -u LD_PRELOAD " .. interp .. " spec/support/" .. script
+    .. (args and " " .. args or ""), "r"))
+  local line = assert(p:read("l"), "peer did not start")
+  local port, pid = line:match("^PORT (%d+) PID (%d+)")
+  assert(port, "unexpected peer output: " .. line)
+  local peer = { port = tonumber(port), pid = tonumber(pid), base = "http://127.0.0.1:" .. port }
+  function peer.stop()
+    if peer.pipe then
+      os.execute("kill " .. peer.pid .. " 2>/dev/null")
+      peer.pipe:close()
+      peer.pipe = nil
+    end
+  end
+  peer.pipe = p
+  return peer
+end
+
+-- A throw-away self-signed certificate for 127.0.0.1: returns dir (cert.pem, key.pem).
+function M.make_cert()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  assert(os.execute(("env -u LD_PRELOAD openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
+    .. "-keyout %s/key.pem -out %s/cert.pem -subj /CN=127.0.0.1 "
+    .. "-addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1"):format(dir, dir)))
+  return dir
+end
+
+-- Steps eng until cond() is true; fails after `secs` (default 5) seconds. Under
+-- the sanitizers a full collection between steps flushes out lifetime bugs.
+local sanitized = os.getenv("UCWA_SANITIZED") == "1"
+function M.wait(eng, cond, secs)
+  local deadline = monotime() + (secs or 5)
+  while not cond() do
+    if monotime() > deadline then error("timed out waiting", 2) end
+    eng:step(0.05)
+    if sanitized then collectgarbage() end
+  end
+end
+
+-- Synchronous request: returns resp, err.
+function M.fetch(eng, opts)
+  local done, resp, err = false, nil, nil
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.callback = function(r, e) done, resp, err = true, r, e end
+  eng:request(o)
+  M.wait(eng, function() return done end, opts.wait or 10)
+  return resp, err
+end
+
+return M

@@ -1,0 +1,199 @@
+/* URL helpers on libcurl's CURLU API.
+ *
+ *   core.url_resolve(base, ref)        -> absolute URL | nil, err   (RFC 3986 reference resolution)
+ *   core.url_with_query(url, params)   -> URL | nil, err
+ *       params: name -> string|number|true (set/replace), false (remove).
+ *       Other parameters (ack=...) are kept byte for byte; new ones are appended
+ *       in name order with CURLU_APPENDQUERY|CURLU_URLENCODE. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+
+static char *dup_curl(char *s)
+{
+    char *r = s ? strdup(s) : NULL;
+    curl_free(s);
+    return r;
+}
+
+char *ucwa_url_resolve(const char *base, const char *ref, const char **err)
+{
+    CURLU *h = curl_url();
+    char *out = NULL;
+    CURLUcode rc;
+    if (!h) { *err = "out of memory"; return NULL; }
+    rc = curl_url_set(h, CURLUPART_URL, base, 0);
+    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+    /* libcurl 7.88 mishandles "" and "#frag" (drops the last segment): do them here */
+    if (ref[0] == '\0' || ref[0] == '#') {
+        curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0);
+        if (ref[0] == '#' && ref[1]) {
+            rc = curl_url_set(h, CURLUPART_FRAGMENT, ref + 1, 0);
+            if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+        }
+    } else {
+        rc = curl_url_set(h, CURLUPART_URL, ref, CURLU_URLENCODE);
+        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+    }
+    char *s = NULL;
+    rc = curl_url_get(h, CURLUPART_URL, &s, 0);
+    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+    out = dup_curl(s);
+    if (!out) *err = "out of memory";
+done:
+    curl_url_cleanup(h);
+    return out;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* is the query segment [s, s+n) a parameter called name? */
+static int seg_is(const char *s, size_t n, const char *name)
+{
+    size_t k = strlen(name);
+    return n >= k && memcmp(s, name, k) == 0 && (n == k || s[k] == '=');
+}
+
+char *ucwa_url_with_query(lua_State *L, const char *url, int idx, const char **err)
+{
+    idx = lua_absindex(L, idx);
+    CURLU *h = NULL;
+    char *out = NULL, *q = NULL, *frag = NULL, *bare = NULL, *nq = NULL, *full = NULL;
+    const char **names = NULL;
+    size_t nn = 0, i;
+    CURLUcode rc;
+
+    /* names, sorted (the strings are anchored by the params table) */
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) { lua_pop(L, 1); *err = "parameter names must be strings"; return NULL; }
+        nn++;
+    }
+    names = calloc(nn ? nn : 1, sizeof *names);
+    if (!names) { *err = "out of memory"; return NULL; }
+    nn = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        names[nn++] = lua_tostring(L, -1);
+    }
+    qsort(names, nn, sizeof *names, cmp_str);
+
+    h = curl_url();
+    if (!h) { *err = "out of memory"; goto done; }
+    rc = curl_url_set(h, CURLUPART_URL, url, 0);
+    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+    if (curl_url_get(h, CURLUPART_QUERY, &q, 0) != CURLUE_OK) q = NULL;
+    if (curl_url_get(h, CURLUPART_FRAGMENT, &frag, 0) != CURLUE_OK) frag = NULL;
+
+    /* drop the segments the params replace; keep every other byte as it was */
+    size_t ql = q ? strlen(q) : 0, nl = 0;
+    nq = malloc(ql + 1);
+    if (!nq) { *err = "out of memory"; goto done; }
+    const char *p = q ? q : "";
+    while (*p) {
+        const char *e = strchr(p, '&');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        int drop = 0;
+        for (i = 0; i < nn && !drop; i++) drop = seg_is(p, n, names[i]);
+        if (!drop && n) {
+            if (nl) nq[nl++] = '&';
+            memcpy(nq + nl, p, n);
+            nl += n;
+        }
+        p += n;
+        if (*p == '&') p++;
+    }
+    nq[nl] = '\0';
+    if (q && strcmp(nq, q) != 0) {
+        /* rebuild from the full string: setting CURLUPART_QUERY would re-case escapes */
+        curl_url_set(h, CURLUPART_QUERY, NULL, 0);
+        curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0);
+        rc = curl_url_get(h, CURLUPART_URL, &bare, 0);
+        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+        size_t bl = strlen(bare), fl = frag ? strlen(frag) : 0;
+        full = malloc(bl + nl + fl + 3);
+        if (!full) { *err = "out of memory"; goto done; }
+        memcpy(full, bare, bl);
+        size_t o = bl;
+        if (nl) { full[o++] = '?'; memcpy(full + o, nq, nl); o += nl; }
+        if (frag) { full[o++] = '#'; memcpy(full + o, frag, fl); o += fl; }
+        full[o] = '\0';
+        rc = curl_url_set(h, CURLUPART_URL, full, 0);
+        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+    }
+
+    for (i = 0; i < nn; i++) {
+        lua_getfield(L, idx, names[i]);
+        int t = lua_type(L, -1);
+        if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) { lua_pop(L, 1); continue; }
+        if (t == LUA_TBOOLEAN) lua_pushfstring(L, "%s=true", names[i]);
+        else if (lua_isinteger(L, -1)) lua_pushfstring(L, "%s=%I", names[i], lua_tointeger(L, -1));
+        else if (t == LUA_TNUMBER) {
+            double d = lua_tonumber(L, -1);
+            if (d == (double)(long long)d) lua_pushfstring(L, "%s=%I", names[i], (lua_Integer)d);
+            else lua_pushfstring(L, "%s=%f", names[i], d);
+        } else if (t == LUA_TSTRING) lua_pushfstring(L, "%s=%s", names[i], lua_tostring(L, -1));
+        else { lua_pop(L, 1); *err = "parameter values must be strings, numbers or booleans"; goto done; }
+        rc = curl_url_set(h, CURLUPART_QUERY, lua_tostring(L, -1), CURLU_APPENDQUERY | CURLU_URLENCODE);
+        lua_pop(L, 2);
+        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+    }
+    char *s = NULL;
+    rc = curl_url_get(h, CURLUPART_URL, &s, 0);
+    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+    out = dup_curl(s);
+    if (!out) *err = "out of memory";
+done:
+    free(names);
+    free(nq);
+    free(full);
+    curl_free(q);
+    curl_free(frag);
+    curl_free(bare);
+    if (h) curl_url_cleanup(h);
+    return out;
+}
+
+static int l_url_resolve(lua_State *L)
+{
+    const char *base = luaL_checkstring(L, 1), *ref = luaL_checkstring(L, 2), *err = NULL;
+    char *s = ucwa_url_resolve(base, ref, &err);
+    if (!s) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot resolve URL: %s", err ? err : "error");
+        return 2;
+    }
+    lua_pushstring(L, s);
+    free(s);
+    return 1;
+}
+
+static int l_url_with_query(lua_State *L)
+{
+    const char *url = luaL_checkstring(L, 1), *err = NULL;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    char *s = ucwa_url_with_query(L, url, 2, &err);
+    if (!s) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot build URL: %s", err ? err : "error");
+        return 2;
+    }
+    lua_pushstring(L, s);
+    free(s);
+    return 1;
+}
+
+void ucwa_open_url(lua_State *L)
+{
+    lua_pushcfunction(L, l_url_resolve);
+    lua_setfield(L, -2, "url_resolve");
+    lua_pushcfunction(L, l_url_with_query);
+    lua_setfield(L, -2, "url_with_query");
+}
