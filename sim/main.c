@@ -357,6 +357,16 @@ static int l_wallclock(lua_State *L)
 	return 1;
 }
 
+/* Wall-clock seconds with microseconds, for latency measurements across
+ * processes on one host (the control API reports when it released events). */
+static int l_wall_seconds(lua_State *L)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+	return 1;
+}
+
 static int l_random(lua_State *L)
 {
 	/* n random bytes as lowercase hex, from /dev/urandom (tokens, ids). */
@@ -414,6 +424,7 @@ static const luaL_Reg sim_funcs[] = {
 	{"id", l_box_id},
 	{"now", l_now},
 	{"wallclock", l_wallclock},
+	{"wall_seconds", l_wall_seconds},
 	{"random", l_random},
 	{"suspended", l_suspended_count},
 	{"connections", l_connections},

@@ -133,7 +133,8 @@ return function(S)
       end
       local first = app.synthetic_seq + 1
       synthetic(app, n, prio)
-      return reply(200, { first = first, last = app.synthetic_seq })
+      -- released_at: when a waiting P-GET was handed the events (wall clock, s)
+      return reply(200, { first = first, last = app.synthetic_seq, released_at = host.wall_seconds() })
     end
     return fail(404, "unknown application action " .. action)
   end

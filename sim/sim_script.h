@@ -137,7 +137,8 @@ static const struct { const char *name; const char *src; size_t len; } sim_scrip
 	"      end\n"
 	"      local first = app.synthetic_seq + 1\n"
 	"      synthetic(app, n, prio)\n"
-	"      return reply(200, { first = first, last = app.synthetic_seq })\n"
+	"      -- released_at: when a waiting P-GET was handed the events (wall clock, s)\n"
+	"      return reply(200, { first = first, last = app.synthetic_seq, released_at = host.wall_seconds() })\n"
 	"    end\n"
 	"    return fail(404, \042unknown application action \042 .. action)\n"
 	"  end\n"
@@ -322,7 +323,7 @@ static const struct { const char *name; const char *src; size_t len; } sim_scrip
 	"\n"
 	"  return C\n"
 	"end\n",
-12155 },
+12271 },
 { "sim_fmt",
 	"-- ucwa-sim: the two UCWA representations (PayloadFormat.md).\n"
 	"--\n"
