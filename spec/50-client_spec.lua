@@ -253,3 +253,56 @@ for _, format in ipairs{ "json", "xml" } do
     end)
   end)
 end
+
+describe("client sessions over time", function()
+  local sim
+  after_each(function() if sim then sim:stop() end end)
+
+  it("renews a guest's token before it expires, keeping the same identity and application", function()
+    sim = simmod.start{ step_delay = 0.01, anon_token_lifetime = 2, token_lifetime = 2 }
+    local client = ucwa.client{ url = sim.url, anonymous = { meeting = MEETING, display_name = "Guest" } }
+    local ready, resumed = false, nil
+    client:on("ready", function() ready = true end)
+    client:on("resumed", function(info) resumed = info end)
+    client:start()
+    drive(client, function() return ready end, 5, "ready")
+    local first = client._token.value
+    local _, before = sim:control("GET", "/_sim/state")
+    drive(client, function() return client._token.value ~= first end, 5, "a renewed token")
+    -- past the first token's lifetime: the channel and requests still work
+    local t = require("socket").gettime() + 1.5
+    drive(client, function() return require("socket").gettime() > t end, 3, "time passing")
+    local _, after = sim:control("GET", "/_sim/state")
+    assert.equal(1, #after.applications)
+    assert.equal(before.applications[1].id, after.applications[1].id)
+    assert.is_nil(resumed)
+    local inv = client:join_meeting{ onlineMeetingUri = MEETING }
+    drive(client, function()
+      sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
+      return inv:completed()
+    end, 5, "completion")
+    assert.equal("Success", inv.status)
+    client:close()
+  end)
+
+  it("deletes the application on close", function()
+    sim = simmod.start{ step_delay = 0.01 }
+    local client = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password" }
+    local ready, closed = false, 0
+    client:on("ready", function() ready = true end)
+    client:on("closed", function() closed = closed + 1 end)
+    client:start()
+    drive(client, function() return ready end, 5, "ready")
+    local _, st = sim:control("GET", "/_sim/state")
+    assert.equal(1, #st.applications)
+    client:close()
+    client:close() -- idempotent
+    assert.equal(1, closed)
+    assert.equal("closed", client.state)
+    _, st = sim:control("GET", "/_sim/state")
+    assert.equal(0, #st.applications)
+    local got
+    client:join_meeting({ onlineMeetingUri = MEETING }, function(_, err) got = err end)
+    assert.equal("Closed", got.code)
+  end)
+end)

@@ -488,11 +488,12 @@ function Client:_establish()
   return true
 end
 
--- Faults that may pass: network errors, timeouts, 5xx. A certificate that
--- fails verification or a refused sign-in will not fix itself.
+-- Faults that may pass: the network, timeouts, 5xx. A certificate that fails
+-- verification, a refused redirect or a refused sign-in will not fix itself.
 local function retryable(err)
-  if err and err.status then return err.status >= 500 or err.status == 429 end
-  return err == nil or (err.code ~= "TlsError" and err.code ~= "TooLarge")
+  if not err then return true end
+  if err.status then return err.status >= 500 or err.status == 429 end
+  return err.code == "NetworkError" or err.code == "Timeout"
 end
 
 --- Signs in and opens the event channel; "ready" fires when done.
