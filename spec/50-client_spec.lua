@@ -105,6 +105,26 @@ for _, format in ipairs{ "json", "xml" } do
       assert.equal("conversation", conv.rel)
     end)
 
+    it("matches events that arrive before the 201 Created by operationId", function()
+      client = ready(new_client())
+      sim:control("POST", "/_sim/faults/delay", { count = 1, seconds = 1, match = "/onlineMeetingInvitations" })
+      local order = {}
+      local inv = client:join_meeting({ onlineMeetingUri = MEETING, operationId = "op-early-1" }, function(i, err)
+        order[#order + 1] = "created:" .. tostring(i and i.href ~= nil) .. ":" .. tostring(err)
+      end)
+      inv:on("started", function() order[#order + 1] = "started" end)
+      inv:on("completed", function(i) order[#order + 1] = "completed:" .. i.status end)
+      drive(client, function()
+        sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
+        return #order >= 3
+      end, 5, "events and the 201")
+      assert.equal("started", order[1])
+      assert.equal("completed:Success", order[#order - 1])
+      assert.equal("created:true:nil", order[#order])
+      assert.equal("op-early-1", inv.operationId)
+      assert.matches("/onlineMeetingInvitations/%d+$", inv.href)
+    end)
+
     it("completes with Failure and the reason when rejected from the lobby", function()
       client = ready(new_client())
       local inv = client:join_meeting{ onlineMeetingUri = MEETING }

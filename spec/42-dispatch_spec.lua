@@ -1,0 +1,98 @@
+-- Dispatch of event batches to objects, without a server: incoming
+-- invitations of every kind, operation events in order and once, events that
+-- come before their operation is known.
+local ucwa = require "ucwa"
+local cjson = require "cjson"
+
+local APP = "/ucwa/oauth/v1/applications/7"
+
+local function new_client()
+  local c = ucwa.client{ url = "http://127.0.0.1:9/root", username = "bot@contoso.com", password = "x" }
+  c._base = "http://127.0.0.1:9" .. APP
+  return c
+end
+
+local function batch(events)
+  return assert(ucwa.parse_events(cjson.encode{
+    _links = { self = { href = APP .. "/events?ack=1" }, next = { href = APP .. "/events?ack=2" } },
+    sender = { { rel = "communication", href = APP .. "/communication", events = events } },
+  }, "application/json"))
+end
+
+local function event(kind, rel, href, resource, extra)
+  local ev = { type = kind, link = { rel = rel, href = href } }
+  if resource then ev._embedded = { [rel] = resource } end
+  for k, v in pairs(extra or {}) do ev[k] = v end
+  return ev
+end
+
+describe("dispatch", function()
+  for _, rel in ipairs{ "onlineMeetingInvitation", "messagingInvitation", "participantInvitation" } do
+    it("hands an incoming " .. rel .. " to the invitation callbacks as an object of its kind", function()
+      local c = new_client()
+      local href = APP .. "/communication/invitations/42"
+      local res = { rel = rel, direction = "Incoming", state = "Connecting", subject = "Hi",
+                    _links = { self = { href = href }, accept = { href = href .. "/accept" },
+                               decline = { href = href .. "/decline" } } }
+      local got, seen = {}, {}
+      c:on("invitation", function(inv)
+        got[#got + 1] = inv
+        inv:on("completed", function(i) seen[#seen + 1] = "completed:" .. i.status end)
+        inv:on("updated", function() seen[#seen + 1] = "updated" end)
+      end)
+      c:_dispatch(batch{ event("started", rel, href, res) })
+      assert.equal(1, #got)
+      local inv = got[1]
+      assert.equal(rel, inv.rel)
+      assert.equal("Incoming", inv.direction)
+      assert.equal("Hi", inv.subject)
+      assert.is_function(inv.accept)
+      assert.is_function(inv.decline)
+      res.state = "Connected"
+      c:_dispatch(batch{ event("updated", rel, href, res),
+                         event("completed", rel, href, res, { status = "Failure",
+                           reason = { code = "LocalFailure", subcode = "SomethingNew", message = "m" } }),
+                         event("completed", rel, href, res, { status = "Success" }) })
+      assert.same({ "updated", "completed:Failure" }, seen)
+      assert.equal("SomethingNew", inv.reason.subcode) -- unknown subcodes are kept
+      assert.equal("Connected", inv.state)
+      assert.equal(1, #got)
+      c:close()
+    end)
+  end
+
+  it("keeps events of an operation not yet known and replays them when it is", function()
+    local c = new_client()
+    local href = APP .. "/communication/onlineMeetingInvitations/9"
+    c:_dispatch(batch{ event("started", "onlineMeetingInvitation", href) })
+    local resource = require "ucwa.resource"
+    local inv = resource.new(c, { rel = "onlineMeetingInvitation", href = href, properties = {} })
+    local seen = {}
+    inv:on("started", function() seen[#seen + 1] = "started" end)
+    c:_keep_pending(inv)
+    c:_register(inv)
+    assert.same({ "started" }, seen)
+    c:close()
+  end)
+
+  it("reports a handler error to the error callbacks and keeps dispatching", function()
+    local c = new_client()
+    local errs, n = {}, 0
+    c:on("error", function(e) errs[#errs + 1] = e end)
+    c:on_event(function() n = n + 1; error("bot bug") end)
+    c:_dispatch(batch{ event("updated", "me", APP .. "/me"), event("updated", "me", APP .. "/me") })
+    assert.equal(2, n)
+    assert.equal(2, #errs)
+    assert.equal("CallbackError", errs[1].code)
+    assert.matches("bot bug", errs[1].message)
+    c:close()
+  end)
+
+  it("raises a handler error from step() when nobody listens for errors", function()
+    local c = new_client()
+    c:on_event(function() error("unheard bot bug") end)
+    c:_dispatch(batch{ event("updated", "me", APP .. "/me") })
+    assert.has_error(function() c:step(0) end)
+    c:close()
+  end)
+end)
