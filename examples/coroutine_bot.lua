@@ -36,10 +36,7 @@ local function story()
     if m.text == "!who" then
       local list, err = conv:participants()
       if not list then return say("roster failed: " .. tostring(err)) end
-      local names = {}
-      for _, p in ipairs(list) do names[#names + 1] = p:display() end
-      table.sort(names)
-      local text = "In the room: " .. table.concat(names, ", ")
+      local text = setup.roster_text(list)
       say("says: " .. text)
       conv:send(text)
     elseif m.text == "!bye" then

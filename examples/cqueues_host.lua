@@ -4,7 +4,8 @@
 -- greets the room, answers !who and leaves on !bye.
 -- Usage: lua5.4 examples/cqueues_host.lua   (against a ucwa-sim it starts, which plays the others)
 --        UCWA_URL=... UCWA_USER=... UCWA_PASSWORD=... UCWA_MEETING=... lua5.4 examples/cqueues_host.lua
-local setup = dofile(((arg and arg[0] or ""):match("^(.*)/[^/]*$") or ".") .. "/setup.lua")
+local dir = ((arg and arg[0] or ""):match("^(.*)/[^/]*$") or ".")
+local setup = dofile(dir .. "/setup.lua")
 local cqueues = require "cqueues"
 local ucwa = require "ucwa"
 
@@ -13,53 +14,8 @@ local client = ucwa.client(env.options)
 local function say(text) setup.say("bot", text) end
 local running, done = true, false
 
-local function on_message(conv, msg)
-  say(("heard %s: %s"):format(msg.from or "someone", msg.text or ""))
-  if msg.text == "!who" then
-    conv:participants(function(list)
-      local names = {}
-      for _, p in ipairs(list or {}) do names[#names + 1] = p:display() end
-      table.sort(names)
-      local text = "In the room: " .. table.concat(names, ", ")
-      say("says: " .. text)
-      conv:send(text)
-    end)
-  elseif msg.text == "!bye" then
-    say("says: Bye!")
-    conv:send("Bye!", function() conv:leave() end)
-  end
-end
-
-client:on("ready", function()
-  say("signed in; joining " .. env.meeting)
-  local inv = client:join_meeting{ onlineMeetingUri = env.meeting, subject = "cqueues bot" }
-  local announced = false
-  inv:on("updated", function()
-    inv:conversation(function(conv)
-      if conv and conv.state == "InLobby" and not announced then
-        announced = true
-        say("waiting in the lobby")
-      end
-    end)
-  end)
-  inv:on("completed", function()
-    if inv.status ~= "Success" then
-      say("could not join: " .. tostring(inv.reason and inv.reason.subcode))
-      running = false
-      return
-    end
-    say("admitted: in the meeting")
-    inv:conversation(function(conv)
-      conv:on("message", on_message)
-      conv:on("deleted", function()
-        say("left the meeting")
-        done, running = true, false
-      end)
-      local greeting = "Hello, room! Say !who for the roster or !bye to let me go."
-      say("says: " .. greeting)
-      conv:send(greeting)
-    end)
-  end)
+dofile(dir .. "/meeting_behaviour.lua")(setup, client, env, say, "cqueues bot", function(ok)
+  done, running = ok, false
 end)
 client:on("error", function(err) say("error: " .. tostring(err)) end)
 setup.play(env, setup.meeting_scene())

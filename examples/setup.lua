@@ -23,6 +23,14 @@ local DEMO1 = "sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:DEMO1"
 -- transcript lines arrive.
 local scene
 
+--- The answer to !who: everyone's name, sorted.
+function setup.roster_text(participants)
+  local names = {}
+  for _, p in ipairs(participants) do names[#names + 1] = p:display() end
+  table.sort(names)
+  return "In the room: " .. table.concat(names, ", ")
+end
+
 --- Prints one transcript line, flushed at once, and lets the scene react.
 function setup.say(who, text)
   io.write(("[%s] %s\n"):format(who, text))

@@ -3,18 +3,8 @@
 local ucwa = require "ucwa"
 local simmod = require "ucwa.sim"
 
-local MEETING = "sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:DEMO1"
-
-local gettime = require("socket").gettime
-
--- Steps the client until pred() is true; fails after `secs` seconds.
-local function drive(client, pred, secs, what)
-  local deadline = gettime() + (secs or 5)
-  while not pred() do
-    if gettime() > deadline then error("timed out waiting for " .. (what or "condition"), 2) end
-    client:step(0.02)
-  end
-end
+local E = require "support.client_env"
+local MEETING, drive = E.MEETING, E.drive
 
 for _, format in ipairs{ "json", "xml" } do
   describe("client (" .. format .. ")", function()
@@ -230,10 +220,7 @@ for _, format in ipairs{ "json", "xml" } do
       local inv = client:join_meeting{ onlineMeetingUri = MEETING }
       drive(client, function() return inv.href ~= nil end, 5, "the 201")
       assert.not_equal(first, client._token.value)
-      drive(client, function()
-        sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
-        return inv:completed()
-      end, 5, "completion")
+      E.admit_until_complete(client, sim, inv)
       assert.equal("Success", inv.status)
     end)
 
@@ -248,10 +235,7 @@ for _, format in ipairs{ "json", "xml" } do
       drive(client, function() return client.state == "ready" end, 5, "ready again")
       local inv = client:join_meeting{ onlineMeetingUri = MEETING }
       sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
-      drive(client, function()
-        sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
-        return inv:completed()
-      end, 5, "completion")
+      E.admit_until_complete(client, sim, inv)
       assert.equal("Success", inv.status)
     end)
 
@@ -297,10 +281,7 @@ describe("client sessions over time", function()
     assert.equal(before.applications[1].id, after.applications[1].id)
     assert.is_nil(resumed)
     local inv = client:join_meeting{ onlineMeetingUri = MEETING }
-    drive(client, function()
-      sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
-      return inv:completed()
-    end, 5, "completion")
+    E.admit_until_complete(client, sim, inv)
     assert.equal("Success", inv.status)
     client:close()
   end)

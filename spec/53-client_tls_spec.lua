@@ -2,15 +2,16 @@
 -- self-signed simulator trusted.
 local ucwa = require "ucwa"
 local simmod = require "ucwa.sim"
-local gettime = require("socket").gettime
+local E = require "support.client_env"
 
 local function have(cmd)
   return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true
 end
 
+-- Steps until pred() or `secs` pass; returns pred().
 local function drive(client, pred, secs)
-  local deadline = gettime() + secs
-  while not pred() and gettime() < deadline do client:step(0.02) end
+  local deadline = E.gettime() + secs
+  while not pred() and E.gettime() < deadline do client:step(0.02) end
   return pred()
 end
 
@@ -52,11 +53,8 @@ describe("client over HTTPS", function()
     c:on("error", function(e) error(tostring(e)) end)
     c:start()
     assert.is_true(drive(c, function() return ready end, 5))
-    local inv = c:join_meeting{ onlineMeetingUri = "sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:DEMO1" }
-    assert.is_true(drive(c, function()
-      sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
-      return inv:completed()
-    end, 5))
+    local inv = c:join_meeting{ onlineMeetingUri = E.MEETING }
+    E.admit_until_complete(c, sim, inv)
     assert.equal("Success", inv.status)
     c:close()
   end)

@@ -4,15 +4,8 @@
 -- application. Driven by ucwa-sim's fault injection.
 local ucwa = require "ucwa"
 local simmod = require "ucwa.sim"
-local gettime = require("socket").gettime
-
-local function drive(client, pred, secs, what)
-  local deadline = gettime() + secs
-  while not pred() do
-    if gettime() > deadline then error("timed out waiting for " .. what, 2) end
-    client:step(0.05)
-  end
-end
+local E = require "support.client_env"
+local drive = E.drive
 
 local TOTAL = { json = 10000, xml = 3000 }
 
@@ -100,11 +93,8 @@ for _, format in ipairs{ "json", "xml" } do
       assert.equal("ready", client.state)
       assert.same({ "resync", "resume", "ApplicationNotFound" }, resumed)
       -- the session still works: join and complete
-      local inv = client:join_meeting{ onlineMeetingUri = "sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:DEMO1" }
-      drive(client, function()
-        sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
-        return inv:completed()
-      end, 10, "join after faults")
+      local inv = client:join_meeting{ onlineMeetingUri = E.MEETING }
+      E.admit_until_complete(client, sim, inv, 10)
       assert.equal("Success", inv.status)
       client:close()
     end)

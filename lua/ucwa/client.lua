@@ -110,9 +110,7 @@ function Client:on(name, fn)
     error("bad argument #1 to 'on' (unknown client event '" .. tostring(name) .. "')", 2)
   end
   if type(fn) ~= "function" then error("bad argument #2 to 'on' (function expected)", 2) end
-  local list = self._handlers[name]
-  if not list then list = {}; self._handlers[name] = list end
-  list[#list + 1] = fn
+  util.add_handler(self._handlers, name, fn)
   return self
 end
 

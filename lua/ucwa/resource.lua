@@ -4,6 +4,7 @@
 -- @module ucwa.resource
 local async = require "ucwa.async"
 local errors = require "ucwa.errors"
+local util = require "ucwa.util"
 
 local resource = {}
 local classes = {}
@@ -59,9 +60,7 @@ end
 function Resource:on(name, fn)
   if type(name) ~= "string" then error("bad argument #1 to 'on' (string expected)", 2) end
   if type(fn) ~= "function" then error("bad argument #2 to 'on' (function expected)", 2) end
-  local list = self._handlers[name]
-  if not list then list = {}; self._handlers[name] = list end
-  list[#list + 1] = fn
+  util.add_handler(self._handlers, name, fn)
   return self
 end
 
