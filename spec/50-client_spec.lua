@@ -180,6 +180,15 @@ for _, format in ipairs{ "json", "xml" } do
       assert.equal("onlineMeetingInvitation", got.rel)
       assert.equal("Incoming", got.direction)
       assert.equal("Success", got.status)
+      -- link navigation: the embedded inviter, then a fresh GET of the invitation
+      local from, refreshed
+      got:from(function(p) from = p end)
+      got:refresh(function(i, err) refreshed = i or err end)
+      drive(client, function() return from and refreshed end, 5, "from and refresh")
+      assert.equal("participant", from.rel)
+      assert.equal("Alice Adams", from.name)
+      assert.equal(got, refreshed)
+      assert.equal("Connected", got.state)
       local _, rec = sim:control("GET", ("/_sim/invitations/%d"):format(r.invitation))
       assert.equal("Accepted", rec.state)
     end)

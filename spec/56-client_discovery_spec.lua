@@ -60,4 +60,35 @@ describe("autodiscovery redirects", function()
     assert.equal("invalid_grant", err.subcode)
     assert.is_nil(tostring(err):find("s3cret", 1, true))
   end)
+
+  it("signs in with a token function, asked again after a 401", function()
+    local http, ltn12 = require "socket.http", require "ltn12"
+    local function fresh_token()
+      local out = {}
+      local body = "grant_type=password&username=bot%40contoso.com&password=password"
+      http.request{ url = sim.base .. "/WebTicket/oauth/token", method = "POST", sink = ltn12.sink.table(out),
+        source = ltn12.source.string(body), headers = { ["content-type"] = "application/x-www-form-urlencoded",
+        ["content-length"] = #body } }
+      return require("cjson").decode(table.concat(out)).access_token
+    end
+    local asked = {}
+    local c = ucwa.client{ url = sim.url, token = function(url) asked[#asked + 1] = url; return fresh_token() end }
+    local ready, err
+    c:on("ready", function() ready = true end)
+    c:on("error", function(e) err = e end)
+    c:start()
+    local deadline = gettime() + 5
+    while not (ready or err) and gettime() < deadline do c:step(0.02) end
+    assert.is_nil(err)
+    assert.is_true(ready)
+    assert.matches("/oauth/user$", asked[1])
+    sim:control("POST", "/_sim/tokens/expire", {})
+    local done
+    c.application:refresh(function(_, e) done = e or true end)
+    deadline = gettime() + 5
+    while not done and gettime() < deadline do c:step(0.02) end
+    assert.is_true(done)
+    assert.equal(2, #asked)
+    c:close()
+  end)
 end)
