@@ -286,53 +286,56 @@ static struct box *check_box(lua_State *L)
 	return luaL_checkudata(L, 1, BOX_MT);
 }
 
+/* The box's request if it still waits for an answer, else NULL. */
+static struct req *suspended_req(lua_State *L)
+{
+	struct box *b = check_box(L);
+
+	return b->r && b->r->state == ST_SUSPENDED ? b->r : NULL;
+}
+
+/* Takes a suspended request off the list and has MHD resume it as `state`. */
+static void resume_as(struct req *r, enum req_state state)
+{
+	list_remove(r);
+	G.nsuspended--;
+	r->state = state;
+	MHD_resume_connection(r->conn);
+	G.resumed = 1;
+}
+
 /* sim.respond(box, status, headers, body) -> true, or false if the request is gone */
 static int l_respond(lua_State *L)
 {
-	struct box *b = check_box(L);
-	struct req *r = b->r;
-	struct MHD_Response *resp;
-	unsigned status;
+	struct req *r = suspended_req(L);
 
-	if (!r || r->state != ST_SUSPENDED) {
-		lua_pushboolean(L, 0);
-		return 1;
+	if (r) {
+		unsigned status;
+		/* may raise a Lua error: build it before touching r */
+		struct MHD_Response *resp = make_response(L, 2, &status);
+
+		r->resp = resp;
+		r->status = status;
+		resume_as(r, ST_RESPONSE);
 	}
-	resp = make_response(L, 2, &status);
-	r->resp = resp;
-	r->status = status;
-	list_remove(r);
-	G.nsuspended--;
-	r->state = ST_RESPONSE;
-	MHD_resume_connection(r->conn);
-	G.resumed = 1;
-	lua_pushboolean(L, 1);
+	lua_pushboolean(L, r != NULL);
 	return 1;
 }
 
 /* sim.drop(box): close the connection without a response. */
 static int l_drop(lua_State *L)
 {
-	struct box *b = check_box(L);
-	struct req *r = b->r;
+	struct req *r = suspended_req(L);
 
-	if (!r || r->state != ST_SUSPENDED) {
-		lua_pushboolean(L, 0);
-		return 1;
-	}
-	list_remove(r);
-	G.nsuspended--;
-	r->state = ST_DROP;
-	MHD_resume_connection(r->conn);
-	G.resumed = 1;
-	lua_pushboolean(L, 1);
+	if (r)
+		resume_as(r, ST_DROP);
+	lua_pushboolean(L, r != NULL);
 	return 1;
 }
 
 static int l_alive(lua_State *L)
 {
-	struct box *b = check_box(L);
-	lua_pushboolean(L, b->r != NULL && b->r->state == ST_SUSPENDED);
+	lua_pushboolean(L, suspended_req(L) != NULL);
 	return 1;
 }
 

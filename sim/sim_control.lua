@@ -246,6 +246,13 @@ return function(S)
     return reply(200, { drop_pget = f.drop_pget, fail = f.fail, delay = f.delay })
   end
 
+  -- Runs act(obj, ...) on the object `id` names in `map`, or answers 404.
+  local function with(map, id, noun, act, ...)
+    local obj = map[id]
+    if not obj then return fail(404, "no " .. noun .. " " .. id) end
+    return act(obj, ...)
+  end
+
   function C.handle(ctx)
     local req = ctx.req
     local path, m = req.path, req.method
@@ -258,9 +265,7 @@ return function(S)
     if m ~= "POST" and m ~= "GET" then return fail(405, "GET or POST") end
     local id, action = path:match("^/_sim/apps/([^/]+)/(%a+)$")
     if id then
-      local app = S.apps[id]
-      if not app then return fail(404, "no application " .. id) end
-      return app_action(app, action, t)
+      return with(S.apps, id, "application", app_action, action, t)
     end
     if path == "/_sim/meetings" and m == "POST" then
       if type(t.organizer) ~= "string" then return fail(400, "organizer is required") end
@@ -270,9 +275,7 @@ return function(S)
     end
     local mid, maction = path:match("^/_sim/meetings/([^/]+)(.*)$")
     if mid then
-      local meeting = S.meetings[mid]
-      if not meeting then return fail(404, "no meeting " .. mid) end
-      return meeting_action(meeting, maction, t)
+      return with(S.meetings, mid, "meeting", meeting_action, maction, t)
     end
     local iid = path:match("^/_sim/invitations/(%d+)$")
     if iid then

@@ -53,14 +53,24 @@ function Res:link(rel, href, title)
   return self
 end
 
--- A collection rel: always an array in JSON, even with one or no member.
-function Res:link_list(rel, list)
-  for _, l in ipairs(list) do
-    self.links[#self.links + 1] = { rel = rel, href = l.href, title = l.title, multi = true }
+-- A collection rel: always an array in JSON, even with one or no member, so
+-- an empty list leaves a marker.  entry(member) gives the entry's own fields.
+local function add_list(entries, rel, list, entry)
+  for _, x in ipairs(list) do
+    local e = entry(x)
+    e.rel, e.multi = rel, true
+    entries[#entries + 1] = e
   end
   if #list == 0 then
-    self.links[#self.links + 1] = { rel = rel, multi = true, empty = true }
+    entries[#entries + 1] = { rel = rel, multi = true, empty = true }
   end
+end
+
+local function link_entry(l) return { href = l.href, title = l.title } end
+local function embed_entry(r) return { value = r } end
+
+function Res:link_list(rel, list)
+  add_list(self.links, rel, list, link_entry)
   return self
 end
 
@@ -72,12 +82,7 @@ function Res:embed(rel, res)
 end
 
 function Res:embed_list(rel, list)
-  for _, r in ipairs(list) do
-    self.embedded[#self.embedded + 1] = { rel = rel, value = r, multi = true }
-  end
-  if #list == 0 then
-    self.embedded[#self.embedded + 1] = { rel = rel, multi = true, empty = true }
-  end
+  add_list(self.embedded, rel, list, embed_entry)
   return self
 end
 

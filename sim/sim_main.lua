@@ -146,25 +146,20 @@ local function base_headers(ctx, extra)
 end
 S.base_headers = base_headers
 
--- An error in the request's format (JSON or XML).
-function S.err(ctx, status, code, subcode, message, extra)
-  local body
-  if ctx.fmt == "xml" then
-    body = fmt.error_xml(code, subcode, message)
-  else
-    body = fmt.error_json(code, subcode, message)
-  end
+-- A reply whose body fmt.<kind>_xml or fmt.<kind>_json writes from `...`,
+-- in the request's format.
+local function reply_as(ctx, status, extra, kind, ...)
+  local body = fmt[kind .. (ctx.fmt == "xml" and "_xml" or "_json")](...)
   return status, base_headers(ctx, extra), body
 end
 
+-- An error in the request's format (JSON or XML).
+function S.err(ctx, status, code, subcode, message, extra)
+  return reply_as(ctx, status, extra, "error", code, subcode, message)
+end
+
 function S.send(ctx, status, res, extra)
-  local body
-  if ctx.fmt == "xml" then
-    body = fmt.resource_xml(res)
-  else
-    body = fmt.resource_json(res)
-  end
-  return status, base_headers(ctx, extra), body
+  return reply_as(ctx, status, extra, "resource", res)
 end
 
 function S.no_content(_, extra)
@@ -502,14 +497,26 @@ function S.input(ctx, optional)
   return input
 end
 
-local function pget_release(app, status, headers, body) -- forward declaration target
+-- Takes the pending P-GET off `app` and stops its timers, so that only the
+-- caller answers it.  Returns it, or nil if there is none.
+local function take_pget(app)
   local p = app.pget
-  if not p then return end
+  if not p then return nil end
   app.pget = nil
   S.cancel(p.timer)
   S.cancel(app.release_timer)
   app.release_timer = nil
-  host.respond(p.box, status, headers, body)
+  return p
+end
+
+-- The reply context of a held P-GET: the format it asked for.
+local function pget_ctx(p)
+  return { fmt = p.fmt, ctype = p.ctype }
+end
+
+local function pget_release(app, status, headers, body) -- forward declaration target
+  local p = take_pget(app)
+  if p then host.respond(p.box, status, headers, body) end
 end
 
 local function app_touch(app)
@@ -525,8 +532,8 @@ function S.app_delete(app, why)
   S.cancel(app.release_timer)
   S.meet.app_gone(app)
   if app.pget then
-    local ctx = { fmt = app.pget.fmt, ctype = app.pget.ctype }
-    pget_release(app, S.err(ctx, 404, "NotFound", "ApplicationNotFound", why or "The application does not exist."))
+    pget_release(app, S.err(pget_ctx(app.pget), 404, "NotFound", "ApplicationNotFound",
+      why or "The application does not exist."))
   end
   S.apps[app.id] = nil
   local user_apps = S.user_apps[app.user.username]
@@ -698,13 +705,7 @@ local function build_batch(app)
 end
 
 local function batch_reply(ctx, batch)
-  local body
-  if ctx.fmt == "xml" then
-    body = fmt.events_xml(batch)
-  else
-    body = fmt.events_json(batch)
-  end
-  return 200, base_headers(ctx), body
+  return reply_as(ctx, 200, nil, "events", batch)
 end
 
 local function resync_reply(ctx, app, self_ack)
@@ -715,19 +716,15 @@ end
 
 -- Answers the pending P-GET with `batch`, or drops it (fault injection).
 local function deliver(app, batch)
-  local p = app.pget
+  local p = take_pget(app)
   if not p then return end
-  app.pget = nil
-  S.cancel(p.timer)
-  S.cancel(app.release_timer)
-  app.release_timer = nil
   app.last_pget = host.now()
   if S.faults.drop_pget > 0 then
     S.faults.drop_pget = S.faults.drop_pget - 1
     host.drop(p.box)
     return
   end
-  host.respond(p.box, batch_reply({ fmt = p.fmt, ctype = p.ctype }, batch))
+  host.respond(p.box, batch_reply(pget_ctx(p), batch))
 end
 
 local function schedule_release(app)
@@ -771,13 +768,9 @@ function S.reset_transient(app)
 end
 
 function S.force_resync(app)
-  if app.pget then
-    local p = app.pget
-    app.pget = nil
-    S.cancel(p.timer)
-    S.cancel(app.release_timer)
-    app.release_timer = nil
-    host.respond(p.box, resync_reply({ fmt = p.fmt, ctype = p.ctype }, app, p.ack))
+  local p = take_pget(app)
+  if p then
+    host.respond(p.box, resync_reply(pget_ctx(p), app, p.ack))
   else
     app.force_resync = true
   end
@@ -814,18 +807,13 @@ local function events_get(ctx, app)
   -- A newer P-GET replaces the pending one (unless its priority is lower).
   local had_pending = app.pget ~= nil
   if app.pget then
-    local old = app.pget
-    local conflict = { S.err(ctx, 409, "Conflict", "PGetReplaced",
-      "The existing P-GET was replaced with a new P-GET from the client application.") }
-    if priority < old.priority then
-      return table.unpack(conflict)
+    -- the losing P-GET, the new one or the pending one, gets the 409
+    local replaced = "The existing P-GET was replaced with a new P-GET from the client application."
+    if priority < app.pget.priority then
+      return S.err(ctx, 409, "Conflict", "PGetReplaced", replaced)
     end
-    app.pget = nil
-    S.cancel(old.timer)
-    S.cancel(app.release_timer)
-    app.release_timer = nil
-    host.respond(old.box, S.err({ fmt = old.fmt, ctype = old.ctype }, 409, "Conflict", "PGetReplaced",
-      "The existing P-GET was replaced with a new P-GET from the client application."))
+    local old = take_pget(app)
+    host.respond(old.box, S.err(pget_ctx(old), 409, "Conflict", "PGetReplaced", replaced))
   end
 
   local now = host.now()

@@ -10,53 +10,46 @@ end
 
 describe("ucwa-sim sign-in", function()
   local sim
-  setup(function() sim = C.start() end)
-  teardown(function()
-    local ok, how, code = sim:stop()
-    assert.is_true(ok, "simulator exit: " .. tostring(how) .. " " .. tostring(code))
-  end)
+  C.use_sim(function(s) sim = s end)
 
   it("prints its root URL and serves it", function()
     assert.matches("^http://127%.0%.0%.1:%d+/autodiscover/autodiscoverservice%.svc/root$", sim.url)
   end)
 
-  for _, fmt in ipairs({ "json", "xml" }) do
-    describe("in " .. fmt, function()
-      it("serves the root with user and xframe links (root_ref sample shape)", function()
-        local status, h, body = C.request("GET", sim.url, { Accept = C.ACCEPT[fmt] })
-        assert.equal(200, status)
-        assert.matches(fmt, h["content-type"])
-        local root = C.model(body, fmt)
-        local sample = C.model(require("helpers").read(require("helpers").fixtures
-          .. "/samples/root_ref.get-" .. fmt .. "-response.1." .. fmt), fmt)
-        assert.equal(sample.rel, root.rel)
-        assert.equal(sim.url, root.href)
-        for _, rel in ipairs({ "user", "xframe" }) do
-          assert.is_not_nil(sample.links[rel])
-          assert.is_string(root.links[rel].href)
-        end
-      end)
-
-      it("answers the user resource with the two-challenge 401, then with applications", function()
-        local _, _, body = C.request("GET", sim.url, { Accept = C.ACCEPT[fmt] })
-        local user_href = C.model(body, fmt).links.user.href
-        local status, h = C.request("GET", user_href, { Accept = C.ACCEPT[fmt] })
-        assert.equal(401, status)
-        assert.equal('Bearer trusted_issuers="", client_id="00000004-0000-0ff1-ce00-000000000000", '
-          .. 'MsRtcOAuth href="' .. sim.base .. '/WebTicket/oauth/token",'
-          .. 'grant_type="urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password"',
-          h["www-authenticate"])
-        local tok = C.token(sim, "bob@contoso.com")
-        local status2, _, ub = C.request("GET", user_href, { Accept = C.ACCEPT[fmt],
-          Authorization = "Bearer " .. tok })
-        assert.equal(200, status2)
-        local u = C.model(ub, fmt)
-        assert.equal("user", u.rel)
-        assert.equal(sim.base .. "/ucwa/oauth/v1/applications", u.links.applications.href)
-        assert.is_not_nil(u.links.xframe)
-      end)
+  C.each_format(function(fmt)
+    it("serves the root with user and xframe links (root_ref sample shape)", function()
+      local status, h, body = C.request("GET", sim.url, { Accept = C.ACCEPT[fmt] })
+      assert.equal(200, status)
+      assert.matches(fmt, h["content-type"])
+      local root = C.model(body, fmt)
+      local sample = C.sample("root_ref.get-" .. fmt .. "-response.1", fmt)
+      assert.equal(sample.rel, root.rel)
+      assert.equal(sim.url, root.href)
+      for _, rel in ipairs({ "user", "xframe" }) do
+        assert.is_not_nil(sample.links[rel])
+        assert.is_string(root.links[rel].href)
+      end
     end)
-  end
+
+    it("answers the user resource with the two-challenge 401, then with applications", function()
+      local _, _, body = C.request("GET", sim.url, { Accept = C.ACCEPT[fmt] })
+      local user_href = C.model(body, fmt).links.user.href
+      local status, h = C.request("GET", user_href, { Accept = C.ACCEPT[fmt] })
+      assert.equal(401, status)
+      assert.equal('Bearer trusted_issuers="", client_id="00000004-0000-0ff1-ce00-000000000000", '
+        .. 'MsRtcOAuth href="' .. sim.base .. '/WebTicket/oauth/token",'
+        .. 'grant_type="urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password"',
+        h["www-authenticate"])
+      local tok = C.token(sim, "bob@contoso.com")
+      local status2, _, ub = C.request("GET", user_href, { Accept = C.ACCEPT[fmt],
+        Authorization = "Bearer " .. tok })
+      assert.equal(200, status2)
+      local u = C.model(ub, fmt)
+      assert.equal("user", u.rel)
+      assert.equal(sim.base .. "/ucwa/oauth/v1/applications", u.links.applications.href)
+      assert.is_not_nil(u.links.xframe)
+    end)
+  end)
 
   it("issues password tokens with expires_in and ms_rtc_identityscope", function()
     local status, h, t = form(sim, "grant_type=password&username=alice%40contoso.com&password=password")

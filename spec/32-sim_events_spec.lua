@@ -1,6 +1,7 @@
 -- ucwa-sim: the event channel (EventsInUCWA.md, EventChannelDetails.md).
 local C = require "support.sim_client"
 local socket = require "socket"
+local cjson = require "cjson"
 
 local function titles(batch)
   local out = {}
@@ -15,109 +16,103 @@ local function push(sim, s, n, prio)
   return r
 end
 
+-- A session whose P-GET with `query` the simulator holds, and its socket.
+local function held_pget(sim, query)
+  local s = C.session(sim, "bob@contoso.com")
+  local sock = s:raw_pget(query)
+  socket.sleep(0.1)
+  return s, sock
+end
+
+-- Holds a P-GET with query `a`, then sends a second with `b`: the loser
+-- (`loser` 1 or 2) gets 409 PGetReplaced, the other 200.  Returns the 409 body.
+local function two_pgets(sim, a, b, loser)
+  local s, first = held_pget(sim, a)
+  local second = s:raw_pget(b)
+  local lose, win = first, second
+  if loser == 2 then lose, win = second, first end
+  local st, _, body = C.raw_receive(lose)
+  assert.equal(409, st)
+  local e = cjson.decode(body)
+  assert.equal("PGetReplaced", e.subcode)
+  assert.equal(200, (C.raw_receive(win)))
+  first:close()
+  second:close()
+  return e
+end
+
 describe("ucwa-sim event channel", function()
   local sim
-  setup(function() sim = C.start() end)
-  teardown(function()
-    local ok, how, code = sim:stop()
-    assert.is_true(ok, "simulator exit: " .. tostring(how) .. " " .. tostring(code))
+  C.use_sim(function(s) sim = s end)
+
+  C.each_format(function(fmt)
+    it("numbers batches with ack/next and gives the same batch to a retried URL", function()
+      local s = C.session(sim, "bob@contoso.com", fmt)
+      push(sim, s, 3)
+      local first = s.events
+      assert.matches("events%?ack=1$", first)
+      local b1, st, raw1 = s:pget()
+      assert.equal(200, st)
+      assert.equal(C.path_of(first), b1.links.self)
+      assert.matches("events%?ack=2$", b1.links.next)
+      assert.same({ 1, 2, 3 }, titles(b1))
+      assert.equal("me", b1.senders[1].rel)
+      assert.equal("updated", b1.senders[1].events[1].type)
+      assert.equal("note", b1.senders[1].events[1].link.rel)
+      -- the connection "dropped": the same URL again gives the same batch
+      s.events = first
+      local _, _, raw2 = s:pget()
+      assert.equal(raw1, raw2)
+      -- next acknowledges it
+      push(sim, s, 2)
+      local b2 = s:pget()
+      assert.same({ 4, 5 }, titles(b2))
+      assert.matches("events%?ack=3$", b2.links.next)
+    end)
+
+    it("answers an out-of-range ack with only a resync link", function()
+      local s = C.session(sim, "bob@contoso.com", fmt)
+      local st, _, body = s:request("GET", s.app.href .. "/events?ack=57")
+      assert.equal(200, st)
+      local b = C.events_model(body, fmt)
+      assert.is_nil(b.links.next)
+      assert.equal(s.app.href .. "/events?ack=1", b.links.resync)
+      assert.equal(0, #b.senders)
+    end)
+
+    it("releases an empty batch with a next link after the timeout", function()
+      local s = C.session(sim, "bob@contoso.com", fmt)
+      local t0 = socket.gettime()
+      local b = s:pget("timeout=0.3")
+      local dt = socket.gettime() - t0
+      assert.is_true(dt >= 0.25 and dt < 2, "released after " .. dt)
+      assert.equal(0, #b.senders)
+      assert.matches("ack=2$", b.links.next)
+    end)
+
+    it("answers bad query parameters with ParameterValidationFailure", function()
+      local s = C.session(sim, "bob@contoso.com", fmt)
+      local st, _, body = s:request("GET", s.events .. "&timeout=soon")
+      assert.equal(400, st)
+      assert.equal("ParameterValidationFailure", C.error_model(body, fmt).subcode)
+    end)
   end)
 
-  for _, fmt in ipairs({ "json", "xml" }) do
-    describe("in " .. fmt, function()
-      it("numbers batches with ack/next and gives the same batch to a retried URL", function()
-        local s = C.session(sim, "bob@contoso.com", fmt)
-        push(sim, s, 3)
-        local first = s.events
-        assert.matches("events%?ack=1$", first)
-        local b1, st, raw1 = s:pget()
-        assert.equal(200, st)
-        assert.equal(C.path_of(first), b1.links.self)
-        assert.matches("events%?ack=2$", b1.links.next)
-        assert.same({ 1, 2, 3 }, titles(b1))
-        assert.equal("me", b1.senders[1].rel)
-        assert.equal("updated", b1.senders[1].events[1].type)
-        assert.equal("note", b1.senders[1].events[1].link.rel)
-        -- the connection "dropped": the same URL again gives the same batch
-        s.events = first
-        local _, _, raw2 = s:pget()
-        assert.equal(raw1, raw2)
-        -- next acknowledges it
-        push(sim, s, 2)
-        local b2 = s:pget()
-        assert.same({ 4, 5 }, titles(b2))
-        assert.matches("events%?ack=3$", b2.links.next)
-      end)
-
-      it("answers an out-of-range ack with only a resync link", function()
-        local s = C.session(sim, "bob@contoso.com", fmt)
-        local st, _, body = s:request("GET", s.app.href .. "/events?ack=57")
-        assert.equal(200, st)
-        local b = C.events_model(body, fmt)
-        assert.is_nil(b.links.next)
-        assert.equal(s.app.href .. "/events?ack=1", b.links.resync)
-        assert.equal(0, #b.senders)
-      end)
-
-      it("releases an empty batch with a next link after the timeout", function()
-        local s = C.session(sim, "bob@contoso.com", fmt)
-        local t0 = socket.gettime()
-        local b = s:pget("timeout=0.3")
-        local dt = socket.gettime() - t0
-        assert.is_true(dt >= 0.25 and dt < 2, "released after " .. dt)
-        assert.equal(0, #b.senders)
-        assert.matches("ack=2$", b.links.next)
-      end)
-
-      it("answers bad query parameters with ParameterValidationFailure", function()
-        local s = C.session(sim, "bob@contoso.com", fmt)
-        local st, _, body = s:request("GET", s.events .. "&timeout=soon")
-        assert.equal(400, st)
-        assert.equal("ParameterValidationFailure", C.error_model(body, fmt).subcode)
-      end)
-    end)
-  end
-
   it("replaces a pending P-GET with 409 PGetReplaced", function()
-    local s = C.session(sim, "bob@contoso.com")
-    local h = { Authorization = "Bearer " .. s.token, Accept = "application/json" }
-    local first = C.raw_send(sim.base, "GET", s.events .. "&timeout=5", h)
-    socket.sleep(0.1)
-    local second = C.raw_send(sim.base, "GET", s.events .. "&timeout=0.3", h)
-    local st1, _, b1 = C.raw_receive(first)
-    assert.equal(409, st1)
-    local e = require("cjson").decode(b1)
+    local e = two_pgets(sim, "timeout=5", "timeout=0.3", 1)
     assert.equal("Conflict", e.code)
-    assert.equal("PGetReplaced", e.subcode)
-    local st2 = C.raw_receive(second)
-    assert.equal(200, st2)
-    first:close()
-    second:close()
   end)
 
   it("keeps a higher-priority P-GET over a lower-priority one", function()
-    local s = C.session(sim, "bob@contoso.com")
-    local h = { Authorization = "Bearer " .. s.token, Accept = "application/json" }
-    local high = C.raw_send(sim.base, "GET", s.events .. "&timeout=0.5&priority=5", h)
-    socket.sleep(0.1)
-    local low = C.raw_send(sim.base, "GET", s.events .. "&timeout=0.3&priority=1", h)
-    local st_low, _, b = C.raw_receive(low)
-    assert.equal(409, st_low)
-    assert.equal("PGetReplaced", require("cjson").decode(b).subcode)
-    assert.equal(200, (C.raw_receive(high)))
-    high:close()
-    low:close()
+    two_pgets(sim, "timeout=0.5&priority=5", "timeout=0.3&priority=1", 2)
   end)
 
   it("answers a pending P-GET with 404 ApplicationNotFound when the application goes", function()
-    local s = C.session(sim, "bob@contoso.com")
-    local h = { Authorization = "Bearer " .. s.token, Accept = "application/json" }
-    local p = C.raw_send(sim.base, "GET", s.events .. "&timeout=5", h)
-    socket.sleep(0.1)
+    local s, p = held_pget(sim, "timeout=5")
     assert.equal(200, (sim:control("POST", "/_sim/apps/" .. s.app.props.id .. "/forget")))
     local st, _, b = C.raw_receive(p)
     assert.equal(404, st)
-    assert.equal("ApplicationNotFound", require("cjson").decode(b).subcode)
+    assert.equal("ApplicationNotFound", cjson.decode(b).subcode)
     p:close()
   end)
 

@@ -1,7 +1,6 @@
 -- ucwa-sim: joinOnlineMeeting / startOnlineMeeting, the onlineMeetingInvitation
 -- operation through the lobby, admit/reject/cancel, and the synchronous errors.
 local C = require "support.sim_client"
-local helpers = require "helpers"
 
 local DEMO1 = "sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:DEMO1"
 
@@ -12,137 +11,130 @@ end
 
 describe("ucwa-sim meetings", function()
   local sim
-  before_each(function() sim = C.start() end)
-  after_each(function()
-    local ok, how, code = sim:stop()
-    assert.is_true(ok, "simulator exit: " .. tostring(how) .. " " .. tostring(code))
-  end)
+  local restart = C.use_sim_each(function(s) sim = s end)
 
-  for _, fmt in ipairs({ "json", "xml" }) do
-    describe("in " .. fmt, function()
-      it("joins through the lobby: started, inLobby, admitted, completed Success", function()
-        local bob = C.session(sim, "bob@contoso.com", fmt)
-        local st, h = join(bob, { onlineMeetingUri = DEMO1, operationId = "op-1", subject = "Standup",
-          importance = "Normal", threadId = "t-1" })
-        assert.equal(201, st)
-        local inv_href = C.path_of(h["location"])
-        assert.matches("/communication/onlineMeetingInvitations/%d+$", inv_href)
+  C.each_format(function(fmt)
+    it("joins through the lobby: started, inLobby, admitted, completed Success", function()
+      local bob = C.session(sim, "bob@contoso.com", fmt)
+      local st, h = join(bob, { onlineMeetingUri = DEMO1, operationId = "op-1", subject = "Standup",
+        importance = "Normal", threadId = "t-1" })
+      assert.equal(201, st)
+      local inv_href = C.path_of(h["location"])
+      assert.matches("/communication/onlineMeetingInvitations/%d+$", inv_href)
 
-        local started = bob:wait_event(C.is("started", "onlineMeetingInvitation"))
-        assert.equal("communication", started.sender)
-        assert.equal(inv_href, started.link.href)
-        local inv = started.resource
-        assert.equal("onlineMeetingInvitation", inv.rel)
-        assert.equal("op-1", inv.props.operationId)
-        assert.equal("Connecting", inv.props.state)
-        assert.equal("Outgoing", inv.props.direction)
-        assert.equal(DEMO1, inv.props.onlineMeetingUri)
-        assert.is_string(inv.links.cancel.href)
-        assert.is_string(inv.links.conversation.href)
-        -- the same property names as the reference sample
-        local ref = C.model(helpers.read(helpers.fixtures .. "/samples/onlineMeetingInvitation_ref.get-"
-          .. fmt .. "-response.1." .. fmt), fmt)
-        for name in pairs(inv.props) do
-          assert.is_not_nil(ref.props[name], "property not in the reference: " .. name)
+      local started = bob:wait_event(C.is("started", "onlineMeetingInvitation"))
+      assert.equal("communication", started.sender)
+      assert.equal(inv_href, started.link.href)
+      local inv = started.resource
+      assert.equal("onlineMeetingInvitation", inv.rel)
+      assert.equal("op-1", inv.props.operationId)
+      assert.equal("Connecting", inv.props.state)
+      assert.equal("Outgoing", inv.props.direction)
+      assert.equal(DEMO1, inv.props.onlineMeetingUri)
+      assert.is_string(inv.links.cancel.href)
+      assert.is_string(inv.links.conversation.href)
+      -- the same property names as the reference sample
+      local ref = C.sample("onlineMeetingInvitation_ref.get-" .. fmt .. "-response.1", fmt)
+      for name in pairs(inv.props) do
+        assert.is_not_nil(ref.props[name], "property not in the reference: " .. name)
+      end
+
+      local lobby = bob:wait_event(C.is("added", "participant", { ["in"] = "lobby" }))
+      assert.equal("conversation", lobby.sender)
+      local p = lobby.resource
+      assert.equal("participant", p.rel)
+      assert.is_true(p.props.inLobby == true or p.props.inLobby == "True")
+      assert.equal("sip:bob@contoso.com", p.props.uri)
+
+      local status, r = sim:control("POST", "/_sim/meetings/DEMO1/admit", { user = "bob@contoso.com" })
+      assert.equal(200, status)
+      assert.same({ "bob@contoso.com" }, r.admitted)
+
+      local done, seen = bob:wait_event(C.is("completed", "onlineMeetingInvitation"))
+      assert.equal("Success", done.status)
+      assert.equal("Connected", done.resource.props.state)
+      local in_roster = false
+      for _, e in ipairs(seen) do
+        if e.type == "added" and e.link.rel == "participant" and e.in_ and e.in_.rel == "attendees" then
+          in_roster = true
         end
-
-        local lobby = bob:wait_event(C.is("added", "participant", { ["in"] = "lobby" }))
-        assert.equal("conversation", lobby.sender)
-        local p = lobby.resource
-        assert.equal("participant", p.rel)
-        assert.is_true(p.props.inLobby == true or p.props.inLobby == "True")
-        assert.equal("sip:bob@contoso.com", p.props.uri)
-
-        local status, r = sim:control("POST", "/_sim/meetings/DEMO1/admit", { user = "bob@contoso.com" })
-        assert.equal(200, status)
-        assert.same({ "bob@contoso.com" }, r.admitted)
-
-        local done, seen = bob:wait_event(C.is("completed", "onlineMeetingInvitation"))
-        assert.equal("Success", done.status)
-        assert.equal("Connected", done.resource.props.state)
-        local in_roster = false
-        for _, e in ipairs(seen) do
-          if e.type == "added" and e.link.rel == "participant" and e.in_ and e.in_.rel == "attendees" then
-            in_roster = true
-          end
-        end
-        assert.is_true(in_roster, "the participant is in the roster before completed")
-        local now = bob:get(inv_href)
-        assert.equal("Connected", now.props.state)
-        local conv = bob:get(inv.links.conversation.href)
-        assert.equal("Connected", conv.props.state)
-        for _, rel in ipairs({ "attendees", "leaders", "lobby", "messaging", "participants", "localParticipant" }) do
-          assert.is_string(conv.links[rel].href, rel)
-        end
-      end)
-
-      it("lets the organizer's application admit from the lobby", function()
-        local alice = C.session(sim, "alice@contoso.com", fmt)
-        join(alice, { onlineMeetingUri = DEMO1 })
-        local a_done = alice:wait_event(C.is("completed", "onlineMeetingInvitation"))
-        assert.equal("Success", a_done.status)
-        local bob = C.session(sim, "bob@contoso.com", fmt)
-        join(bob, { onlineMeetingUri = DEMO1 })
-        local in_lobby = alice:wait_event(C.is("added", "participant", { ["in"] = "lobby" }))
-        assert.equal("sip:bob@contoso.com", in_lobby.resource.props.uri)
-        local admit = in_lobby.resource.links.admit.href
-        assert.is_string(in_lobby.resource.links.reject.href)
-        assert.equal(204, (alice:post(admit, "")))
-        local b_done = bob:wait_event(C.is("completed", "onlineMeetingInvitation"))
-        assert.equal("Success", b_done.status)
-        alice:wait_event(C.is("added", "participant", { ["in"] = "attendees" }))
-      end)
-
-      it("completes with Failure Denied when rejected from the lobby", function()
-        local bob = C.session(sim, "bob@contoso.com", fmt)
-        join(bob, { onlineMeetingUri = DEMO1 })
-        bob:wait_event(C.is("added", "participant", { ["in"] = "lobby" }))
-        sim:control("POST", "/_sim/meetings/DEMO1/reject", { user = "bob@contoso.com" })
-        local done = bob:wait_event(C.is("completed", "onlineMeetingInvitation"))
-        assert.equal("Failure", done.status)
-        assert.equal("Forbidden", done.reason.code)
-        assert.equal("Denied", done.reason.subcode)
-        assert.is_string(done.reason.message)
-      end)
-
-      it("cancels a join waiting in the lobby", function()
-        local bob = C.session(sim, "bob@contoso.com", fmt)
-        local _, h = join(bob, { onlineMeetingUri = DEMO1, operationId = "c-1" })
-        local lobby = bob:wait_event(C.is("added", "participant", { ["in"] = "lobby" }))
-        assert.is_not_nil(lobby)
-        local inv = bob:get(h["location"])
-        assert.equal(204, (bob:post(inv.links.cancel.href, "")))
-        local done = bob:wait_event(C.is("completed", "onlineMeetingInvitation"))
-        assert.equal("Failure", done.status)
-        assert.equal("Canceled", done.reason.subcode)
-        assert.equal("c-1", done.resource.props.operationId)
-        assert.equal(409, (bob:post(inv.links.cancel.href, "")))
-      end)
-
-      it("gives the documented synchronous errors", function()
-        local bob = C.session(sim, "bob@contoso.com", fmt)
-        local function check(body, status, code, subcode)
-          local st, _, b = join(bob, body)
-          assert.equal(status, st)
-          local e = C.error_model(b, fmt)
-          assert.equal(code, e.code)
-          assert.equal(subcode, e.subcode)
-        end
-        check({ onlineMeetingUri = "sip:nobody@contoso.com;gruu;opaque=app:conf:focus:id:NOPE" },
-          404, "NotFound", "DestinationNotFound")
-        check({ onlineMeetingUri = DEMO1, subject = string.rep("s", 251) }, 400, "BadRequest",
-          "ParameterValidationFailure")
-        check({ onlineMeetingUri = DEMO1, operationId = string.rep("o", 51) }, 400, "BadRequest",
-          "ParameterValidationFailure")
-        check({ onlineMeetingUri = DEMO1, anonymousDisplayName = "Guest" }, 400, "BadRequest",
-          "ParameterValidationFailure")
-        local st, _, b = bob:request("POST", bob.app.embedded.communication.links.joinOnlineMeeting.href,
-          fmt == "xml" and "<input><oops" or "{oops")
-        assert.equal(400, st)
-        assert.equal("BadRequest", C.error_model(b, fmt).code)
-      end)
+      end
+      assert.is_true(in_roster, "the participant is in the roster before completed")
+      local now = bob:get(inv_href)
+      assert.equal("Connected", now.props.state)
+      local conv = bob:get(inv.links.conversation.href)
+      assert.equal("Connected", conv.props.state)
+      for _, rel in ipairs({ "attendees", "leaders", "lobby", "messaging", "participants", "localParticipant" }) do
+        assert.is_string(conv.links[rel].href, rel)
+      end
     end)
-  end
+
+    it("lets the organizer's application admit from the lobby", function()
+      local alice = C.session(sim, "alice@contoso.com", fmt)
+      join(alice, { onlineMeetingUri = DEMO1 })
+      local a_done = alice:wait_event(C.is("completed", "onlineMeetingInvitation"))
+      assert.equal("Success", a_done.status)
+      local bob = C.session(sim, "bob@contoso.com", fmt)
+      join(bob, { onlineMeetingUri = DEMO1 })
+      local in_lobby = alice:wait_event(C.is("added", "participant", { ["in"] = "lobby" }))
+      assert.equal("sip:bob@contoso.com", in_lobby.resource.props.uri)
+      local admit = in_lobby.resource.links.admit.href
+      assert.is_string(in_lobby.resource.links.reject.href)
+      assert.equal(204, (alice:post(admit, "")))
+      local b_done = bob:wait_event(C.is("completed", "onlineMeetingInvitation"))
+      assert.equal("Success", b_done.status)
+      alice:wait_event(C.is("added", "participant", { ["in"] = "attendees" }))
+    end)
+
+    it("completes with Failure Denied when rejected from the lobby", function()
+      local bob = C.session(sim, "bob@contoso.com", fmt)
+      join(bob, { onlineMeetingUri = DEMO1 })
+      bob:wait_event(C.is("added", "participant", { ["in"] = "lobby" }))
+      sim:control("POST", "/_sim/meetings/DEMO1/reject", { user = "bob@contoso.com" })
+      local done = bob:wait_event(C.is("completed", "onlineMeetingInvitation"))
+      assert.equal("Failure", done.status)
+      assert.equal("Forbidden", done.reason.code)
+      assert.equal("Denied", done.reason.subcode)
+      assert.is_string(done.reason.message)
+    end)
+
+    it("cancels a join waiting in the lobby", function()
+      local bob = C.session(sim, "bob@contoso.com", fmt)
+      local _, h = join(bob, { onlineMeetingUri = DEMO1, operationId = "c-1" })
+      local lobby = bob:wait_event(C.is("added", "participant", { ["in"] = "lobby" }))
+      assert.is_not_nil(lobby)
+      local inv = bob:get(h["location"])
+      assert.equal(204, (bob:post(inv.links.cancel.href, "")))
+      local done = bob:wait_event(C.is("completed", "onlineMeetingInvitation"))
+      assert.equal("Failure", done.status)
+      assert.equal("Canceled", done.reason.subcode)
+      assert.equal("c-1", done.resource.props.operationId)
+      assert.equal(409, (bob:post(inv.links.cancel.href, "")))
+    end)
+
+    it("gives the documented synchronous errors", function()
+      local bob = C.session(sim, "bob@contoso.com", fmt)
+      local function check(body, status, code, subcode)
+        local st, _, b = join(bob, body)
+        assert.equal(status, st)
+        local e = C.error_model(b, fmt)
+        assert.equal(code, e.code)
+        assert.equal(subcode, e.subcode)
+      end
+      check({ onlineMeetingUri = "sip:nobody@contoso.com;gruu;opaque=app:conf:focus:id:NOPE" },
+        404, "NotFound", "DestinationNotFound")
+      check({ onlineMeetingUri = DEMO1, subject = string.rep("s", 251) }, 400, "BadRequest",
+        "ParameterValidationFailure")
+      check({ onlineMeetingUri = DEMO1, operationId = string.rep("o", 51) }, 400, "BadRequest",
+        "ParameterValidationFailure")
+      check({ onlineMeetingUri = DEMO1, anonymousDisplayName = "Guest" }, 400, "BadRequest",
+        "ParameterValidationFailure")
+      local st, _, b = bob:request("POST", bob.app.embedded.communication.links.joinOnlineMeeting.href,
+        fmt == "xml" and "<input><oops" or "{oops")
+      assert.equal(400, st)
+      assert.equal("BadRequest", C.error_model(b, fmt).code)
+    end)
+  end)
 
   it("starts an adhoc meeting as its organizer (no lobby)", function()
     local bob = C.session(sim, "bob@contoso.com")
@@ -181,8 +173,7 @@ describe("ucwa-sim meetings", function()
   end)
 
   it("fails a lobby wait after --lobby-timeout", function()
-    sim:stop()
-    sim = C.start({ lobby_timeout = 0.3 })
+    restart({ lobby_timeout = 0.3 })
     local bob = C.session(sim, "bob@contoso.com")
     join(bob, { onlineMeetingUri = DEMO1 })
     local done = bob:wait_event(C.is("completed", "onlineMeetingInvitation"))
@@ -206,7 +197,6 @@ describe("ucwa-sim meetings", function()
   end)
 
   it("refuses joins from a token without Conversations.Initiate (403)", function()
-    sim:stop()
     local path = os.tmpname()
     local f = assert(io.open(path, "w"))
     f:write(require("cjson").encode({
@@ -216,7 +206,7 @@ describe("ucwa-sim meetings", function()
     }))
     f:close()
     finally(function() os.remove(path) end)
-    sim = C.start({ directory = path })
+    restart({ directory = path })
     local tok = C.token(sim, "reader@contoso.com", "pw")
     local s = C.session(sim, nil, "json", { token = tok })
     assert.is_nil(s.app.embedded.communication.links.joinOnlineMeeting)

@@ -6,11 +6,7 @@ local cjson = require "cjson"
 
 describe("ucwa-sim fault injection", function()
   local sim
-  setup(function() sim = C.start() end)
-  teardown(function()
-    local ok, how, code = sim:stop()
-    assert.is_true(ok, "simulator exit: " .. tostring(how) .. " " .. tostring(code))
-  end)
+  C.use_sim(function(s) sim = s end)
 
   it("answers the next N matching requests with 503 ServiceFailure", function()
     local s = C.session(sim, "bob@contoso.com")
@@ -42,8 +38,7 @@ describe("ucwa-sim fault injection", function()
     sim:control("POST", "/_sim/faults/clear")
     local s = C.session(sim, "bot@contoso.com")
     sim:control("POST", "/_sim/apps/" .. s.app.props.id .. "/events", { count = 7, priority = "low" })
-    local h = { Authorization = "Bearer " .. s.token, Accept = "application/json" }
-    local p = C.raw_send(sim.base, "GET", s.events .. "&timeout=2&low=1", h)
+    local p = s:raw_pget("timeout=2&low=1")
     socket.sleep(0.2)
     local status, st = sim:control("GET", "/_sim/state")
     assert.equal(200, status)
@@ -63,11 +58,7 @@ end)
 
 describe("ucwa-sim bad input", function()
   local sim
-  setup(function() sim = C.start() end)
-  teardown(function()
-    local ok, how, code = sim:stop()
-    assert.is_true(ok, "simulator exit: " .. tostring(how) .. " " .. tostring(code))
-  end)
+  C.use_sim(function(s) sim = s end)
 
   local function alive()
     local status = C.request("GET", sim.url)
@@ -200,7 +191,6 @@ describe("ucwa-sim many pending GETs", function()
       assert.equal(200, st)
       assert.equal(1, #cjson.decode(body).sender[1].events)
     end
-    local ok, how, code = sim:stop()
-    assert.is_true(ok, "simulator exit with P-GETs held: " .. tostring(how) .. " " .. tostring(code))
+    C.stop(sim, "simulator exit with P-GETs held")
   end)
 end)

@@ -23,6 +23,51 @@ function C.start(opts)
   return require("ucwa.sim").start(o)
 end
 
+-- Stops a simulator; the test fails unless it exited cleanly.
+function C.stop(sim, what)
+  local ok, how, code = sim:stop()
+  require("luassert").is_true(ok, (what or "simulator exit") .. ": " .. tostring(how) .. " " .. tostring(code))
+end
+
+-- Gives the enclosing describe block a simulator started with `opts`, through
+-- the hooks `before`/`after` name.  set(sim) receives it, and it must exit
+-- cleanly after.  Returns restart(opts) for a test needing other options.
+local function use_sim(before, after, set, opts)
+  local busted = require "busted"
+  local cur
+  busted[before](function()
+    cur = C.start(opts)
+    set(cur)
+  end)
+  busted[after](function() C.stop(cur) end)
+  return function(o)
+    cur:stop()
+    cur = C.start(o)
+    set(cur)
+    return cur
+  end
+end
+
+-- One simulator for the whole block.
+function C.use_sim(set, opts) return use_sim("setup", "teardown", set, opts) end
+-- A fresh simulator for each test.
+function C.use_sim_each(set, opts) return use_sim("before_each", "after_each", set, opts) end
+
+-- Runs body(fmt) in describe("in json") and describe("in xml"): most checks
+-- hold for both representations.
+function C.each_format(body)
+  local describe = require("busted").describe
+  for _, fmt in ipairs({ "json", "xml" }) do
+    describe("in " .. fmt, function() body(fmt) end)
+  end
+end
+
+-- A reference sample (helpers.fixtures .. "/samples/<name>.<fmt>") as a model.
+function C.sample(name, fmt)
+  local helpers = require "helpers"
+  return C.model(helpers.read(helpers.fixtures .. "/samples/" .. name .. "." .. fmt), fmt)
+end
+
 -- Sends one request.  Returns status, headers (lowercase names), body.
 function C.request(method, url, headers, body)
   local out = {}
@@ -90,19 +135,24 @@ local function text(node)
   return table.concat(parts)
 end
 
+-- XML repeats an element per member: the first stays single, a second makes a
+-- list.  A single entry is told from a list by its `key` field.
+local function add(map, rel, v, key)
+  local cur = map[rel]
+  if cur == nil then
+    map[rel] = v
+  elseif cur[key] then
+    map[rel] = { cur, v }
+  else
+    cur[#cur + 1] = v
+  end
+end
+
 local function xml_model(node)
   local m = { rel = node.attr.rel, href = node.attr.href, props = {}, links = {}, embedded = {} }
   for _, c in ipairs(children(node)) do
     if c.tag == "link" then
-      local l = { href = c.attr.href, title = c.attr.title }
-      local cur = m.links[c.attr.rel]
-      if cur == nil then
-        m.links[c.attr.rel] = l
-      elseif cur.href then
-        m.links[c.attr.rel] = { cur, l }
-      else
-        cur[#cur + 1] = l
-      end
+      add(m.links, c.attr.rel, { href = c.attr.href, title = c.attr.title }, "href")
     elseif c.tag == "property" then
       if c.attr.name == "rel" then
         m.type = text(c)
@@ -114,15 +164,7 @@ local function xml_model(node)
       for _, item in ipairs(children(c, "item")) do list[#list + 1] = text(item) end
       m.props[c.attr.name] = list
     elseif c.tag == "resource" then
-      local sub = xml_model(c)
-      local cur = m.embedded[c.attr.rel]
-      if cur == nil then
-        m.embedded[c.attr.rel] = sub
-      elseif cur.props then
-        m.embedded[c.attr.rel] = { cur, sub }
-      else
-        cur[#cur + 1] = sub
-      end
+      add(m.embedded, c.attr.rel, xml_model(c), "props")
     end
   end
   -- In XML the resource's own rel is the "rel" property; the attribute is the link rel.
@@ -313,6 +355,13 @@ function Session:pget(query)
   self.last_events = self.events
   self.events = batch.links.next or batch.links.resume or batch.links.resync or self.events
   return batch, status, body
+end
+
+-- Starts a P-GET (JSON) on its own connection without waiting for it, so a
+-- test can hold several at once.  Returns the socket (see C.raw_receive).
+function Session:raw_pget(query)
+  return C.raw_send(self.base, "GET", self.events .. "&" .. query,
+    { Authorization = "Bearer " .. self.token, Accept = "application/json" })
 end
 
 -- P-GETs until `pred(event)` matches an event (deadline in seconds).
