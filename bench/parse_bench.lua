@@ -4,20 +4,15 @@
 --   ucwa.parse_events on a 50-event batch, JSON and XML, vs the same baselines.
 -- Prints ratios; no pass/fail. Run: make bench (or lua5.4 bench/parse_bench.lua).
 local build = os.getenv("UCWA_BUILD") or "build"
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
 
 local core = require "ucwa.core"
 local cjson = require "cjson"
 local lxp = require "lxp"
+local F = require "support.fixtures"
 
-local fixtures = "../shared/fixtures/ucwa-docs"
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local fixtures, read = F.dir, F.read
 
 local clock = os.clock
 local function time(n, f, body, ct)
@@ -50,8 +45,7 @@ local function report(name, n, f, base, body, ct, bar)
     tf / tb, bar))
 end
 
-local json_body = read(fixtures .. "/samples/onlineMeetingInvitation_ref.get-json-response.1.json")
-local xml_body = read(fixtures .. "/samples/onlineMeetingInvitation_ref.get-xml-response.1.xml")
+local json_body, xml_body = F.invitation()
 assert(core.parse(json_body, "application/json"))
 assert(core.parse(xml_body, "application/xml"))
 
@@ -60,9 +54,7 @@ assert(core.parse(xml_body, "application/xml"))
 local function event_batches()
   local manifest = cjson.decode(read(fixtures .. "/manifest.json"))
   local events, xml = {}, {}
-  local function attr(s)
-    return (tostring(s):gsub('[&<>"]', { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;" }))
-  end
+  local attr = F.xml_attr
   for _, e in ipairs(manifest) do
     if e.kind == "event" and #events < 50 then
       local b = cjson.decode(read(fixtures .. "/" .. e.file))

@@ -1,12 +1,12 @@
 -- ucwa.parse / parse_events / parse_error: the resource model, on the
 -- onlineMeetingInvitation samples of the reference and hand-made bodies.
 local helpers = require "helpers"
+local fixtures = require "support.fixtures"
 local ucwa = require "ucwa"
 local core = require "ucwa.core"
 
-local samples = helpers.fixtures .. "/samples/"
-local json_body = helpers.read(samples .. "onlineMeetingInvitation_ref.get-json-response.1.json")
-local xml_body = helpers.read(samples .. "onlineMeetingInvitation_ref.get-xml-response.1.xml")
+local samples = fixtures.samples
+local json_body, xml_body, events_body = fixtures.invitation()
 
 describe("ucwa.parse", function()
   for _, case in ipairs{
@@ -156,14 +156,20 @@ describe("ucwa.parse", function()
 end)
 
 describe("ucwa.parse_events", function()
+  -- Parses a batch whose links are self and next under `base` and whose first
+  -- sender is communication; returns it.
+  local function batch(body, ct, base, nsenders)
+    local b = assert(ucwa.parse_events(body, ct))
+    assert.equal(base .. "/events?ack=2", b.links.next.href)
+    assert.equal(base .. "/events?ack=1", b.links.self.href)
+    assert.equal(nsenders, #b.senders)
+    assert.equal("communication", b.senders[1].rel)
+    return b
+  end
+
   it("gives links, senders and typed events from a JSON batch", function()
-    local body = helpers.read(samples .. "onlineMeetingInvitation_ref.event-started.1.json")
-    local b = assert(ucwa.parse_events(body, "application/json"))
-    assert.equal("http://sample:80/ucwa/v1/applications/appId/events?ack=2", b.links.next.href)
-    assert.equal("http://sample:80/ucwa/v1/applications/appId/events?ack=1", b.links.self.href)
-    assert.equal(1, #b.senders)
+    local b = batch(events_body, "application/json", "http://sample:80/ucwa/v1/applications/appId", 1)
     local s = b.senders[1]
-    assert.equal("communication", s.rel)
     assert.equal("https://fe1.contoso.com:443/ucwa/v1/applications/192/communication", s.href)
     assert.equal(1, #s.events)
     assert.equal("started", s.events[1].type)
@@ -235,12 +241,8 @@ describe("ucwa.parse_events", function()
   it("reads the XML sample of EventChannelDetails.md", function()
     local doc = helpers.read(helpers.shared .. "/ucwa-docs/EventChannelDetails.md")
     local body = assert(doc:match("(<%?xml[^\n]*\n<events.-</events>)"))
-    local b = assert(ucwa.parse_events(body, "application/xml"))
-    assert.equal("/ucwa/oauth/v1/applications/102/events?ack=2", b.links.next.href)
-    assert.equal("/ucwa/oauth/v1/applications/102/events?ack=1", b.links.self.href)
-    assert.equal(2, #b.senders)
+    local b = batch(body, "application/xml", "/ucwa/oauth/v1/applications/102", 2)
     local comm = b.senders[1]
-    assert.equal("communication", comm.rel)
     local up = comm.events[1]
     assert.equal("updated", up.type)
     assert.equal("communication", up.link.rel)
@@ -326,6 +328,13 @@ describe("error objects", function()
     assert.equal("Error: oops", tostring(core.error{ message = "oops" }))
     local _, perr = ucwa.parse("{", "application/json")
     assert.equal(core.error_mt, getmetatable(perr))
+  end)
+
+  it("print long fields whole (past the first buffer of tostring)", function()
+    local sub, msg = string.rep("s", 3000), string.rep("m", 5000)
+    assert.equal("503 Busy/" .. sub .. ": " .. msg, tostring(core.error{ status = 503, code = "Busy", subcode = sub,
+      message = msg }))
+    assert.equal("Error/7: 1.5", tostring(core.error{ status = 4.5, subcode = 7, message = 1.5 }))
   end)
 end)
 

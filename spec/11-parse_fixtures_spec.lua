@@ -1,23 +1,14 @@
 -- Every sample of the UCWA reference (../shared/fixtures/ucwa-docs): what
 -- parses, and JSON/XML pairs that comparison.json says agree give one model.
 local helpers = require "helpers"
+local fixtures = require "support.fixtures"
 local cjson = require "cjson.safe"
 local ucwa = require "ucwa"
 
-local F = helpers.fixtures
+local F = fixtures.dir
 local manifest = assert(cjson.decode(helpers.read(F .. "/manifest.json")))
 local comparison = assert(cjson.decode(helpers.read(F .. "/comparison.json")))
-
-local function html_unescape(s)
-  local named = { quot = '"', lt = "<", gt = ">", amp = "&", apos = "'" }
-  return (s:gsub("&(#?)(%w+);", function(hash, name)
-    if hash == "#" then
-      local n = tonumber(name)
-      return n and utf8.char(n) or nil
-    end
-    return named[name]
-  end))
-end
+local html_unescape = fixtures.html_unescape
 
 local function body_of(entry)
   local s = helpers.read(F .. "/" .. entry.file)
@@ -31,20 +22,26 @@ local function is_date(s)
   return type(s) == "string" and (s:match("^/Date%(") or s:match("^%d%d%d%d%-%d%d%-%d%dT")) and ucwa.date(s)
 end
 
+-- The first difference between tables a and b at path: cmp(a[k], b[k],
+-- path.k) for each key of a, then a key only in b; nil when none.
+local function table_diff(a, b, path, cmp)
+  for k, v in pairs(a) do
+    local d = cmp(v, b[k], path .. "." .. tostring(k))
+    if d then return d end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return path .. "." .. tostring(k) .. " (only in second)" end
+  end
+  return nil
+end
+
 -- Deep comparison; returns nil or the path of the first difference.
 -- opts.ids: hrefs equal when they differ only in digits; opts.dates: a
 -- /Date(ms)/ and an ISO 8601 value are equal when within 2 s (compare.py).
 local function diff(a, b, opts, path)
   path = path or "$"
   if type(a) == "table" and type(b) == "table" then
-    for k, v in pairs(a) do
-      local d = diff(v, b[k], opts, path .. "." .. tostring(k))
-      if d then return d end
-    end
-    for k in pairs(b) do
-      if a[k] == nil then return path .. "." .. tostring(k) .. " (only in second)" end
-    end
-    return nil
+    return table_diff(a, b, path, function(x, y, p) return diff(x, y, opts, p) end)
   end
   if a == b and math.type(a) == math.type(b) then return nil end
   if opts.dates and is_date(a) and is_date(b) and math.abs(ucwa.date(a) - ucwa.date(b)) <= 2 then return nil end
@@ -60,14 +57,7 @@ local function shape_diff(a, b, path)
   path = path or "$"
   if type(a) ~= type(b) then return string.format("%s: %s vs %s", path, type(a), type(b)) end
   if type(a) ~= "table" then return nil end
-  for k, v in pairs(a) do
-    local d = shape_diff(v, b[k], path .. "." .. tostring(k))
-    if d then return d end
-  end
-  for k in pairs(b) do
-    if a[k] == nil then return path .. "." .. tostring(k) .. " (only in second)" end
-  end
-  return nil
+  return table_diff(a, b, path, shape_diff)
 end
 
 describe("the reference samples", function()
@@ -128,9 +118,7 @@ describe("the reference samples", function()
 
   -- The event samples are JSON only: render each as the XML event shape
   -- (EventChannelDetails.md) and check both parse to the same batch.
-  local function xml_attr(s)
-    return (tostring(s):gsub('[&<>"]', { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;" }))
-  end
+  local xml_attr = fixtures.xml_attr
   local function xml_link(tag, l)
     local attrs = {}
     local keys = {}

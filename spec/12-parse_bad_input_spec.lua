@@ -1,13 +1,10 @@
 -- Bad input never crashes, never raises and never gives a partial model:
 -- nil, err with code "ParseError", a subcode, and a message saying what and where.
-local helpers = require "helpers"
+local fixtures = require "support.fixtures"
 local ucwa = require "ucwa"
 local core = require "ucwa.core"
 
-local samples = helpers.fixtures .. "/samples/"
-local json_body = helpers.read(samples .. "onlineMeetingInvitation_ref.get-json-response.1.json")
-local xml_body = helpers.read(samples .. "onlineMeetingInvitation_ref.get-xml-response.1.xml")
-local events_body = helpers.read(samples .. "onlineMeetingInvitation_ref.event-started.1.json")
+local json_body, xml_body, events_body = fixtures.invitation()
 
 local function refused(subcode, pattern, f, ...)
   local ok, res, err = pcall(f, ...)

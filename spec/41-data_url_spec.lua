@@ -2,23 +2,20 @@
 local core = require "ucwa.core"
 
 describe("data: URLs", function()
-  it("decodes percent-encoded text and keeps the media type", function()
-    local text, mt = core.data_url("data:text/plain;charset=utf-8,Hello%2C%20world%20%E2%9C%93")
-    assert.equal("Hello, world ✓", text)
-    assert.equal("text/plain;charset=utf-8", mt)
-  end)
-
-  it("decodes base64", function()
-    local text, mt = core.data_url("data:text/html;charset=utf-8;base64,PGI+aGk8L2I+")
-    assert.equal("<b>hi</b>", text)
-    assert.equal("text/html;charset=utf-8", mt)
-  end)
-
-  it("defaults the media type as RFC 2397 says", function()
-    local text, mt = core.data_url("data:,A%20B")
-    assert.equal("A B", text)
-    assert.equal("text/plain;charset=US-ASCII", mt)
-  end)
+  for _, case in ipairs{
+    -- what, the URL, its text, its media type
+    { "decodes percent-encoded text and keeps the media type",
+      "data:text/plain;charset=utf-8,Hello%2C%20world%20%E2%9C%93", "Hello, world ✓", "text/plain;charset=utf-8" },
+    { "decodes base64", "data:text/html;charset=utf-8;base64,PGI+aGk8L2I+", "<b>hi</b>", "text/html;charset=utf-8" },
+    { "defaults the media type as RFC 2397 says", "data:,A%20B", "A B", "text/plain;charset=US-ASCII" },
+  } do
+    local what, url, want_text, want_mt = case[1], case[2], case[3], case[4]
+    it(what, function()
+      local text, mt = core.data_url(url)
+      assert.equal(want_text, text)
+      assert.equal(want_mt, mt)
+    end)
+  end
 
   it("says what is wrong with a bad one", function()
     local v, err = core.data_url("http://x/")

@@ -7,6 +7,7 @@
  * by the schema generated from the UCWA reference (schema.h). */
 #include <ctype.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,28 +20,30 @@
 
 enum { F_NONE = 0, F_JSON = 1, F_XML = 2 };
 
+/* t[k] = s, unless s is NULL. */
+static void set_str(lua_State *L, int t, const char *k, const char *s)
+{
+    if (s) {
+        lua_pushstring(L, s);
+        lua_setfield(L, t, k);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Error objects */
 
 void ucwa_push_error(lua_State *L, int status, const char *code, const char *subcode, const char *message)
 {
+    int t;
     lua_createtable(L, 0, 4);
+    t = lua_gettop(L);
     if (status > 0) {
         lua_pushinteger(L, status);
-        lua_setfield(L, -2, "status");
+        lua_setfield(L, t, "status");
     }
-    if (code) {
-        lua_pushstring(L, code);
-        lua_setfield(L, -2, "code");
-    }
-    if (subcode) {
-        lua_pushstring(L, subcode);
-        lua_setfield(L, -2, "subcode");
-    }
-    if (message) {
-        lua_pushstring(L, message);
-        lua_setfield(L, -2, "message");
-    }
+    set_str(L, t, "code", code);
+    set_str(L, t, "subcode", subcode);
+    set_str(L, t, "message", message);
     luaL_setmetatable(L, UCWA_ERROR_MT);
 }
 
@@ -56,43 +59,36 @@ int ucwa_parse_fail(lua_State *L, const char *subcode, const char *fmt, ...)
     return 2;
 }
 
+/* Adds prefix .. t[k] .. suffix to the buffer when t[k] (t at index 1) is a
+ * string or a number (an integer only, with int_only); returns whether it did.
+ * The text is made in one stack slot right above the buffer's, where
+ * luaL_addvalue wants it (a value left below would break a growing buffer). */
+static int add_field(lua_State *L, luaL_Buffer *b, const char *k, const char *prefix, const char *suffix,
+                     int int_only)
+{
+    int t = lua_getfield(L, 1, k);
+    if (t == LUA_TSTRING || (int_only ? lua_isinteger(L, -1) : t == LUA_TNUMBER)) {
+        lua_pushstring(L, prefix);
+        lua_insert(L, -2);
+        lua_pushstring(L, suffix);
+        lua_concat(L, 3);
+        luaL_addvalue(b);
+        return 1;
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
 static int err_tostring(lua_State *L)
 {
     luaL_Buffer b;
-    int t;
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_buffinit(L, &b);
-    lua_getfield(L, 1, "status");
-    if (lua_isinteger(L, -1) || lua_type(L, -1) == LUA_TSTRING) {
-        lua_pushfstring(L, "%s ", lua_tostring(L, -1));
-        luaL_addvalue(&b);
-    }
-    lua_pop(L, 1);
-    t = lua_getfield(L, 1, "code");
-    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
-        lua_tostring(L, -1);
-        lua_pushvalue(L, -1);
-        luaL_addvalue(&b);
-    } else {
+    add_field(L, &b, "status", "", " ", 1);
+    if (!add_field(L, &b, "code", "", "", 0))
         luaL_addstring(&b, "Error");
-    }
-    lua_pop(L, 1);
-    t = lua_getfield(L, 1, "subcode");
-    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
-        luaL_addchar(&b, '/');
-        lua_tostring(L, -1);
-        lua_pushvalue(L, -1);
-        luaL_addvalue(&b);
-    }
-    lua_pop(L, 1);
-    t = lua_getfield(L, 1, "message");
-    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
-        luaL_addstring(&b, ": ");
-        lua_tostring(L, -1);
-        lua_pushvalue(L, -1);
-        luaL_addvalue(&b);
-    }
-    lua_pop(L, 1);
+    add_field(L, &b, "subcode", "/", "", 0);
+    add_field(L, &b, "message", ": ", "", 0);
     luaL_pushresult(&b);
     return 1;
 }
@@ -146,19 +142,30 @@ static int prop_cmp(const char *name, const char *rel, const ucwa_prop_type *e)
     return c ? c : strcmp(rel, e->rel);
 }
 
-/* The type of property `name` of a resource `rel` (NULL: unknown), or -1. */
-static int prop_type(const char *rel, const char *name, int *item)
+/* The first entry of a schema table, sorted by the string member at `off` of
+ * its `size`-byte entries, whose member is not below `key`. */
+static inline size_t lower_bound(const void *tab, size_t n, size_t size, size_t off, const char *key)
 {
-    size_t lo = 0, hi = NELEM(ucwa_prop_types), i;
-    const ucwa_prop_type *def = NULL;
-    while (lo < hi) {  /* first entry with this name */
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (strcmp(ucwa_prop_types[mid].name, name) < 0)
+        if (strcmp(*(const char *const *)((const char *)tab + mid * size + off), key) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
-    for (i = lo; i < NELEM(ucwa_prop_types) && !strcmp(ucwa_prop_types[i].name, name); i++) {
+    return lo;
+}
+
+#define LOWER_BOUND(tab, type, member, key) \
+    lower_bound((tab), NELEM(tab), sizeof(type), offsetof(type, member), (key))
+
+/* The type of property `name` of a resource `rel` (NULL: unknown), or -1. */
+static int prop_type(const char *rel, const char *name, int *item)
+{
+    size_t i = LOWER_BOUND(ucwa_prop_types, ucwa_prop_type, name, name);  /* first with this name */
+    const ucwa_prop_type *def = NULL;
+    for (; i < NELEM(ucwa_prop_types) && !strcmp(ucwa_prop_types[i].name, name); i++) {
         const ucwa_prop_type *e = &ucwa_prop_types[i];
         if (!e->rel[0])
             def = e;
@@ -176,15 +183,8 @@ static int prop_type(const char *rel, const char *name, int *item)
 /* Whether links/embedded `rel` of a resource `parent` form a collection. */
 static int is_collection(const char *parent, const char *rel)
 {
-    size_t lo = 0, hi = NELEM(ucwa_coll_rels), i;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (strcmp(ucwa_coll_rels[mid].rel, rel) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (i = lo; i < NELEM(ucwa_coll_rels) && !strcmp(ucwa_coll_rels[i].rel, rel); i++) {
+    size_t i = LOWER_BOUND(ucwa_coll_rels, ucwa_coll_rel, rel, rel);
+    for (; i < NELEM(ucwa_coll_rels) && !strcmp(ucwa_coll_rels[i].rel, rel); i++) {
         const char *p = ucwa_coll_rels[i].parent;
         if (!p[0] || (parent && !strcmp(p, parent)))
             return 1;
@@ -357,6 +357,40 @@ static void wrap1(lua_State *L)
     lua_rawseti(L, -2, 1);
 }
 
+/* Pushes t[k] when it is a table (returns 1), else a new empty table (returns 0). */
+static int table_field(lua_State *L, int t, const char *k)
+{
+    if (lua_getfield(L, t, k) == LUA_TTABLE)
+        return 1;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 0);
+    return 0;
+}
+
+/* In a lua_next loop over table x, key and value on top: pops the value and
+ * removes the entry (lua_next allows clearing fields during the traversal). */
+static void drop_entry(lua_State *L, int x)
+{
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, x);
+}
+
+/* Likewise with a string value: x[key] = {href = value}, wrapped in an array
+ * when coll; pops the value. */
+static void href_entry(lua_State *L, int x, int coll)
+{
+    lua_pushvalue(L, -2);
+    lua_createtable(L, 0, 1);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "href");
+    if (coll)
+        wrap1(L);
+    lua_rawset(L, x);
+    lua_pop(L, 1);
+}
+
 /* Turns the decoded JSON object on top of the stack into a resource model,
  * in place of it. */
 static void json_resource(lua_State *L)
@@ -376,7 +410,7 @@ static void json_resource(lua_State *L)
         lua_pop(L, 1);
     }
 
-    if (lua_getfield(L, t, "_links") == LUA_TTABLE) {
+    if (table_field(L, t, "_links")) {
         x = lua_gettop(L);
         lua_pushnil(L);
         lua_setfield(L, t, "_links");
@@ -389,10 +423,8 @@ static void json_resource(lua_State *L)
                     lua_setfield(L, m, "href");
                 else if (vt == LUA_TSTRING)
                     lua_setfield(L, m, "href");
-                lua_settop(L, x + 1);
-                lua_pushvalue(L, -1);
-                lua_pushnil(L);
-                lua_rawset(L, x);
+                lua_settop(L, x + 2);  /* key, value (or nil in its place) */
+                drop_entry(L, x);
             } else if (k && vt == LUA_TTABLE) {
                 if (lua_rawlen(L, -1) == 0 && is_collection(rel, k)) {
                     lua_pushvalue(L, -2);
@@ -402,29 +434,15 @@ static void json_resource(lua_State *L)
                 }
                 lua_pop(L, 1);
             } else if (k && vt == LUA_TSTRING) {  /* "rel": "href" */
-                lua_pushvalue(L, -2);
-                lua_createtable(L, 0, 1);
-                lua_pushvalue(L, -3);
-                lua_setfield(L, -2, "href");
-                if (is_collection(rel, k))
-                    wrap1(L);
-                lua_rawset(L, x);
-                lua_pop(L, 1);
+                href_entry(L, x, is_collection(rel, k));
             } else {
-                lua_pop(L, 1);
-                lua_pushvalue(L, -1);
-                lua_pushnil(L);
-                lua_rawset(L, x);
+                drop_entry(L, x);
             }
         }
-        lua_setfield(L, m, "links");
-    } else {
-        lua_pop(L, 1);
-        lua_createtable(L, 0, 0);
-        lua_setfield(L, m, "links");
     }
+    lua_setfield(L, m, "links");
 
-    if (lua_getfield(L, t, "_embedded") == LUA_TTABLE) {
+    if (table_field(L, t, "_embedded")) {
         x = lua_gettop(L);
         lua_pushnil(L);
         lua_setfield(L, t, "_embedded");
@@ -457,24 +475,34 @@ static void json_resource(lua_State *L)
                 }  /* else {}: an empty collection, kept */
                 lua_settop(L, v - 1);
             } else {
-                lua_pop(L, 1);
-                lua_pushvalue(L, -1);
-                lua_pushnil(L);
-                lua_rawset(L, x);
+                drop_entry(L, x);
             }
         }
-        lua_setfield(L, m, "embedded");
-    } else {
-        lua_pop(L, 1);
-        lua_createtable(L, 0, 0);
-        lua_setfield(L, m, "embedded");
     }
+    lua_setfield(L, m, "embedded");
 
     json_clean(L, t);
     lua_pushvalue(L, t);
     lua_setfield(L, m, "properties");
     lua_replace(L, t);
     lua_settop(L, t);
+}
+
+/* Pushes t[k] when it is a table (returns 1); a nil one becomes a new empty
+ * table, stored as t[k]. Else returns 0, the value on top. */
+static int array_field(lua_State *L, int t, const char *k)
+{
+    switch (lua_getfield(L, t, k)) {
+    case LUA_TTABLE:
+        return 1;
+    case LUA_TNIL:
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 0);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, t, k);
+        return 1;
+    }
+    return 0;
 }
 
 /* The decoded JSON event batch on top → the events model, in place. */
@@ -486,58 +514,31 @@ static int json_events(lua_State *L)
     luaL_checkstack(L, 12, NULL);
     lua_createtable(L, 0, 2);
     b = t + 1;
-    if (lua_getfield(L, t, "_links") == LUA_TTABLE) {
+    if (table_field(L, t, "_links")) {
         int x = lua_gettop(L);
         lua_pushnil(L);
         while (lua_next(L, x)) {
-            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
-                lua_pushvalue(L, -2);
-                lua_createtable(L, 0, 1);
-                lua_pushvalue(L, -3);
-                lua_setfield(L, -2, "href");
-                lua_rawset(L, x);
-            } else if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE) {
-                lua_pushvalue(L, -2);
-                lua_pushnil(L);
-                lua_rawset(L, x);
-            }
-            lua_pop(L, 1);
+            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING)
+                href_entry(L, x, 0);
+            else if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE)
+                drop_entry(L, x);
+            else
+                lua_pop(L, 1);
         }
-    } else {
-        lua_pop(L, 1);
-        lua_createtable(L, 0, 0);
     }
     lua_setfield(L, b, "links");
 
-    switch (lua_getfield(L, t, "sender")) {
-    case LUA_TNIL:
-        lua_pop(L, 1);
-        lua_createtable(L, 0, 0);
-        break;
-    case LUA_TTABLE:
-        break;
-    default:
+    if (!array_field(L, t, "sender"))
         return ucwa_parse_fail(L, "UnexpectedShape", "event batch: 'sender' is a %s, expected an array",
                                luaL_typename(L, -1));
-    }
     s = lua_gettop(L);
     ns = (lua_Integer)lua_rawlen(L, s);
     for (i = 1; i <= ns; i++) {
         lua_Integer ne, j;
         if (lua_rawgeti(L, s, i) != LUA_TTABLE)
             return ucwa_parse_fail(L, "UnexpectedShape", "event batch: sender[%d] is not an object", (int)i);
-        switch (lua_getfield(L, -1, "events")) {
-        case LUA_TNIL:
-            lua_pop(L, 1);
-            lua_createtable(L, 0, 0);
-            lua_pushvalue(L, -1);
-            lua_setfield(L, -3, "events");
-            break;
-        case LUA_TTABLE:
-            break;
-        default:
+        if (!array_field(L, s + 1, "events"))
             return ucwa_parse_fail(L, "UnexpectedShape", "event batch: sender[%d].events is not an array", (int)i);
-        }
         ev = lua_gettop(L);
         ne = (lua_Integer)lua_rawlen(L, ev);
         for (j = 1; j <= ne; j++) {
@@ -707,14 +708,17 @@ static const char *attr_key(const struct ucwa_xml *x, const xattr *a)
     return xstr(x, a->name);
 }
 
-/* A link table: every attribute but rel (or all with with_rel). */
-static void push_link(lua_State *L, const struct ucwa_xml *x, const xnode *n, int with_rel)
+#define KEEP_ALL (-1)  /* for push_link: no attribute has this id */
+
+/* A link table: every attribute but the one of id `skip` (XA_REL, XA_STATUS,
+ * or KEEP_ALL). */
+static void push_link(lua_State *L, const struct ucwa_xml *x, const xnode *n, int skip)
 {
     uint32_t i;
     lua_createtable(L, 0, (int)n->nattr);
     for (i = 0; i < n->nattr; i++) {
         const xattr *a = &x->attrs[n->attr + i];
-        if (a->id == XA_REL && !with_rel)
+        if (a->id == skip)
             continue;
         lua_pushlstring(L, xstr(x, a->value), a->value_len);
         lua_setfield(L, -2, attr_key(x, a));
@@ -724,7 +728,7 @@ static void push_link(lua_State *L, const struct ucwa_xml *x, const xnode *n, in
 static void xml_resource(lua_State *L, const struct ucwa_xml *x, int32_t ni, int toplevel)
 {
     const xnode *n = &x->nodes[ni];
-    const char *rel = NULL, *href;
+    const char *rel = NULL;
     int np = 0, nl = 0, ne = 0, m, props, links, emb;
     int32_t c;
 
@@ -752,14 +756,8 @@ static void xml_resource(lua_State *L, const struct ucwa_xml *x, int32_t ni, int
 
     lua_createtable(L, 0, 5);
     m = lua_gettop(L);
-    if (rel) {
-        lua_pushstring(L, rel);
-        lua_setfield(L, m, "rel");
-    }
-    if ((href = xattr_str(x, n, XA_HREF))) {
-        lua_pushstring(L, href);
-        lua_setfield(L, m, "href");
-    }
+    set_str(L, m, "rel", rel);
+    set_str(L, m, "href", xattr_str(x, n, XA_HREF));
     lua_createtable(L, 0, np);
     props = m + 1;
     lua_createtable(L, 0, nl);
@@ -818,7 +816,7 @@ static void xml_resource(lua_State *L, const struct ucwa_xml *x, int32_t ni, int
             name = xattr_str(x, k, XA_REL);
             if (!name)
                 break;
-            push_link(L, x, k, 0);
+            push_link(L, x, k, XA_REL);
             add_rel(L, links, name, is_collection(rel, name));
             break;
         case XE_RESOURCE:
@@ -914,7 +912,6 @@ static void xml_reason(lua_State *L, const struct ucwa_xml *x, int32_t ni)
 static void xml_event(lua_State *L, const struct ucwa_xml *x, int32_t ni)
 {
     const xnode *n = &x->nodes[ni];
-    const char *s;
     int e, has_link = 0;
     int32_t c;
 
@@ -924,34 +921,23 @@ static void xml_event(lua_State *L, const struct ucwa_xml *x, int32_t ni)
     lua_pushlstring(L, xstr(x, n->name), n->name_len);
     lua_setfield(L, e, "type");
     if (xattr_of(x, n, XA_REL) || xattr_of(x, n, XA_HREF)) {
-        uint32_t i;
-        lua_createtable(L, 0, 3);
-        for (i = 0; i < n->nattr; i++) {
-            const xattr *a = &x->attrs[n->attr + i];
-            if (a->id == XA_STATUS)
-                continue;
-            lua_pushlstring(L, xstr(x, a->value), a->value_len);
-            lua_setfield(L, -2, attr_key(x, a));
-        }
+        push_link(L, x, n, XA_STATUS);
         lua_setfield(L, e, "link");
         has_link = 1;
     }
-    if ((s = xattr_str(x, n, XA_STATUS))) {
-        lua_pushstring(L, s);
-        lua_setfield(L, e, "status");
-    }
+    set_str(L, e, "status", xattr_str(x, n, XA_STATUS));
     for (c = n->first; c >= 0; c = x->nodes[c].next) {
         const xnode *k = &x->nodes[c];
         switch (k->id) {
         case XE_LINK:
             if (!has_link) {
-                push_link(L, x, k, 1);
+                push_link(L, x, k, KEEP_ALL);
                 lua_setfield(L, e, "link");
                 has_link = 1;
             }
             break;
         case XE_IN:
-            push_link(L, x, k, 1);
+            push_link(L, x, k, KEEP_ALL);
             lua_setfield(L, e, "in");
             break;
         case XE_RESOURCE:
@@ -997,7 +983,7 @@ static int xml_events(lua_State *L, const struct ucwa_xml *x)
         const xnode *k = &x->nodes[c];
         const char *rel;
         if (k->id == XE_LINK && (rel = xattr_str(x, k, XA_REL))) {
-            push_link(L, x, k, 0);
+            push_link(L, x, k, XA_REL);
             lua_setfield(L, links, rel);
         } else if (k->id == XE_SENDER) {
             int32_t ev;
@@ -1005,14 +991,8 @@ static int xml_events(lua_State *L, const struct ucwa_xml *x)
             int sn;
             lua_createtable(L, 0, 3);
             sn = lua_gettop(L);
-            if ((rel = xattr_str(x, k, XA_REL))) {
-                lua_pushstring(L, rel);
-                lua_setfield(L, sn, "rel");
-            }
-            if ((href = xattr_str(x, k, XA_HREF))) {
-                lua_pushstring(L, href);
-                lua_setfield(L, sn, "href");
-            }
+            set_str(L, sn, "rel", xattr_str(x, k, XA_REL));
+            set_str(L, sn, "href", xattr_str(x, k, XA_HREF));
             lua_createtable(L, 0, 0);
             for (ev = k->first; ev >= 0; ev = x->nodes[ev].next) {
                 xml_event(L, x, ev);
@@ -1057,8 +1037,9 @@ static int check_size(lua_State *L, size_t len, size_t skipped)
     return 0;
 }
 
-/* ucwa.parse(body, content_type) → model | nil, err */
-static int l_parse(lua_State *L)
+/* ucwa.parse and ucwa.parse_events (events): body, content_type → the model
+ * or the event batch | nil, err */
+static int parse_body(lua_State *L, int events)
 {
     size_t len, skipped;
     const char *b = body_arg(L, 1, &len, &skipped);
@@ -1069,42 +1050,36 @@ static int l_parse(lua_State *L)
     if (fmt == F_JSON) {
         if (json_decode(L, b, len, skipped))
             return 2;
-        json_resource(L);
+        if (!events)
+            json_resource(L);
+        else if (json_events(L))
+            return 2;
         return 1;
     }
     if (fmt == F_XML) {
         struct ucwa_xml *x = xml_box(L);
         if (run_xml(L, x, b, len, skipped))
             return 2;
-        xml_model(L, x);
+        if (!events)
+            xml_model(L, x);
+        else if (xml_events(L, x))
+            return 2;
         return 1;
     }
     return ucwa_parse_fail(L, "UnsupportedContentType", "unsupported content type '%s' (expected JSON or XML)",
                            ct_name(L, 2));
 }
 
+/* ucwa.parse(body, content_type) → model | nil, err */
+static int l_parse(lua_State *L)
+{
+    return parse_body(L, 0);
+}
+
 /* ucwa.parse_events(body, content_type) → batch | nil, err */
 static int l_parse_events(lua_State *L)
 {
-    size_t len, skipped;
-    const char *b = body_arg(L, 1, &len, &skipped);
-    int fmt = body_format(L, 2, b, len);
-    if (check_size(L, len, skipped))
-        return 2;
-    lua_settop(L, 2);
-    if (fmt == F_JSON) {
-        if (json_decode(L, b, len, skipped) || json_events(L))
-            return 2;
-        return 1;
-    }
-    if (fmt == F_XML) {
-        struct ucwa_xml *x = xml_box(L);
-        if (run_xml(L, x, b, len, skipped) || xml_events(L, x))
-            return 2;
-        return 1;
-    }
-    return ucwa_parse_fail(L, "UnsupportedContentType", "unsupported content type '%s' (expected JSON or XML)",
-                           ct_name(L, 2));
+    return parse_body(L, 1);
 }
 
 static const char *str_field(lua_State *L, int t, const char *k)
@@ -1114,6 +1089,15 @@ static const char *str_field(lua_State *L, int t, const char *k)
         return lua_tostring(L, -1);  /* stays on the stack */
     lua_pop(L, 1);
     return NULL;
+}
+
+/* The string code, subcode and message of the table on top (left on the stack). */
+static void error_fields(lua_State *L, const char **code, const char **subcode, const char **message)
+{
+    int t = lua_gettop(L);
+    *code = str_field(L, t, "code");
+    *subcode = str_field(L, t, "subcode");
+    *message = str_field(L, t, "message");
 }
 
 /* ucwa.parse_error(body, content_type, http_status) → error object.
@@ -1133,21 +1117,13 @@ static int l_parse_error(lua_State *L)
             lua_settop(L, 3);
         }
         if (fmt == F_JSON) {
-            if (json_decode(L, b, len, skipped) == 0) {
-                int t = lua_gettop(L);
-                code = str_field(L, t, "code");
-                subcode = str_field(L, t, "subcode");
-                message = str_field(L, t, "message");
-            }
+            if (json_decode(L, b, len, skipped) == 0)
+                error_fields(L, &code, &subcode, &message);
         } else if (fmt == F_XML) {
             struct ucwa_xml *x = xml_box(L);
             if (run_xml(L, x, b, len, skipped) == 0) {
-                int t;
                 xml_reason(L, x, 0);
-                t = lua_gettop(L);
-                code = str_field(L, t, "code");
-                subcode = str_field(L, t, "subcode");
-                message = str_field(L, t, "message");
+                error_fields(L, &code, &subcode, &message);
             }
         }
     }

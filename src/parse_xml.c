@@ -56,17 +56,24 @@ static int grow(void **buf, size_t *cap, size_t need, size_t size)
     return 0;
 }
 
-/* Appends s[0..len) plus a NUL to the arena; returns the offset or -1. */
-static long arena_put(struct ucwa_xml *x, const char *s, size_t len)
+/* Writes s[0..len) plus a NUL at offset off of the arena (at most its
+ * length), which ends there after; returns 0, or -1 when out of memory. */
+static int arena_write(struct ucwa_xml *x, size_t off, const char *s, size_t len)
 {
-    size_t off = x->arena_len;
     if (len > UINT32_MAX / 2 || off + len + 1 > UINT32_MAX ||
         grow((void **)&x->arena, &x->arena_cap, off + len + 1, 1) < 0)
         return -1;
     memcpy(x->arena + off, s, len);
     x->arena[off + len] = '\0';
     x->arena_len = off + len + 1;
-    return (long)off;
+    return 0;
+}
+
+/* Appends s[0..len) plus a NUL to the arena; returns the offset or -1. */
+static long arena_put(struct ucwa_xml *x, const char *s, size_t len)
+{
+    size_t off = x->arena_len;
+    return arena_write(x, off, s, len) < 0 ? -1 : (long)off;
 }
 
 static const char *local_name(const char *name)
@@ -224,15 +231,11 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
         xfail(x, "SyntaxError", "internal: text not contiguous");
         return;
     }
-    if ((size_t)len > UINT32_MAX / 2 || end + (size_t)len + 1 > UINT32_MAX ||
-        grow((void **)&x->arena, &x->arena_cap, end + (size_t)len + 1, 1) < 0) {
+    if (arena_write(x, end, s, (size_t)len) < 0) {
         xfail(x, "OutOfMemory", "out of memory");
         return;
     }
-    memcpy(x->arena + end, s, (size_t)len);
-    x->arena[end + (size_t)len] = '\0';
     n->text_len += (uint32_t)len;
-    x->arena_len = end + (size_t)len + 1;
 }
 
 static void XMLCALL on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
