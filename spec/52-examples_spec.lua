@@ -85,29 +85,21 @@ describe("examples", function()
         assert.equal(0, count(lines, "error"))
       end)
 
-      it("meeting_bot.lua runs against its own simulator", function()
-        local lines, ok = run("meeting_bot.lua", format)
-        assert.is_true(ok, table.concat(lines, "\n"))
-        assert_story(lines, MEETING_STORY, "meeting_bot")
-        assert.equal(1, count(lines, "greeting delivered: Success"))
-        assert.equal(0, count(lines, "error"))
-      end)
-
-      it("coroutine_bot.lua tells the same story top to bottom", function()
-        local lines, ok = run("coroutine_bot.lua", format)
-        assert.is_true(ok, table.concat(lines, "\n"))
-        assert_story(lines, MEETING_STORY, "coroutine_bot")
-        assert.equal(1, count(lines, "greeting delivered: Success"))
-        assert.equal(0, count(lines, "error"))
-      end)
-
-      it("cqueues_host.lua runs the bot inside a cqueues loop", function()
-        local lines, ok = run("cqueues_host.lua", format)
-        assert.is_true(ok, table.concat(lines, "\n"))
-        assert_story(lines, MEETING_STORY, "cqueues_host")
-        assert_story(lines, { "[host] the host loop ran" }, "cqueues_host")
-        assert.equal(0, count(lines, "error"))
-      end)
+      -- The meeting story, told by three hosts of the same bot.
+      for _, case in ipairs{
+        { "meeting_bot.lua", "runs against its own simulator", "greeting delivered: Success" },
+        { "coroutine_bot.lua", "tells the same story top to bottom", "greeting delivered: Success" },
+        { "cqueues_host.lua", "runs the bot inside a cqueues loop", "[host] the host loop ran" },
+      } do
+        local script, what, marker = case[1], case[2], case[3]
+        it(script .. " " .. what, function()
+          local lines, ok = run(script, format)
+          assert.is_true(ok, table.concat(lines, "\n"))
+          assert_story(lines, MEETING_STORY, script)
+          assert.equal(1, count(lines, marker))
+          assert.equal(0, count(lines, "error"))
+        end)
+      end
 
       it("lobby_keeper.lua admits the allowed and rejects the rest", function()
         local lines, ok = run("lobby_keeper.lua", format)

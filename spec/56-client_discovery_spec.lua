@@ -16,8 +16,9 @@ local function stop_peer(peer)
   peer.pipe:close()
 end
 
-local function sign_in(url, password)
-  local c = ucwa.client{ url = url, username = "bot@contoso.com", password = password or "password" }
+-- Starts a client and steps it until ready or an error (5 s at most).
+local function started(opts)
+  local c = ucwa.client(opts)
   local ready, err
   c:on("ready", function() ready = true end)
   c:on("error", function(e) err = e end)
@@ -25,6 +26,10 @@ local function sign_in(url, password)
   local deadline = gettime() + 5
   while not (ready or err) and gettime() < deadline do c:step(0.02) end
   return c, ready, err
+end
+
+local function sign_in(url, password)
+  return started{ url = url, username = "bot@contoso.com", password = password or "password" }
 end
 
 describe("autodiscovery redirects", function()
@@ -72,20 +77,15 @@ describe("autodiscovery redirects", function()
       return require("cjson").decode(table.concat(out)).access_token
     end
     local asked = {}
-    local c = ucwa.client{ url = sim.url, token = function(url) asked[#asked + 1] = url; return fresh_token() end }
-    local ready, err
-    c:on("ready", function() ready = true end)
-    c:on("error", function(e) err = e end)
-    c:start()
-    local deadline = gettime() + 5
-    while not (ready or err) and gettime() < deadline do c:step(0.02) end
+    local c, ready, err = started{ url = sim.url,
+      token = function(url) asked[#asked + 1] = url; return fresh_token() end }
     assert.is_nil(err)
     assert.is_true(ready)
     assert.matches("/oauth/user$", asked[1])
     sim:control("POST", "/_sim/tokens/expire", {})
     local done
     c.application:refresh(function(_, e) done = e or true end)
-    deadline = gettime() + 5
+    local deadline = gettime() + 5
     while not done and gettime() < deadline do c:step(0.02) end
     assert.is_true(done)
     assert.equal(2, #asked)
