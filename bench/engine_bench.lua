@@ -130,41 +130,52 @@ local ok, err = pcall(function()
       return res * 4096
     end
     local M = 1000
+    -- a fresh engine (replacing eng); returns the heap and RSS baselines
+    local function fresh()
+      collectgarbage()
+      collectgarbage()
+      eng = core.engine{ timeout = 120 }
+      return collectgarbage("count"), rss()
+    end
+    -- steps 1.5 s (connect and send everything); returns heap bytes and RSS KiB per item
+    local function settle(kb0, rss0)
+      local t0 = monotime()
+      while monotime() - t0 < 1.5 do eng:step(0.1) end
+      collectgarbage()
+      collectgarbage()
+      local kb1, rss1 = collectgarbage("count"), rss()
+      return (kb1 - kb0) * 1024 / M, (rss1 - rss0) / 1024 / M
+    end
+    -- steps for 3 s; returns CPU seconds, wall seconds, wakeups
+    local function idle()
+      local steps = 0
+      local c0, w0 = os.clock(), monotime()
+      while monotime() - w0 < 3 do
+        eng:step(1)
+        steps = steps + 1
+      end
+      local cpu = os.clock() - c0
+      return cpu, monotime() - w0, steps
+    end
+
     eng:close()
-    collectgarbage()
-    collectgarbage()
-    eng = core.engine{ timeout = 120 }
-    local kb0, rss0 = collectgarbage("count"), rss()
+    local kb0, rss0 = fresh()
     local finished = 0
     for i = 1, M do
       eng:request{ url = base .. "/hold/" .. i, headers = { Accept = "application/json" },
         callback = function() finished = finished + 1 end }
     end
-    local t0 = monotime()
-    while monotime() - t0 < 1.5 do eng:step(0.1) end   -- connect and send everything
-    collectgarbage()
-    collectgarbage()
-    local kb1, rss1 = collectgarbage("count"), rss()
     report("memory: %d pending requests: %.0f bytes Lua heap + %.1f KiB RSS (libcurl, sockets) each",
-      M, (kb1 - kb0) * 1024 / M, (rss1 - rss0) / 1024 / M)
-    local steps = 0
-    local c0, w0 = os.clock(), monotime()
-    while monotime() - w0 < 3 do
-      eng:step(1)
-      steps = steps + 1
-    end
-    local cpu = os.clock() - c0
+      M, settle(kb0, rss0))
+    local cpu, wall, steps = idle()
     report("idle: %d pending for %.1f s: %.4f s CPU (%.2f%%), %d wakeups; %d finished early",
-      M, monotime() - w0, cpu, cpu / (monotime() - w0) * 100, steps, finished)
+      M, wall, cpu, cpu / wall * 100, steps, finished)
     local c1 = monotime()
     eng:close()
     report("close with %d pending: %.1f ms", M, (monotime() - c1) * 1000)
 
     -- the same with 1,000 event channels waiting on the peer
-    collectgarbage()
-    collectgarbage()
-    eng = core.engine{ timeout = 120 }
-    kb0, rss0 = collectgarbage("count"), rss()
+    kb0, rss0 = fresh()
     local chans = {}
     for i = 1, M do
       chans[i] = eng:channel{ url = base .. "/hold/" .. i .. "/events?ack=1", timeout = 60,
@@ -172,22 +183,10 @@ local ok, err = pcall(function()
         parse = function() return nil, "unexpected" end, on_batch = function() end }
       chans[i]:start()
     end
-    t0 = monotime()
-    while monotime() - t0 < 1.5 do eng:step(0.1) end
-    collectgarbage()
-    collectgarbage()
-    kb1, rss1 = collectgarbage("count"), rss()
-    report("memory: %d waiting channels: %.0f bytes Lua heap + %.1f KiB RSS each",
-      M, (kb1 - kb0) * 1024 / M, (rss1 - rss0) / 1024 / M)
-    steps = 0
-    c0, w0 = os.clock(), monotime()
-    while monotime() - w0 < 3 do
-      eng:step(1)
-      steps = steps + 1
-    end
-    cpu = os.clock() - c0
+    report("memory: %d waiting channels: %.0f bytes Lua heap + %.1f KiB RSS each", M, settle(kb0, rss0))
+    cpu, wall, steps = idle()
     report("idle: %d waiting channels for %.1f s: %.4f s CPU (%.2f%%), %d wakeups",
-      M, monotime() - w0, cpu, cpu / (monotime() - w0) * 100, steps)
+      M, wall, cpu, cpu / wall * 100, steps)
     eng:close()
   end
 end)

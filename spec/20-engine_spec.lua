@@ -4,15 +4,8 @@ local cjson = require "cjson.safe"
 local util = require "support.peer_util"
 
 describe("core.engine", function()
-  local peer, eng
-
-  setup(function()
-    peer = util.start()
-  end)
-
-  teardown(function()
-    peer.stop()
-  end)
+  local peer = util.use_peer()
+  local eng
 
   before_each(function()
     eng = core.engine{ timeout = 10 }

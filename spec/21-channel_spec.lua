@@ -3,14 +3,7 @@ local core = require "ucwa.core"
 local cjson = require "cjson.safe"
 local util = require "support.peer_util"
 
--- A tiny parser for the peer's batches; keeps the peer's batch number `n`.
-local function parse(body)
-  local t, err = cjson.decode(body)
-  if type(t) ~= "table" then return nil, err or "not a batch" end
-  local links = {}
-  for rel, l in pairs(t._links or {}) do links[rel] = { href = l.href } end
-  return { links = links, n = t.n, senders = t.sender }
-end
+local parse = util.parse_batch
 
 local function parse_error(body, _, status)
   local t = cjson.decode(body)
@@ -19,16 +12,9 @@ local function parse_error(body, _, status)
 end
 
 describe("eng:channel", function()
-  local peer, eng
+  local peer = util.use_peer()
+  local eng
   local app, napp = nil, 0      -- a fresh /appN per test: late requests of the last test stay out
-
-  setup(function()
-    peer = util.start()
-  end)
-
-  teardown(function()
-    peer.stop()
-  end)
 
   before_each(function()
     eng = core.engine{ timeout = 10 }

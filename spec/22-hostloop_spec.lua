@@ -1,43 +1,26 @@
 -- Host-loop integration: the engine driven only through pollfd()/events()/timeout()
 -- and step(0) from another event loop (cqueues, luv). No blocking step.
 local core = require "ucwa.core"
-local cjson = require "cjson.safe"
 local util = require "support.peer_util"
 
-local function parse(body)
-  local t, err = cjson.decode(body)
-  if type(t) ~= "table" then return nil, err or "not a batch" end
-  local links = {}
-  for rel, l in pairs(t._links or {}) do links[rel] = { href = l.href } end
-  return { links = links, n = t.n }
-end
-
--- wraps eng so that only step(0) is allowed, and counts the steps
-local function strict(eng)
+-- a new engine, and a wrapper that only allows step(0) on it and counts the steps
+local function strict()
+  local eng = core.engine()
   local counter = { steps = 0 }
   local step = eng.step
   counter.step = function()
     counter.steps = counter.steps + 1
     return step(eng, 0)
   end
-  return counter
+  return eng, counter
 end
 
 describe("host loop", function()
-  local peer
-
-  setup(function()
-    peer = util.start()
-  end)
-
-  teardown(function()
-    peer.stop()
-  end)
+  local peer = util.use_peer()
 
   it("runs requests, timers and a channel from a cqueues loop", function()
     local cqueues = require "cqueues"
-    local eng = core.engine()
-    local s = strict(eng)
+    local eng, s = strict()
     local got = { responses = 0, timers = {}, batches = {} }
     for i = 1, 20 do
       eng:request{ url = peer.base .. "/echo?i=" .. i, callback = function(r)
@@ -47,7 +30,7 @@ describe("host loop", function()
     eng:timer(0.05, function() got.timers[#got.timers + 1] = "a" end)
     eng:timer(0.02, function() got.timers[#got.timers + 1] = "b" end)
     local ch
-    ch = eng:channel{ url = peer.base .. "/app/events?ack=1", parse = parse,
+    ch = eng:channel{ url = peer.base .. "/app/events?ack=1", parse = util.parse_batch,
       on_batch = function(b)
         got.batches[#got.batches + 1] = b.n
         if #got.batches == 5 then ch:stop() end
@@ -73,8 +56,7 @@ describe("host loop", function()
 
   it("does not spin while transfers wait (cqueues)", function()
     local cqueues = require "cqueues"
-    local eng = core.engine()
-    local s = strict(eng)
+    local eng, s = strict()
     local done = false
     eng:request{ url = peer.base .. "/echo?delay=0.6", callback = function() done = true end }
     local cq = cqueues.new()
@@ -92,8 +74,7 @@ describe("host loop", function()
 
   it("wakes on timers through pollfd alone (luv poll handle)", function()
     local uv = require "luv"
-    local eng = core.engine()
-    local s = strict(eng)
+    local eng, s = strict()
     local got = { timers = {}, status = nil }
     eng:timer(0.03, function() got.timers[#got.timers + 1] = 1 end)
     eng:timer(0.06, function() got.timers[#got.timers + 1] = 2 end)

@@ -407,13 +407,7 @@ static void check_header(lua_State *L, const char *n, size_t nl, const char *v, 
 
 static double opt_num(lua_State *L, int t, const char *k, double def)
 {
-    double v = def;
-    if (lua_getfield(L, t, k) != LUA_TNIL) {
-        if (!lua_isnumber(L, -1)) luaL_error(L, "channel: '%s' must be a number", k);
-        v = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
+    return ucwa_opt_number(L, t, k, def, "channel: ");
 }
 
 int ucwa_engine_channel(lua_State *L)

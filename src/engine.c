@@ -616,27 +616,25 @@ void ucwa_make_error(lua_State *L, int eidx)
     luaL_setmetatable(L, ERROR_MT);
 }
 
+/* pushes sep and tostring(t[k]) for the error table t at 1, unless t[k] is nil */
+static void append_field(lua_State *L, const char *k, const char *sep)
+{
+    if (lua_getfield(L, 1, k) != LUA_TNIL) {
+        lua_pushstring(L, sep);
+        luaL_tolstring(L, -2, NULL);
+        lua_remove(L, -3);
+    } else lua_pop(L, 1);
+}
+
 static int error_tostring(lua_State *L)
 {
     int base = lua_gettop(L);
     lua_getfield(L, 1, "code");
     luaL_tolstring(L, -1, NULL);
     lua_remove(L, -2);
-    if (lua_getfield(L, 1, "status") != LUA_TNIL) {
-        lua_pushliteral(L, " ");
-        luaL_tolstring(L, -2, NULL);
-        lua_remove(L, -3);
-    } else lua_pop(L, 1);
-    if (lua_getfield(L, 1, "subcode") != LUA_TNIL) {
-        lua_pushliteral(L, "/");
-        luaL_tolstring(L, -2, NULL);
-        lua_remove(L, -3);
-    } else lua_pop(L, 1);
-    if (lua_getfield(L, 1, "message") != LUA_TNIL) {
-        lua_pushliteral(L, ": ");
-        luaL_tolstring(L, -2, NULL);
-        lua_remove(L, -3);
-    } else lua_pop(L, 1);
+    append_field(L, "status", " ");
+    append_field(L, "subcode", "/");
+    append_field(L, "message", ": ");
     lua_concat(L, lua_gettop(L) - base);
     return 1;
 }
@@ -785,15 +783,20 @@ static int l_engine_close(lua_State *L)
     return 0;
 }
 
-static double opt_number(lua_State *L, int t, const char *k, double def)
+double ucwa_opt_number(lua_State *L, int t, const char *k, double def, const char *who)
 {
     double v = def;
     if (lua_getfield(L, t, k) != LUA_TNIL) {
-        if (!lua_isnumber(L, -1)) luaL_error(L, "option '%s' must be a number", k);
+        if (!lua_isnumber(L, -1)) luaL_error(L, "%s'%s' must be a number", who, k);
         v = lua_tonumber(L, -1);
     }
     lua_pop(L, 1);
     return v;
+}
+
+static double opt_number(lua_State *L, int t, const char *k, double def)
+{
+    return ucwa_opt_number(L, t, k, def, "option ");
 }
 
 static char *opt_strdup(lua_State *L, int t, const char *k, const char *def)

@@ -115,6 +115,8 @@ ucwa_engine *ucwa_check_engine(lua_State *L, int idx);   /* open engine or raise
 void ucwa_engine_rearm(ucwa_engine *e, int force);
 void ucwa_engine_kick(ucwa_engine *e);                  /* run curl timeouts now: sends new requests */
 double ucwa_engine_random(ucwa_engine *e);              /* [0,1) */
+/* number option t[k] (nil: def); raises "<who>'<k>' must be a number" otherwise */
+double ucwa_opt_number(lua_State *L, int t, const char *k, double def, const char *who);
 
 /* anchors: engine userdata at eidx */
 void ucwa_anchor(lua_State *L, int eidx, void *key, int objidx);

@@ -18,6 +18,17 @@ static char *dup_curl(char *s)
     return r;
 }
 
+/* h's whole URL as a malloc'd copy; NULL with *err set on failure */
+static char *get_url(CURLU *h, const char **err)
+{
+    char *s = NULL;
+    CURLUcode rc = curl_url_get(h, CURLUPART_URL, &s, 0);
+    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); return NULL; }
+    char *out = dup_curl(s);
+    if (!out) *err = "out of memory";
+    return out;
+}
+
 char *ucwa_url_resolve(const char *base, const char *ref, const char **err)
 {
     CURLU *h = curl_url();
@@ -37,11 +48,7 @@ char *ucwa_url_resolve(const char *base, const char *ref, const char **err)
         rc = curl_url_set(h, CURLUPART_URL, ref, CURLU_URLENCODE);
         if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
     }
-    char *s = NULL;
-    rc = curl_url_get(h, CURLUPART_URL, &s, 0);
-    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
-    out = dup_curl(s);
-    if (!out) *err = "out of memory";
+    out = get_url(h, err);
 done:
     curl_url_cleanup(h);
     return out;
@@ -145,11 +152,7 @@ char *ucwa_url_with_query(lua_State *L, const char *url, int idx, const char **e
         lua_pop(L, 2);
         if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
     }
-    char *s = NULL;
-    rc = curl_url_get(h, CURLUPART_URL, &s, 0);
-    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
-    out = dup_curl(s);
-    if (!out) *err = "out of memory";
+    out = get_url(h, err);
 done:
     free(names);
     free(nq);
@@ -161,13 +164,12 @@ done:
     return out;
 }
 
-static int l_url_resolve(lua_State *L)
+/* pushes s (and frees it), or nil and "cannot <what> URL: <err>" */
+static int push_url(lua_State *L, char *s, const char *what, const char *err)
 {
-    const char *base = luaL_checkstring(L, 1), *ref = luaL_checkstring(L, 2), *err = NULL;
-    char *s = ucwa_url_resolve(base, ref, &err);
     if (!s) {
         lua_pushnil(L);
-        lua_pushfstring(L, "cannot resolve URL: %s", err ? err : "error");
+        lua_pushfstring(L, "cannot %s URL: %s", what, err ? err : "error");
         return 2;
     }
     lua_pushstring(L, s);
@@ -175,19 +177,19 @@ static int l_url_resolve(lua_State *L)
     return 1;
 }
 
+static int l_url_resolve(lua_State *L)
+{
+    const char *base = luaL_checkstring(L, 1), *ref = luaL_checkstring(L, 2), *err = NULL;
+    char *s = ucwa_url_resolve(base, ref, &err);
+    return push_url(L, s, "resolve", err);
+}
+
 static int l_url_with_query(lua_State *L)
 {
     const char *url = luaL_checkstring(L, 1), *err = NULL;
     luaL_checktype(L, 2, LUA_TTABLE);
     char *s = ucwa_url_with_query(L, url, 2, &err);
-    if (!s) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "cannot build URL: %s", err ? err : "error");
-        return 2;
-    }
-    lua_pushstring(L, s);
-    free(s);
-    return 1;
+    return push_url(L, s, "build", err);
 }
 
 void ucwa_open_url(lua_State *L)

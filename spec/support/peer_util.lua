@@ -1,5 +1,7 @@
 -- Helpers for the transport specs: start/stop the scripted python peer, drive an
 -- engine until a condition holds (with a deadline), make a request synchronously.
+local cjson = require "cjson.safe"
+
 local M = {}
 
 local function monotime()
@@ -10,8 +12,8 @@ end
 M.monotime = monotime
 
 -- Starts spec/support/<script> (default http_peer.py; *.lua runs under lua5.4) without
--- the sanitizer preload; returns { port=, pid=, base=, stop= }.
-function M.start(script, args)
+-- the sanitizer preload; returns { port=, pid=, base=, stop= } (filled into `peer` if given).
+function M.start(script, args, peer)
   script = script or "http_peer.py"
   local interp = script:match("%.lua$") and "lua5.4" or "python3"
   local p = assert(io.popen("exec env -u LD_PRELOAD " .. interp .. " spec/support/" .. script
@@ -19,7 +21,8 @@ function M.start(script, args)
   local line = assert(p:read("l"), "peer did not start")
   local port, pid = line:match("^PORT (%d+) PID (%d+)")
   assert(port, "unexpected peer output: " .. line)
-  local peer = { port = tonumber(port), pid = tonumber(pid), base = "http://127.0.0.1:" .. port }
+  peer = peer or {}
+  peer.port, peer.pid, peer.base = tonumber(port), tonumber(pid), "http://127.0.0.1:" .. port
   function peer.stop()
     if peer.pipe then
       os.execute("kill " .. peer.pid .. " 2>/dev/null")
@@ -29,6 +32,25 @@ function M.start(script, args)
   end
   peer.pipe = p
   return peer
+end
+
+-- For a describe block: starts the peer in setup() and stops it in teardown().
+-- Returns the peer table at once; its fields are there from setup() on.
+function M.use_peer(script, args)
+  local busted = require "busted"        -- its API: this module is outside the spec's environment
+  local peer = {}
+  busted.setup(function() M.start(script, args, peer) end)
+  busted.teardown(function() peer.stop() end)
+  return peer
+end
+
+-- Parses the peer's event batches for eng:channel; keeps the peer's batch number `n`.
+function M.parse_batch(body)
+  local t, err = cjson.decode(body)
+  if type(t) ~= "table" then return nil, err or "not a batch" end
+  local links = {}
+  for rel, l in pairs(t._links or {}) do links[rel] = { href = l.href } end
+  return { links = links, n = t.n, senders = t.sender }
 end
 
 -- A throw-away self-signed certificate for 127.0.0.1: returns dir (cert.pem, key.pem).
