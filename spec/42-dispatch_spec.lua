@@ -96,3 +96,16 @@ describe("dispatch", function()
     c:close()
   end)
 end)
+
+describe("links that are not URLs", function()
+  it("fail the request with BadLink instead of raising", function()
+    local c = new_client()
+    local res = require("ucwa.resource").new(c, { rel = "participant", href = APP .. "/p/1",
+      links = { admit = { href = "//[bad" } } })
+    local got
+    res:admit(function(ok, err) got = { ok, err } end)
+    assert.is_nil(got[1])
+    assert.equal("BadLink", got[2].subcode)
+    c:close()
+  end)
+end)

@@ -202,8 +202,12 @@ function Client:_send(spec, done, retried)
   if self.state == "closed" then
     return done(nil, errors.new{ code = "Closed", message = "client is closed" })
   end
-  local url = self:_absolute(spec.url)
-  if spec.query then url = core.url_with_query(url, spec.query) end
+  local url, why = self:_absolute(spec.url)
+  if url and spec.query then url, why = core.url_with_query(url, spec.query) end
+  if not url then
+    -- a link from the server that no URL parser accepts
+    return done(nil, errors.new{ code = "BadResponse", subcode = "BadLink", message = tostring(why) })
+  end
   local headers = { Accept = spec.accept or self._accept }
   local body, ctype = spec.raw_body, spec.content_type
   if spec.body ~= nil then body, ctype = core.encode(spec.body, self.format) end
@@ -440,9 +444,11 @@ end
 function Client:_open_channel()
   local href = self.application:link("events")
   if not href then return nil, errors.new{ code = "BadResponse", message = "application has no events link" } end
+  local url, why = self:_absolute(href)
+  if not url then return nil, errors.new{ code = "BadResponse", subcode = "BadLink", message = tostring(why) } end
   if self._channel then self._channel:close() end
   self._channel = self.engine:channel{
-    url = self:_absolute(href),
+    url = url,
     headers = { Authorization = self:_auth_header(), Accept = self._accept },
     timeout = self.options.event_timeout,
     grace = self.options.event_grace,
