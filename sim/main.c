@@ -727,6 +727,8 @@ static void usage(FILE *out)
 "  --lobby-timeout S      a join waiting in the lobby fails after S (default 900)\n"
 "  --invite-timeout S     an incoming invitation not answered fails after S\n"
 "                         (default 60)\n"
+"  --typing-timeout S     a participant stops typing S after its last\n"
+"                         setIsTyping (default 5)\n"
 "  --auto-admit           admit lobby participants at once (no lobby wait)\n"
 "  --no-control           disable the /_sim control API\n"
 "  --script-dir DIR       load sim_*.lua from DIR instead of the built-in copy\n"
@@ -764,6 +766,7 @@ static int parse_args(int argc, char **argv, struct opts *o, lua_State *L)
 		{"step-delay", required_argument, 0, 1},
 		{"lobby-timeout", required_argument, 0, 1},
 		{"invite-timeout", required_argument, 0, 1},
+		{"typing-timeout", required_argument, 0, 1},
 		{"auto-admit", no_argument, 0, 2},
 		{"no-control", no_argument, 0, 2},
 		{0, 0, 0, 0},

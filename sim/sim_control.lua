@@ -44,7 +44,8 @@ return function(S)
       local x = m.members[key]
       if x then
         members[#members + 1] = { key = x.key, name = x.name, uri = x.uri, state = x.state, role = x.role,
-          virtual = x.conv == nil, app = x.conv and x.conv.app.id or nil, anonymous = x.anonymous }
+          virtual = x.conv == nil, app = x.conv and x.conv.app.id or nil, anonymous = x.anonymous,
+          typing = m.typing[key] ~= nil and m.typing[key].member == x }
       end
     end
     if #members == 0 then members = cjson.empty_array or {} end
@@ -206,6 +207,12 @@ return function(S)
       local record, err = meet.invite(m, from, to, t.message)
       if not record then return fail(409, err) end
       return reply(200, { invitation = record.id, state = record.state })
+    elseif action == "/typing" then
+      local from = norm_user(t.from) or m.organizer
+      local on = t.typing ~= false
+      local ok, err = meet.set_typing(m, from, on)
+      if not ok then return fail(409, err) end
+      return reply(200, { key = from, typing = on })
     elseif action == "/message" then
       local from = norm_user(t.from) or m.organizer
       if type(t.text) ~= "string" and type(t.html) ~= "string" then

@@ -36,6 +36,7 @@ local defaults = {
   ["step-delay"] = 0.05,
   ["lobby-timeout"] = 900,
   ["invite-timeout"] = 60,
+  ["typing-timeout"] = 5,
 }
 
 local AUTODISCOVER = "/autodiscover/autodiscoverservice.svc/root"
@@ -213,6 +214,7 @@ function S.add_meeting(m)
     leaders = {},
     members = {},        -- key -> member
     member_order = {},   -- keys in join order
+    typing = {},         -- key -> { member=, timer= } while that member types
     ended = false,
     thread = host.random(16),
   }

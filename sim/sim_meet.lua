@@ -23,6 +23,8 @@ return function(S)
     elsewhere = { code = "LocalFailure", subcode = "Canceled",
       message = "The invitation was answered on another endpoint." },
     removed = { code = "RemoteFailure", subcode = "Removed", message = "The user was removed from the conference." },
+    ejected = { code = "RemoteFailure", subcode = "Removed",
+      message = "The participant was ejected from the conference by a leader." },
   }
   M.REASONS = REASONS
 
@@ -61,6 +63,11 @@ return function(S)
       :prop("uri", m.uri)
     if m.state == "lobby" and m.conv ~= conv and is_leader(conv) then
       res:link("admit", h .. "/admit"):link("reject", h .. "/reject")
+    end
+    if m.state == "in" and m ~= conv.member and is_leader(conv) then
+      if m.role == "Leader" then res:link("demote", h .. "/demote") end
+      res:link("eject", h .. "/eject")
+      if m.role ~= "Leader" then res:link("promote", h .. "/promote") end
     end
     if not m.anonymous then
       res:link("contact", app.href .. "/people/" .. m.key)
@@ -129,7 +136,9 @@ return function(S)
       :link("conversation", conv.href)
     if connected then
       res:link("sendMessage", h .. "/messages")
+        :link("setIsTyping", h .. "/setIsTyping")
         :link("stopMessaging", h .. "/stopMessaging")
+        :link("typingParticipants", conv.href .. "/participants/typingParticipants")
     end
     return res
   end
@@ -237,6 +246,51 @@ return function(S)
   end
 
   ---------------------------------------------------------------------------
+  -- typing (setIsTyping_ref, typingParticipants_ref): the others get `added
+  -- participant` in typingParticipants; `deleted` after --typing-timeout
+  -- without another setIsTyping, when the participant sends a message or
+  -- when it leaves.
+
+  local function typing_event(meeting, m, type_)
+    for _, v in ipairs(viewers(meeting, m.conv)) do
+      emit_conv(v, type_, { rel = "participant", href = phref(v, m), title = m.name }, nil,
+        { ["in"] = { rel = "typingParticipants", href = v.href .. "/participants/typingParticipants" } })
+    end
+  end
+
+  local function typing_stop(meeting, m)
+    local t = meeting.typing[m.key]
+    if not t or t.member ~= m then return false end
+    S.cancel(t.timer)
+    meeting.typing[m.key] = nil
+    if meeting.members[m.key] == m and m.state == "in" then
+      typing_event(meeting, m, "deleted")
+    end
+    return true
+  end
+  M.typing_stop = typing_stop
+
+  -- The member is typing (again): the timer restarts.
+  local function typing_start(meeting, m)
+    local t = meeting.typing[m.key]
+    if t and t.member ~= m then
+      S.cancel(t.timer)
+      t = nil
+    end
+    if t then
+      S.cancel(t.timer)
+    else
+      t = { member = m }
+      meeting.typing[m.key] = t
+      typing_event(meeting, m, "added")
+    end
+    t.timer = S.after(S.cfg["typing-timeout"], function()
+      if meeting.typing[m.key] == t then typing_stop(meeting, m) end
+    end)
+  end
+  M.typing_start = typing_start
+
+  ---------------------------------------------------------------------------
   -- the operation's end
 
   local function cancel_timers(conv)
@@ -256,6 +310,7 @@ return function(S)
   -- Removes a member from its meeting, telling the other members' applications.
   local function member_leave(meeting, m, reason)
     if meeting.members[m.key] ~= m then return end
+    typing_stop(meeting, m)
     local was = in_rel(m)
     for _, v in ipairs(viewers(meeting, m.conv)) do
       if m.state == "in" or (m.state == "lobby" and is_leader(v)) then
@@ -307,6 +362,18 @@ return function(S)
     end
   end
   M.conv_close = conv_close
+
+  -- A connected conversation loses its meeting (ended, ejected): messaging
+  -- and the conversation go Disconnected, then the conversation is deleted.
+  local function conv_disconnect(conv, reason)
+    if conv.closed then return end
+    if conv.state == "Connected" then
+      conv.state = "Disconnected"
+      emit_conv(conv, "updated", { rel = "messaging", href = conv.href .. "/messaging" }, messaging_resource(conv))
+      emit_conv_updated(conv)
+    end
+    conv_close(conv, reason)
+  end
 
   -- The member is in: the join completes with the roster in place.
   local function conv_connected(conv)
@@ -400,6 +467,26 @@ return function(S)
         emit_participant(m.conv, "added", other, true)
       end
     end
+    return true
+  end
+
+  -- A leader ejects a member: an application's conversation ends with
+  -- REASONS.ejected; the others get `deleted participant`.
+  function M.eject(meeting, m)
+    if meeting.members[m.key] ~= m then return false end
+    if m.conv then
+      conv_disconnect(m.conv, REASONS.ejected)
+    else
+      member_leave(meeting, m)
+    end
+    return true
+  end
+
+  -- A participant types (control API): nil and a message if it is not in.
+  function M.set_typing(meeting, key, on)
+    local m = meeting.members[key]
+    if not m or m.state ~= "in" then return nil, "no such participant in the meeting" end
+    if on then typing_start(meeting, m) else typing_stop(meeting, m) end
     return true
   end
 
@@ -714,6 +801,7 @@ return function(S)
   function M.say(meeting, from_key, text, html)
     local from = meeting.members[from_key]
     if not from or from.state ~= "in" then return nil, "no such participant in the meeting" end
+    typing_stop(meeting, from)
     deliver_message(meeting, from, text, html, from.conv)
     return true
   end
@@ -757,6 +845,7 @@ return function(S)
     later(conv, 0, function()
       emit_conv(conv, "completed", { rel = "message", href = msg.href }, message_resource(conv, msg),
         { status = "Success" })
+      typing_stop(conv.meeting, conv.member)
       deliver_message(conv.meeting, conv.member, text, html, conv)
     end)
     return S.created(ctx, msg.href)
@@ -801,6 +890,17 @@ return function(S)
       local rel = rest:sub(2)
       return collection(ctx, conv, rel, rel ~= "participants" and rel or nil)
     end
+    if rest == "/participants/typingParticipants" then
+      if m ~= "GET" then return S.method_not_allowed(ctx, "GET") end
+      local list = {}
+      for _, x in ipairs(roster(conv)) do
+        local t = meeting.typing[x.key]
+        if t and t.member == x and x ~= conv.member then
+          list[#list + 1] = { href = phref(conv, x), title = x.name }
+        end
+      end
+      return S.send(ctx, 200, fmt.resource("typingParticipants", conv.href .. rest):link_list("participant", list))
+    end
     local key, action = rest:match("^/participants/([^/]+)(.*)$")
     if key then
       local target = meeting.members[key]
@@ -818,6 +918,24 @@ return function(S)
         end
         if action == "/admit" then admit(meeting, target) else reject(meeting, target) end
         return S.no_content(ctx)
+      elseif action == "/eject" or action == "/promote" or action == "/demote" then
+        if m ~= "POST" then return S.method_not_allowed(ctx, "POST") end
+        if not is_leader(conv) then
+          return S.err(ctx, 403, "Forbidden", nil, "Only leaders can eject, promote or demote participants.")
+        end
+        if target == conv.member or target.state ~= "in" then
+          return S.err(ctx, 409, "Conflict", nil, "The participant is not an other participant in the meeting.")
+        end
+        if action == "/eject" then
+          M.eject(meeting, target)
+        else
+          local role = action == "/promote" and "Leader" or "Attendee"
+          if target.role == role then
+            return S.err(ctx, 409, "Conflict", nil, "The participant is already " .. role:lower() .. ".")
+          end
+          M.set_role(meeting, target, role)
+        end
+        return S.no_content(ctx)
       end
       return S.not_found(ctx)
     end
@@ -829,6 +947,18 @@ return function(S)
       return send_message(ctx, conv)
     elseif rest == "/messaging/stopMessaging" then
       if m ~= "POST" then return S.method_not_allowed(ctx, "POST") end
+      return S.no_content(ctx)
+    elseif rest == "/messaging/setIsTyping" then
+      if m ~= "POST" then return S.method_not_allowed(ctx, "POST") end
+      local app = conv.app
+      if not S.has_scope(app.scopes, "Conversations.Initiate")
+          and not S.has_scope(app.scopes, "Conversations.Receive") then
+        return S.err(ctx, 403, "Forbidden", nil, "The token lacks the Conversations.Initiate and Receive scopes.")
+      end
+      if conv.state ~= "Connected" or not conv.member or conv.member.state ~= "in" then
+        return S.err(ctx, 409, "Conflict", nil, "The conversation is not connected.")
+      end
+      typing_start(meeting, conv.member)
       return S.no_content(ctx)
     elseif rest:match("^/messaging/messages/%d+$") then
       if m ~= "GET" then return S.method_not_allowed(ctx, "GET") end
@@ -924,15 +1054,10 @@ return function(S)
       end
     end
     for _, conv in ipairs(convs) do
-      if not conv.closed then
-        if conv.state == "Connected" then
-          conv.state = "Disconnected"
-          emit_conv(conv, "updated", { rel = "messaging", href = conv.href .. "/messaging" }, messaging_resource(conv))
-          emit_conv_updated(conv)
-        end
-        conv_close(conv, REASONS.ended)
-      end
+      conv_disconnect(conv, REASONS.ended)
     end
+    for _, t in pairs(meeting.typing) do S.cancel(t.timer) end
+    meeting.typing = {}
     meeting.members = {}
     meeting.member_order = {}
   end

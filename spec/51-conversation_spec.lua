@@ -26,7 +26,7 @@ describe("conversations", function()
   for _, format in ipairs{ "json", "xml" } do
     describe("in " .. format, function()
       local sim
-      before_each(function() sim = H.sim() end)
+      before_each(function() sim = H.sim{ typing_timeout = 0.5 } end)
       after_each(function()
         H.close_all()
         local ok, how, code = sim:stop()
@@ -297,14 +297,14 @@ describe("conversations", function()
         conv:send("too early", function(_, e) err = e end)
         H.wait(function() return err end, "early send")
         assert.equal("NoLink", err.subcode)
+        -- Nor a setIsTyping link.
+        local terr
+        conv:set_typing(function(_, e) terr = e end)
+        H.wait(function() return terr end, "early set_typing")
+        assert.equal("NoLink", terr.subcode)
         sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
         H.completed(inv)
         H.wait(function() return conv.state == "Connected" end, "Connected")
-        -- ucwa-sim has no setIsTyping link.
-        local terr
-        conv:set_typing(function(_, e) terr = e end)
-        H.wait(function() return terr end, "set_typing")
-        assert.equal("NoLink", terr.subcode)
 
         -- Typing events as a server sends them (typingParticipants_ref).
         local typing = {}
@@ -332,6 +332,126 @@ describe("conversations", function()
         assert.has_error(function() conv:send(42) end)
         assert.has_error(function() conv:send("x", { format = "rtf" }) end)
         assert.has_error(function() conv:on("mesage", print) end)
+      end)
+
+      it("tells the others it is typing, and hears participants type", function()
+        local alice = H.client(sim, "alice@contoso.com", format)
+        local aconv = H.conversation(H.completed(H.join(alice)))
+        local bot = H.client(sim, "bot@contoso.com", format)
+        local inv = H.join(bot)
+        H.wait(function() return H.member_state(sim, "DEMO1", "bot@contoso.com") == "lobby" end, "lobby")
+        sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
+        local conv = H.conversation(H.completed(inv))
+        H.wait(function() return conv.state == "Connected" end, "Connected")
+        local seen, aseen = {}, {}
+        conv:on("typing", function(c, p, on)
+          assert.equal(conv, c)
+          seen[#seen + 1] = p:display() .. "=" .. tostring(on)
+        end)
+        aconv:on("typing", function(_, p, on) aseen[#aseen + 1] = { p = p, on = on } end)
+
+        -- The bot types: alice's application sees it, and so does the simulator.
+        local ok, terr
+        conv:set_typing(function(r, e) ok, terr = r, e end)
+        H.wait(function() return ok or terr end, "set_typing")
+        assert.is_nil(terr)
+        assert.is_true(ok)
+        H.wait(function() return #aseen == 1 end, "alice sees the bot typing")
+        assert.is_true(aseen[1].on)
+        assert.equal("Meeting Bot", aseen[1].p:display())
+        assert.equal(aseen[1].p, aconv:roster("attendees")[1])
+        local _, m = sim:control("GET", "/_sim/meetings/DEMO1")
+        for _, x in ipairs(m.members) do
+          assert.equal(x.key == "bot@contoso.com", x.typing, x.key)
+        end
+        -- Sending a message ends it.
+        local msg
+        conv:send("typed", function(mm) msg = mm end)
+        H.wait(function() return #aseen == 2 end, "typing ends with the message")
+        assert.is_false(aseen[2].on)
+        assert.equal(aseen[1].p, aseen[2].p)
+        H.wait(function() return msg and msg:completed() end, "message")
+
+        -- A virtual participant types: true, then false when it stops.
+        sim:control("POST", "/_sim/meetings/DEMO1/join", { user = "carol@contoso.com", name = "Carol", lobby = false })
+        H.wait(function() return #conv:roster() == 3 end, "carol in the roster")
+        assert.equal(200, (sim:control("POST", "/_sim/meetings/DEMO1/typing", { from = "carol@contoso.com" })))
+        H.wait(function() return #seen == 1 end, "carol typing")
+        assert.same({ "Carol=true" }, seen)
+        H.wait(function() return #seen == 2 end, "carol stops typing (timeout)")
+        assert.same({ "Carol=true", "Carol=false" }, seen)
+        -- ... and when she speaks.
+        local heard = {}
+        conv:on("message", function(_, mm) heard[#heard + 1] = mm.text end)
+        sim:control("POST", "/_sim/meetings/DEMO1/typing", { from = "carol@contoso.com" })
+        H.wait(function() return #seen == 3 end, "carol typing again")
+        sim:control("POST", "/_sim/meetings/DEMO1/message", { from = "carol@contoso.com", text = "there" })
+        H.wait(function() return #heard == 1 end, "carol's message")
+        assert.same({ "Carol=true", "Carol=false", "Carol=true", "Carol=false" }, seen)
+        assert.equal(3, #conv:roster()) -- typing is not a roster change
+        H.wait(function() return #aseen == 6 end, "alice hears carol too")
+        assert.equal("Carol", aseen[3].p:display())
+        assert.equal(0, #alice.errors + #bot.errors)
+      end)
+
+      it("ejects, promotes and demotes as a leader", function()
+        local alice = H.client(sim, "alice@contoso.com", format)
+        local aconv = H.conversation(H.completed(H.join(alice)))
+        local log = H.recorder(aconv, { "participant_added", "participant_updated", "participant_removed" })
+        local bot = H.client(sim, "bot@contoso.com", format)
+        local inv = H.join(bot)
+        H.wait(function() return H.member_state(sim, "DEMO1", "bot@contoso.com") == "lobby" end, "lobby")
+        sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
+        local conv = H.conversation(H.completed(inv))
+        local blog = H.recorder(conv, { "participant_updated" })
+        local ended
+        conv:on("deleted", function(_, reason) ended = reason or false end)
+        H.wait(function() return #aconv:roster("attendees") == 1 end, "the bot among alice's attendees")
+        local p = aconv:roster("attendees")[1]
+        assert.equal("Meeting Bot", p:display())
+        assert.is_true(p:can("eject"))
+        assert.is_true(p:can("promote"))
+        assert.is_false(p:can("demote"))
+        -- The bot, an attendee, may not act on alice.
+        local a = conv:roster("leaders")[1]
+        assert.equal("Alice Adams", a:display())
+        assert.is_false(a:can("eject"))
+        local n = #log
+
+        local function act(what)
+          local r
+          p[what](p, function(ok, err) r = ok or err end)
+          H.wait(function() return r ~= nil end, what)
+          return r
+        end
+        assert.is_true(act("promote"))
+        H.wait(function() return #log > n end, "promotion")
+        assert.same({ "participant_updated Meeting Bot leaders" }, summary({ table.unpack(log, n + 1) }))
+        assert.equal("Leader", p.role)
+        assert.equal("leaders", p.collection)
+        assert.is_true(p:can("demote"))
+        assert.is_false(p:can("promote"))
+        H.wait(function() return #blog == 1 end, "the bot hears of its promotion")
+        assert.equal("participant_updated Meeting Bot leaders", summary(blog)[1])
+        assert.is_true(blog[1].obj:is_local())
+
+        assert.is_true(act("demote"))
+        H.wait(function() return #log > n + 1 end, "demotion")
+        assert.equal("participant_updated Meeting Bot attendees", summary(log)[n + 2])
+        assert.equal("Attendee", p.role)
+        assert.is_true(p:can("promote"))
+
+        assert.is_true(act("eject"))
+        H.wait(function() return ended ~= nil and #log > n + 2 end, "ejection")
+        assert.equal("participant_removed Meeting Bot attendees", summary(log)[n + 3])
+        assert.equal("Removed", ended.subcode)
+        assert.equal("Disconnected", conv.state)
+        assert.same({}, aconv:roster("attendees"))
+        assert.is_nil(H.member_state(sim, "DEMO1", "bot@contoso.com"))
+        -- Gone: the server refuses a second ejection.
+        local again = act("eject")
+        assert.equal(404, again.status)
+        assert.equal(0, #bot.errors)
       end)
     end)
   end
