@@ -5,7 +5,19 @@
  * Each input is also run through parse_error and, when it parses, the model's
  * properties through encode("xml"/"json"). Lua errors are caught by pcall:
  * only argument errors may raise, and the harness passes proper arguments,
- * so any raised error is reported as a crash. */
+ * so any raised error is reported as a crash.
+ *
+ * Speed and leaks: one lua_State per process (LLVMFuzzerInitialize), one
+ * lua_pcall per input. libFuzzer counts mallocs and frees around every input
+ * and, when they differ, re-runs it and does a full LeakSanitizer scan (a few
+ * ms); after 1000 such inputs it gives up per-input leak checks for the rest
+ * of the run. Lua garbage left over from an input made every input look like
+ * a leak, so the targets spent their time in LSan scans (~600 runs/s). So each
+ * input ends with a full collect of the (small) state: the input frees what
+ * it allocated, mallocs == frees, and a C allocation that the parser really
+ * loses still unbalances the input and is reported as leak-* at once.
+ * -DFUZZ_GC_EVERY=N collects every N inputs instead (faster, but libFuzzer
+ * then soon turns off its per-input leak checks; leaks still show at exit). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +35,37 @@
 #define FUZZ_CT "application/json"
 #endif
 
+#ifndef FUZZ_GC_EVERY
+#define FUZZ_GC_EVERY 1
+#endif
+
+/* after a full collect the Lua heap may exceed its size after start-up by
+ * this much (bytes); more means the module keeps objects alive across calls
+ * (a registry/upvalue cache that grows), which is reported as a failure */
+#ifndef FUZZ_HEAP_SLACK
+#define FUZZ_HEAP_SLACK (1 << 20)
+#endif
+
 static lua_State *L;
+static long heap_base;  /* Lua heap in bytes after start-up */
+
+static long lua_heap(void)
+{
+    return (long)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + lua_gc(L, LUA_GCCOUNTB, 0);
+}
+
+/* stack slots kept for the whole run: the driver chunk and the module table */
+enum { DRIVER = 1, CORE = 2 };
+
+/* message handler: the escaped error with a traceback */
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL)
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
 
 static const char driver[] =
     "local core, body, fn, ct = ...\n"
@@ -52,41 +94,53 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc; (void)argv;
     L = luaL_newstate();
     luaL_openlibs(L);
-    lua_newtable(L);
-    ucwa_open_parse(L);  /* raises (aborts) if cjson cannot be loaded */
-    lua_setglobal(L, "core");
     if (luaL_loadbuffer(L, driver, sizeof driver - 1, "=driver") != LUA_OK) {
         fprintf(stderr, "%s\n", lua_tostring(L, -1));
         abort();
-    }
-    lua_setglobal(L, "driver");
+    }                    /* DRIVER */
+    lua_newtable(L);     /* CORE */
+    ucwa_open_parse(L);  /* raises (aborts) if cjson cannot be loaded */
     /* small limits so deep/large inputs exercise the limit paths */
-    lua_getglobal(L, "core");
-    lua_getfield(L, -1, "set_limits");
+    lua_getfield(L, CORE, "set_limits");
     lua_createtable(L, 0, 2);
     lua_pushinteger(L, 32);
     lua_setfield(L, -2, "max_depth");
     lua_pushinteger(L, 1 << 20);
     lua_setfield(L, -2, "max_body");
     lua_call(L, 1, 0);
-    lua_settop(L, 0);
+    lua_settop(L, CORE);
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    heap_base = lua_heap();
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static unsigned long n;
-    lua_getglobal(L, "driver");
-    lua_getglobal(L, "core");
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, traceback);
+    lua_pushvalue(L, DRIVER);
+    lua_pushvalue(L, CORE);
     lua_pushlstring(L, (const char *)data, size);
     lua_pushliteral(L, FUZZ_FN);
     lua_pushliteral(L, FUZZ_CT);
-    if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+    if (lua_pcall(L, 4, 0, top + 1) != LUA_OK) {
         fprintf(stderr, "Lua error escaped from ucwa.core: %s\n", lua_tostring(L, -1));
         abort();
     }
-    lua_settop(L, 0);
-    if (++n % 1000 == 0)
+    if (lua_gettop(L) != top + 1) {  /* only the message handler is left */
+        fprintf(stderr, "Lua stack unbalanced after the driver: %d, expected %d\n",
+                lua_gettop(L), top + 1);
+        abort();
+    }
+    lua_settop(L, top);
+    if (++n % FUZZ_GC_EVERY == 0) {
         lua_gc(L, LUA_GCCOLLECT, 0);
+        if (lua_heap() > heap_base + FUZZ_HEAP_SLACK) {
+            fprintf(stderr, "Lua heap grows across inputs: %ld bytes after a full collect, "
+                    "%ld after start-up\n", lua_heap(), heap_base);
+            abort();
+        }
+    }
     return 0;
 }
