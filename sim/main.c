@@ -977,7 +977,13 @@ int main(int argc, char **argv)
 		flags |= MHD_USE_ERROR_LOG;
 	if (cert)
 		flags |= MHD_USE_TLS;
-	if (cert)
+	{
+		/* TLS options only when serving HTTPS; the array ends at its END item */
+		struct MHD_OptionItem tls[] = {
+			{ MHD_OPTION_HTTPS_MEM_KEY, 0, key },
+			{ MHD_OPTION_HTTPS_MEM_CERT, 0, cert },
+			{ MHD_OPTION_END, 0, NULL },
+		};
 		G.daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
 			MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
 			MHD_OPTION_CONNECTION_LIMIT, (unsigned)20000,
@@ -985,18 +991,9 @@ int main(int argc, char **argv)
 			MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
 			MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
 			MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-			MHD_OPTION_HTTPS_MEM_KEY, key,
-			MHD_OPTION_HTTPS_MEM_CERT, cert,
+			MHD_OPTION_ARRAY, cert ? tls : &tls[2],
 			MHD_OPTION_END);
-	else
-		G.daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
-			MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-			MHD_OPTION_CONNECTION_LIMIT, (unsigned)20000,
-			MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)1900,
-			MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
-			MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-			MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-			MHD_OPTION_END);
+	}
 	if (!G.daemon) {
 		fprintf(stderr, "ucwa-sim: cannot listen on %s:%d\n", o.host, o.port);
 		status = 1;

@@ -629,15 +629,5 @@ static const luaL_Reg methods[] = {
 
 void ucwa_open_channel(lua_State *L)
 {
-    luaL_newmetatable(L, UCWA_CHANNEL_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    ucwa_new_class(L, UCWA_CHANNEL_MT, methods, l_gc, l_tostring, 1);
 }

@@ -1277,8 +1277,10 @@ static const luaL_Reg timer_methods[] = {
     {NULL, NULL}
 };
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                      lua_CFunction gc, lua_CFunction tostring, int with_close)
+/* One metatable per class: methods in __index, __gc (and __close when the
+ * class has a close), __tostring. */
+void ucwa_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                    lua_CFunction gc, lua_CFunction tostring, int with_close)
 {
     luaL_newmetatable(L, name);
     lua_newtable(L);
@@ -1304,9 +1306,9 @@ void ucwa_open_engine(lua_State *L)
             luaL_error(L, "curl_global_init failed");
         curl_ready = 1;
     }
-    new_class(L, UCWA_ENGINE_MT, engine_methods, l_engine_close, l_engine_tostring, 1);
-    new_class(L, UCWA_REQUEST_MT, request_methods, l_request_gc, l_request_tostring, 0);
-    new_class(L, UCWA_TIMER_MT, timer_methods, l_timer_gc, NULL, 0);
+    ucwa_new_class(L, UCWA_ENGINE_MT, engine_methods, l_engine_close, l_engine_tostring, 1);
+    ucwa_new_class(L, UCWA_REQUEST_MT, request_methods, l_request_gc, l_request_tostring, 0);
+    ucwa_new_class(L, UCWA_TIMER_MT, timer_methods, l_timer_gc, NULL, 0);
     luaL_newmetatable(L, ERROR_MT);
     lua_pushcfunction(L, error_tostring);
     lua_setfield(L, -2, "__tostring");

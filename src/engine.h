@@ -153,6 +153,8 @@ void ucwa_timer_arm(ucwa_engine *e, ucwa_timer *t, double seconds);
 void ucwa_timer_disarm(ucwa_timer *t);
 
 /* channel.c */
+void ucwa_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                    lua_CFunction gc, lua_CFunction tostring, int with_close);
 void ucwa_open_channel(lua_State *L);              /* registers metatable; eng method added by engine */
 int ucwa_engine_channel(lua_State *L);             /* eng:channel{...} */
 /* from step's delivery phase (engine userdata at eidx): LUA_OK with the stack as it
