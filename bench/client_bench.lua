@@ -90,6 +90,18 @@ local ok, err = pcall(function()
   report("event latency: median %.0f us from the simulator's release to the Lua callback; "
     .. "bare libcurl GET round trip %.0f us; ratio %.2f", client_lat * 1e6, bare * 1e6, client_lat / bare)
 
+  -- what the client itself spends on a one-event batch: parse and dispatch
+  do
+    local app = "/ucwa/oauth/v1/applications/1"
+    local body = cjson.encode{
+      _links = { self = { href = app .. "/events?ack=5" }, next = { href = app .. "/events?ack=6" } },
+      sender = { { rel = "me", href = app .. "/me",
+        events = { { link = { rel = "note", href = app .. "/me/note", title = "5" }, type = "updated" } } } } }
+    local n, t0 = 20000, os.clock()
+    for _ = 1, n do client:_dispatch(core.parse_events(body, "application/json")) end
+    report("  parse_events + dispatch of a one-event batch: %.1f us (CPU)", (os.clock() - t0) / n * 1e6)
+  end
+
   local total = 20000
   local start, t0 = received, gettime()
   for _ = 1, total // 1000 do release(1000) end

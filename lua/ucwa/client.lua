@@ -361,8 +361,7 @@ end
 function Client:_user(user_url)
   for _ = 1, 5 do
     self._user_url = user_url
-    local have_token = self._token ~= nil
-    if not have_token and type(secrets[self].token) ~= "nil" then
+    if self._token == nil and secrets[self].token ~= nil then
       local ok, err = async.await(self, coroutine.running(), function(d) self:_renew_token(d) end)
       if not ok then return nil, err end
     end
@@ -627,11 +626,15 @@ end
 
 function Client:_dispatch(batch)
   local links = batch.links or {}
-  if links.resume or links.resync then
-    local why = links.resume and "resume" or "resync"
+  -- resume: the server closed what it held (conversations, operations), so
+  -- operations in flight cannot complete. resync: the channel went back to the
+  -- first unacknowledged batch, nothing is lost; the bot is told all the same.
+  if links.resume then
     self:_fail_pending(errors.new{ code = "Gone", subcode = "EventChannelResumed",
-                                   message = "the event channel was " .. why .. "d; state was lost" })
-    self:_emit("resumed", { reason = why })
+                                   message = "the event channel was resumed; the server's state was reset" })
+    self:_emit("resumed", { reason = "resume" })
+  elseif links.resync then
+    self:_emit("resumed", { reason = "resync" })
   end
   for _, sender in ipairs(batch.senders or {}) do
     for _, ev in ipairs(sender.events or {}) do
@@ -784,11 +787,8 @@ function Client:step(timeout)
   local ok, err = pcall(self.engine.step, self.engine, timeout or 0)
   self._stepping = false
   if not ok then error(err, 0) end
-  local deferred = self._deferred_errors
-  if #deferred > 0 then
-    self._deferred_errors = {}
-    error(deferred[1], 0)
-  end
+  -- one error per step; the others wait for the next step, none is dropped
+  if #self._deferred_errors > 0 then error(table.remove(self._deferred_errors, 1), 0) end
   return self
 end
 
