@@ -48,7 +48,7 @@ local ok, err = pcall(function()
   local client = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password" }
   local ready, received = false, 0
   client:on("ready", function() ready = true end)
-  client:on_event(function(ev) if ev.link and ev.link.rel == "note" then received = received + 1 end end)
+  client:on("event", function(ev) if ev.link and ev.link.rel == "note" then received = received + 1 end end)
   client:start()
   wait_for(function() client:step(0.01) end, function() return ready end, 10)
   local _, st = sim:control("GET", "/_sim/state")
@@ -73,7 +73,7 @@ local ok, err = pcall(function()
   -- 1. release -> callback, for the client and for a raw long poll (below)
   local rounds, lat = 300, {}
   local t_event
-  client:on_event(function(ev) if ev.link and ev.link.rel == "note" then t_event = gettime() end end)
+  client:on("event", function(ev) if ev.link and ev.link.rel == "note" then t_event = gettime() end end)
   for i = 1, rounds do
     client:step(0.003)                      -- let the next P-GET settle at the server
     local released

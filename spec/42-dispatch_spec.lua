@@ -6,10 +6,13 @@ local cjson = require "cjson"
 
 local APP = "/ucwa/oauth/v1/applications/7"
 
+-- A client that never signed in, and its session's registry (white box: the
+-- registry is ucwa.dispatch, fed here the batches the event channel would).
 local function new_client()
   local c = ucwa.client{ url = "http://127.0.0.1:9/root", username = "bot@contoso.com", password = "x" }
-  c._base = "http://127.0.0.1:9" .. APP
-  return c
+  local session = c._session
+  session.base = "http://127.0.0.1:9" .. APP
+  return c, session.registry, session
 end
 
 local function batch(events)
@@ -29,7 +32,7 @@ end
 describe("dispatch", function()
   for _, rel in ipairs{ "onlineMeetingInvitation", "messagingInvitation", "participantInvitation" } do
     it("hands an incoming " .. rel .. " to the invitation callbacks as an object of its kind", function()
-      local c = new_client()
+      local c, registry = new_client()
       local href = APP .. "/communication/invitations/42"
       local res = { rel = rel, direction = "Incoming", state = "Connecting", subject = "Hi",
                     _links = { self = { href = href }, accept = { href = href .. "/accept" },
@@ -40,7 +43,7 @@ describe("dispatch", function()
         inv:on("completed", function(i) seen[#seen + 1] = "completed:" .. i.status end)
         inv:on("updated", function() seen[#seen + 1] = "updated" end)
       end)
-      c:_dispatch(batch{ event("started", rel, href, res) })
+      registry:dispatch(batch{ event("started", rel, href, res) })
       assert.equal(1, #got)
       local inv = got[1]
       assert.equal(rel, inv.rel)
@@ -49,7 +52,7 @@ describe("dispatch", function()
       assert.is_function(inv.accept)
       assert.is_function(inv.decline)
       res.state = "Connected"
-      c:_dispatch(batch{ event("updated", rel, href, res),
+      registry:dispatch(batch{ event("updated", rel, href, res),
                          event("completed", rel, href, res, { status = "Failure",
                            reason = { code = "LocalFailure", subcode = "SomethingNew", message = "m" } }),
                          event("completed", rel, href, res, { status = "Success" }) })
@@ -62,25 +65,25 @@ describe("dispatch", function()
   end
 
   it("keeps events of an operation not yet known and replays them when it is", function()
-    local c = new_client()
+    local c, registry, session = new_client()
     local href = APP .. "/communication/onlineMeetingInvitations/9"
-    c:_dispatch(batch{ event("started", "onlineMeetingInvitation", href) })
+    registry:dispatch(batch{ event("started", "onlineMeetingInvitation", href) })
     local resource = require "ucwa.resource"
-    local inv = resource.new(c, { rel = "onlineMeetingInvitation", href = href, properties = {} })
+    local inv = resource.new(session, { rel = "onlineMeetingInvitation", href = href, properties = {} })
     local seen = {}
     inv:on("started", function() seen[#seen + 1] = "started" end)
-    c:_keep_pending(inv)
-    c:_register(inv)
+    registry:track(inv)
+    registry:register(inv)
     assert.same({ "started" }, seen)
     c:close()
   end)
 
   it("reports a handler error to the error callbacks and keeps dispatching", function()
-    local c = new_client()
+    local c, registry = new_client()
     local errs, n = {}, 0
     c:on("error", function(e) errs[#errs + 1] = e end)
-    c:on_event(function() n = n + 1; error("bot bug") end)
-    c:_dispatch(batch{ event("updated", "me", APP .. "/me"), event("updated", "me", APP .. "/me") })
+    c:on("event", function() n = n + 1; error("bot bug") end)
+    registry:dispatch(batch{ event("updated", "me", APP .. "/me"), event("updated", "me", APP .. "/me") })
     assert.equal(2, n)
     assert.equal(2, #errs)
     assert.equal("CallbackError", errs[1].code)
@@ -89,10 +92,10 @@ describe("dispatch", function()
   end)
 
   it("raises handler errors from step() when nobody listens for errors, one per step, none lost", function()
-    local c = new_client()
+    local c, registry = new_client()
     local n = 0
-    c:on_event(function() n = n + 1; error("unheard bot bug " .. n) end)
-    c:_dispatch(batch{ event("updated", "me", APP .. "/me"), event("updated", "me", APP .. "/me") })
+    c:on("event", function() n = n + 1; error("unheard bot bug " .. n) end)
+    registry:dispatch(batch{ event("updated", "me", APP .. "/me"), event("updated", "me", APP .. "/me") })
     local ok1, e1 = pcall(c.step, c, 0)
     local ok2, e2 = pcall(c.step, c, 0)
     local ok3 = pcall(c.step, c, 0)
@@ -106,20 +109,20 @@ describe("dispatch", function()
 
   -- regression: a resync used to fail operations in flight although no event is lost
   it("keeps operations in flight across a resync, fails them on a resume", function()
-    local c = new_client()
+    local c, registry, session = new_client()
     local resource = require "ucwa.resource"
     local resumed = {}
     c:on("resumed", function(info) resumed[#resumed + 1] = info.reason end)
-    local inv = resource.new(c, { rel = "onlineMeetingInvitation", href = APP .. "/inv/1", properties = {} })
-    c:_keep_pending(inv)
-    c:_register(inv)
+    local inv = resource.new(session, { rel = "onlineMeetingInvitation", href = APP .. "/inv/1", properties = {} })
+    registry:track(inv)
+    registry:register(inv)
     local function with_link(rel)
       return assert(ucwa.parse_events(cjson.encode{ _links = { [rel] = { href = APP .. "/events?ack=3" } } },
         "application/json"))
     end
-    c:_dispatch(with_link("resync"))
+    registry:dispatch(with_link("resync"))
     assert.is_false(inv:completed())
-    c:_dispatch(with_link("resume"))
+    registry:dispatch(with_link("resume"))
     assert.equal("Failure", inv.status)
     assert.equal("EventChannelResumed", inv.reason.subcode)
     assert.same({ "resync", "resume" }, resumed)
@@ -129,8 +132,8 @@ end)
 
 describe("links that are not URLs", function()
   it("fail the request with BadLink instead of raising", function()
-    local c = new_client()
-    local res = require("ucwa.resource").new(c, { rel = "participant", href = APP .. "/p/1",
+    local c, _, session = new_client()
+    local res = require("ucwa.resource").new(session, { rel = "participant", href = APP .. "/p/1",
       links = { admit = { href = "//[bad" } } })
     local got
     res:admit(function(ok, err) got = { ok, err } end)

@@ -325,7 +325,7 @@ describe("conversations", function()
         end
         for _, kind in ipairs{ "added", "deleted" } do
           local parsed = assert(ucwa.parse_events(batch(kind)))
-          bot:_dispatch(parsed)
+          bot._session.registry:dispatch(parsed) -- white box: what the channel would hand over
         end
         assert.same({ "Alice Adams=true", "Alice Adams=false" }, typing)
         assert.equal(roster_before, #conv:roster())
@@ -486,7 +486,7 @@ describe("conversations", function()
       }
       for format, f in pairs(fixtures) do
         local client = ucwa.client{ url = "http://127.0.0.1:9/", username = "u", password = "p", format = format }
-        local conv = require("ucwa.resource").new(client, { rel = "conversation", href = "/c/1" })
+        local conv = require("ucwa.resource").new(client._session, { rel = "conversation", href = "/c/1" })
         local heard = {}
         conv:on("message", function(_, m) heard[#heard + 1] = m end)
         local res = assert(ucwa.parse(f[1], f[2]))

@@ -23,7 +23,7 @@ for _, format in ipairs{ "json", "xml" } do
       client:on("error", function(e) errors_seen[#errors_seen + 1] = tostring(e) end)
       -- synthetic events: sender me, "updated note", title = sequence number per application
       local got, count, dups, gaps = {}, 0, 0, 0
-      client:on_event(function(ev, sender)
+      client:on("event", function(ev, sender)
         if sender.rel == "me" and ev.link and ev.link.rel == "note" then
           local app = sender.href:match("applications/(%d+)/")
           local n = tonumber(ev.link.title)

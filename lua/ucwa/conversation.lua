@@ -28,14 +28,18 @@
 -- * `event`: `fn(conv, event)` for any other event the conversation sends.
 -- @module ucwa.conversation
 local core = require "ucwa.core"
-local async = require "ucwa.async"
 local errors = require "ucwa.errors"
 local resource = require "ucwa.resource"
 local util = require "ucwa.util"
 
 local conversation = {}
 
-local Conversation = resource.class("conversation")
+local CONVERSATION_EVENTS = {
+  participant_added = true, participant_updated = true, participant_removed = true, lobby = true,
+  message = true, typing = true, messaging = true, added = true, updated = true, deleted = true, event = true,
+}
+
+local Conversation = resource.class("conversation", nil, CONVERSATION_EVENTS)
 local Participant = resource.class("participant")
 local Message = resource.class("message", resource.Operation)
 
@@ -45,39 +49,6 @@ resource.register("conversation", Conversation)
 resource.register("participant", Participant)
 resource.register("localParticipant", Participant)
 resource.register("message", Message)
-
--- Conversations still going on, per client: kept alive while the server
--- still talks about them, whether or not the bot holds a reference.
--- (Weak keys: an ephemeron table, so a client that is dropped still goes.)
-local live = setmetatable({}, { __mode = "k" })
-
-local keep
-
--- The session was lost (the application was created again, or the event
--- channel resumed): the server has closed every conversation.
-local function session_lost(client, info)
-  if info.reason ~= "resume" and info.reason ~= "ApplicationNotFound" then return end
-  local set = live[client]
-  if not set then return end
-  local convs = {}
-  for conv in pairs(set) do convs[#convs + 1] = conv end
-  for _, conv in ipairs(convs) do
-    conv:_event{ type = "deleted", reason = errors.new{ code = "Gone", subcode = "SessionLost",
-      message = "the conversation ended with the session (" .. tostring(info.reason) .. ")" } }
-  end
-end
-
-function keep(conv, on)
-  local client = conv._client
-  local set = live[client]
-  if not set then
-    if not on then return end
-    set = {}
-    live[client] = set
-    client:on("resumed", function(info) session_lost(client, info) end)
-  end
-  set[conv] = on or nil
-end
 
 local function no_link(what, rel)
   return errors.new{ code = "NotAllowed", subcode = "NoLink", message = what .. " has no " .. rel .. " link now" }
@@ -157,18 +128,19 @@ end
 
 -- The participant object for a link {href=, title=}: the known one, or a
 -- new one that knows only its name (never overwrites what is known).
-local function participant_for(client, rel, link, model)
-  if model and model.href then return client:_object(model, "participant") end
+local function participant_for(session, rel, link, model)
+  local registry = session.registry
+  if model and model.href then return registry:object(model, "participant") end
   local href = link and link.href
   if not href then return nil end
-  local known = client._objects[client:_absolute(href)]
+  local known = registry:find(href)
   if known then
     if link.title and known.properties.name == nil then known.properties.name = link.title end
     return known
   end
-  local p = resource.new(client, { rel = rel or "participant", href = href,
-                                   properties = { name = link.title } }, "participant")
-  client:_register(p)
+  local p = resource.new(session, { rel = rel or "participant", href = href,
+                                    properties = { name = link.title } }, "participant")
+  registry:register(p)
   return p
 end
 
@@ -178,28 +150,11 @@ end
 -- `participantCount`, `activeModalities` ...
 -- @type Conversation
 
-local CONVERSATION_EVENTS = {
-  participant_added = true, participant_updated = true, participant_removed = true, lobby = true,
-  message = true, typing = true, messaging = true, added = true, updated = true, deleted = true, event = true,
-}
-
 function Conversation:_init()
   self._people = {}  -- absolute participant href -> participant (the roster heard from events)
   self._order = {}   -- arrival order of hrefs in _people
   self._inbox = { waiters = {} } -- messages for receive(), and the coroutines waiting in it
-  keep(self, true)
-end
-
---- Registers `fn` for a conversation callback (see the module's list). Returns self.
--- Unknown names raise.
--- @tparam string name
--- @tparam function fn
-function Conversation:on(name, fn)
-  if not CONVERSATION_EVENTS[name] then
-    error("bad argument #1 to 'on' (unknown conversation event '" .. tostring(name) .. "')", 2)
-  end
-  if type(fn) ~= "function" then error("bad argument #2 to 'on' (function expected)", 2) end
-  return resource.Resource.on(self, name, fn)
+  self._session.registry:keep_conversation(self, true)
 end
 
 --- The participants the conversation's events have named so far, in order
@@ -218,16 +173,16 @@ end
 
 -- GETs a collection link and returns its members as participant objects.
 function Conversation:_collection(rel, cb)
-  local client = self._client
-  return async.call(client, cb, function(done)
+  local session = self._session
+  return session.async:call(cb, function(done)
     local href = self:link(rel)
     if not href then return done(nil, no_link("conversation", rel)) end
-    client:_send({ method = "GET", url = href }, function(model, err)
+    session:send({ method = "GET", url = href }, function(model, err)
       if not model then return done(nil, err) end
       if model == true then return done({}) end
       local out, seen = {}, {}
       local function add(p)
-        local h = p and p.href and client:_absolute(p.href)
+        local h = p and p.href and session:absolute(p.href)
         if h and not seen[h] then
           seen[h] = true
           out[#out + 1] = p
@@ -236,12 +191,12 @@ function Conversation:_collection(rel, cb)
       local emb = model.embedded and model.embedded.participant
       if emb then
         if emb.rel or emb.href then emb = { emb } end
-        for _, m in ipairs(emb) do add(participant_for(client, "participant", nil, m)) end
+        for _, m in ipairs(emb) do add(participant_for(session, "participant", nil, m)) end
       end
       local links = model.links and model.links.participant
       if links then
         if links.href then links = { links } end
-        for _, l in ipairs(links) do add(participant_for(client, "participant", l)) end
+        for _, l in ipairs(links) do add(participant_for(session, "participant", l)) end
       end
       done(out)
     end)
@@ -267,17 +222,11 @@ function Conversation:_messaging(done)
   if m then return done(m) end
   local href = self:link("messaging")
   if not href then return done(nil, no_link("conversation", "messaging")) end
-  self._client:_send({ method = "GET", url = href }, function(model, err)
+  self._session:send({ method = "GET", url = href }, function(model, err)
     if not model then return done(nil, err) end
     if model ~= true then self._messaging_model = model end
     done(model)
   end)
-end
-
-local function link_of(model, rel)
-  local l = type(model) == "table" and model.links and model.links[rel]
-  if l and l[1] then l = l[1] end
-  return l and l.href
 end
 
 local function negotiated(m, format)
@@ -314,11 +263,11 @@ function Conversation:send(text, opts, cb)
     error("bad argument #2 to 'send' (format must be \"plain\" or \"html\")", 2)
   end
   local html = opts.format == "html"
-  local client = self._client
-  return async.call(client, cb, function(done)
+  local session = self._session
+  return session.async:call(cb, function(done)
     self:_messaging(function(m, err)
       if not m then return done(nil, err) end
-      local href = link_of(m, "sendMessage")
+      local href = resource.link(m, "sendMessage")
       if not href then
         return done(nil, errors.new{ code = "NotAllowed", subcode = "NoLink", message = "messaging is not connected" })
       end
@@ -327,24 +276,24 @@ function Conversation:send(text, opts, cb)
                                      message = "the server did not negotiate Html messages" })
       end
       local opid = opts.operationId or util.operation_id()
-      local msg = resource.new(client, { rel = "message",
+      local msg = resource.new(session, { rel = "message",
         properties = { direction = "Outgoing", operationId = opid } })
       msg.text = html and conversation.strip_html(text) or text
       msg.html = html and text or nil
       msg.conversation = self
-      client:_keep_pending(msg, opid)
-      client:_send({ method = "POST", url = href, raw_body = text, query = { operationId = opid },
+      session.registry:track(msg, opid)
+      session:send({ method = "POST", url = href, raw_body = text, query = { operationId = opid },
                      content_type = html and "text/html;charset=utf-8" or "text/plain;charset=utf-8" },
         function(model, e, resp)
           if e then
-            client:_forget_pending(msg)
+            session.registry:untrack(msg)
             msg:_fail(e)
             return done(nil, e)
           end
           if type(model) == "table" then msg:_update(model) end
           if not msg.href then
             msg.href = resp and resp.headers.location
-            client:_register(msg)
+            session.registry:register(msg)
           end
           done(msg)
         end)
@@ -355,13 +304,13 @@ end
 --- Tells the others the bot is typing (POST `setIsTyping`). `cb(true, err)`.
 -- @tparam[opt] function cb
 function Conversation:set_typing(cb)
-  local client = self._client
-  return async.call(client, cb, function(done)
+  local session = self._session
+  return session.async:call(cb, function(done)
     self:_messaging(function(m, err)
       if not m then return done(nil, err) end
-      local href = link_of(m, "setIsTyping")
+      local href = resource.link(m, "setIsTyping")
       if not href then return done(nil, no_link("messaging", "setIsTyping")) end
-      client:_send({ method = "POST", url = href }, function(_, e)
+      session:send({ method = "POST", url = href }, function(_, e)
         if e then return done(nil, e) end
         done(true)
       end)
@@ -373,10 +322,10 @@ end
 -- The `deleted` callback follows when the server confirms.
 -- @tparam[opt] function cb
 function Conversation:leave(cb)
-  local client = self._client
-  return async.call(client, cb, function(done)
+  local session = self._session
+  return session.async:call(cb, function(done)
     if not self.href then return done(nil, no_link("conversation", "self")) end
-    client:_send({ method = "DELETE", url = self.href, raw = true }, function(_, err)
+    session:send({ method = "DELETE", url = self.href, raw = true }, function(_, err)
       if err and err.status ~= 404 then return done(nil, err) end
       done(true)
     end)
@@ -388,7 +337,7 @@ local function decode_link(msg, rel)
   if not href then return nil end
   local text, err = conversation.decode_data_url(href)
   if not text then
-    msg._client:_log("warn", "message " .. rel .. ": " .. tostring(err))
+    msg._session:log("warn", "message " .. rel .. ": " .. tostring(err))
     return nil
   end
   -- Servers end messages with CRLF ("Hi+Tosh%0d%0a").
@@ -397,7 +346,7 @@ end
 
 -- Fills text, html, time, from and sender from the message's representation.
 function Conversation:_read_message(msg)
-  local client = self._client
+  local session = self._session
   local html = decode_link(msg, "htmlMessage")
   local text = decode_link(msg, "plainMessage") or decode_link(msg, "message")
   if html then msg.html = html end
@@ -408,8 +357,8 @@ function Conversation:_read_message(msg)
   end
   local plink = msg.links.participant
   if plink and plink[1] then plink = plink[1] end
-  local sender = plink and (self._people[client:_absolute(plink.href)]
-                            or participant_for(client, "participant", plink))
+  local sender = plink and (self._people[session:absolute(plink.href)]
+                            or participant_for(session, "participant", plink))
   msg.sender = sender
   msg.from = (sender and sender:display()) or (plink and plink.title) or msg.from
   msg.conversation = self
@@ -439,7 +388,7 @@ function Conversation:receive()
   if rawget(self, "_ended") then
     return nil, "deleted"
   end
-  return async.wait(self._client, "receive", function(wake)
+  return self._session.async:wait("receive", function(wake)
     inbox.waiters[#inbox.waiters + 1] = wake
   end)
 end
@@ -450,15 +399,15 @@ local ROLE = { leaders = "Leader", attendees = "Attendee" }
 
 -- A participant event (roster or typing).
 function Conversation:_participant_event(ev, rel)
-  local client = self._client
+  local session = self._session
   local link = ev.link
   local collection = ev["in"] and ev["in"].rel
-  local p = participant_for(client, rel, link, ev.resource)
+  local p = participant_for(session, rel, link, ev.resource)
   if not p then return end
   if collection == "typingParticipants" then
     return self:_emit("typing", p, ev.type ~= "deleted")
   end
-  local href = client:_absolute(p.href)
+  local href = session:absolute(p.href)
   local known = self._people[href]
   if not ev.resource and collection then
     -- No representation: what the collection tells.
@@ -497,28 +446,22 @@ end
 -- A message event: an outgoing one is an operation of the bot's; an
 -- incoming one is delivered once.
 function Conversation:_message_event(ev)
-  local client = self._client
+  local session = self._session
+  local registry = session.registry
   local link = ev.link or {}
   local res = ev.resource
-  local href = link.href and client:_absolute(link.href)
-  local msg = href and client._objects[href]
-  local opid = res and res.properties and res.properties.operationId
-  if not msg and opid then
-    msg = client._by_operation[opid]
-    if msg and not msg.href then
-      msg.href = link.href
-      client:_register(msg)
-    end
-  end
+  local msg = registry:find(link.href)
+    or (res and res.properties and registry:operation(res.properties.operationId, link.href))
   if msg then
     if res then msg:_update(res) end
   elseif res then
-    msg = client:_object(res, "message")
-  elseif href then
+    msg = registry:object(res, "message")
+  elseif link.href then
     -- No representation: fetch it, then handle the event again.
-    return client:_send({ method = "GET", url = href }, function(model, err)
+    local href = link.href
+    return session:send({ method = "GET", url = href }, function(model, err)
       if not model or model == true then
-        return client:_log("warn", "fetching message " .. href .. ": " .. tostring(err))
+        return session:log("warn", "fetching message " .. href .. ": " .. tostring(err))
       end
       model.href = model.href or link.href
       ev.resource = model
@@ -561,13 +504,13 @@ function Conversation:_event(ev)
     self.properties.state = "Disconnected"
     self.reason = ev.reason
     self._ended = true
-    keep(self, false)
+    self._session.registry:keep_conversation(self, false)
     self:_emit("deleted", ev.reason)
     local waiters = self._inbox.waiters
     self._inbox.waiters = {}
     for _, wake in ipairs(waiters) do wake(nil, "deleted") end
   elseif ev.type == "added" or ev.type == "started" then
-    keep(self, true)
+    self._session.registry:keep_conversation(self, true)
     self:_emit("added")
   else
     self:_emit("updated")

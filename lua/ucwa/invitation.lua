@@ -3,7 +3,6 @@
 -- An invitation is an operation: events started, updated, completed; after
 -- completion `status` is "Success" or "Failure" and `reason` says why.
 -- @module ucwa.invitation
-local async = require "ucwa.async"
 local errors = require "ucwa.errors"
 local resource = require "ucwa.resource"
 local util = require "ucwa.util"
@@ -36,7 +35,7 @@ end
 -- started event yet), it cancels as soon as the link arrives. cb(true, err).
 function Invitation:cancel(cb)
   if self:link("cancel") or self:completed() then return self:_post("cancel", nil, cb) end
-  return async.call(self._client, cb, function(done)
+  return self._session.async:call(cb, function(done)
     self._cancel_when_linked = done
   end)
 end

@@ -1,20 +1,49 @@
 --- Resource objects: a UCWA resource with its properties by name, callbacks
 -- per event type, and link navigation. Classes (invitation, conversation ...)
--- derive from it.
+-- derive from it. An object belongs to a session (session.lua), through which
+-- it sends requests, finds other objects (`session.registry`) and runs the
+-- bot's callbacks.
 -- @module ucwa.resource
-local async = require "ucwa.async"
+local emitter = require "ucwa.emitter"
 local errors = require "ucwa.errors"
-local util = require "ucwa.util"
 
 local resource = {}
 local classes = {}
 
+--- The href of link `rel` of a model or object (the first one of a
+-- collection), or nil. The one link reader of the Lua layer.
+-- @tparam table model
+-- @string rel
+-- @treturn string|nil
+function resource.link(model, rel)
+  local links = type(model) == "table" and model.links
+  local l = links and links[rel]
+  if l and l[1] then l = l[1] end
+  return l and l.href
+end
+
+--- The href of link `rel` of the resource embedded as `emb` in a model
+-- (`"self"`: the embedded resource's own href), or nil.
+-- @tparam table model
+-- @string emb
+-- @string rel
+-- @treturn string|nil
+function resource.embedded_link(model, emb, rel)
+  local e = model and model.embedded and model.embedded[emb]
+  if not e then return nil end
+  if rel == "self" then return e.href end
+  return resource.link(e, rel)
+end
+
 local Resource = {}
 resource.Resource = Resource
 
---- Makes a class whose instances find methods first, then properties by name.
-function resource.class(name, parent)
-  local class = setmetatable({ _name = name }, { __index = parent or Resource })
+--- Makes a class whose instances find methods first, then properties by
+-- name; `events` is the set of callback names `on` accepts (inherited from
+-- the parent when nil).
+function resource.class(name, parent, events)
+  parent = parent or Resource
+  local class = setmetatable({ __name = "ucwa." .. name }, { __index = parent })
   class.__index = function(self, key)
     local v = class[key]
     if v ~= nil then return v end
@@ -23,6 +52,9 @@ function resource.class(name, parent)
   end
   class.__tostring = function(self)
     return "ucwa." .. tostring(self.rel or name) .. "(" .. tostring(self.href) .. ")"
+  end
+  if events or not parent.events then
+    emitter.install(class, name, events or { added = true, updated = true, deleted = true })
   end
   return class
 end
@@ -35,11 +67,11 @@ end
 local Generic = resource.class("resource")
 
 --- A new object for a parsed model, of the class registered for its rel.
-function resource.new(client, model, rel)
+function resource.new(session, model, rel)
   rel = rel or model.rel
   local class = classes[rel] or Generic
   local self = setmetatable({
-    _client = client, _handlers = {}, rel = rel, href = model.href,
+    _session = session, rel = rel, href = model.href,
     properties = {}, links = {}, embedded = {},
   }, class)
   self:_update(model)
@@ -56,36 +88,26 @@ function Resource:_update(model)
   if model.embedded then self.embedded = model.embedded end
 end
 
---- Calls fn(self, ...) on each `name` event of this object. Returns self.
-function Resource:on(name, fn)
-  if type(name) ~= "string" then error("bad argument #1 to 'on' (string expected)", 2) end
-  if type(fn) ~= "function" then error("bad argument #2 to 'on' (function expected)", 2) end
-  util.add_handler(self._handlers, name, fn)
-  return self
-end
-
---- Runs the handlers of `name`; their errors go to the client's error path.
+--- Runs the handlers of `name` with (self, ...); their errors go to the
+-- client's error path.
 function Resource:_emit(name, ...)
-  local list = self._handlers[name]
-  if not list then return end
-  for i = 1, #list do
-    self._client:_call_handler(list[i], self, ...)
-  end
+  local session = self._session
+  emitter.emit(self, name, session.call, self, ...)
 end
 
 --- The href of a link, or nil.
+-- @string rel
 function Resource:link(rel)
-  local l = self.links[rel]
-  if l and l[1] then l = l[1] end
-  return l and l.href
+  return resource.link(self, rel)
 end
 
 --- Fetches the resource again and updates this object. cb(self, err).
 function Resource:refresh(cb)
-  return async.call(self._client, cb, function(done)
-    self._client:_send({ method = "GET", url = self.href }, function(model, err)
+  local session = self._session
+  return session.async:call(cb, function(done)
+    session:send({ method = "GET", url = self.href }, function(model, err)
       if not model then return done(nil, err) end
-      self:_update(model)
+      if model ~= true then self:_update(model) end
       done(self)
     end)
   end)
@@ -94,36 +116,38 @@ end
 --- Follows link `rel`: the embedded resource when the event carried one,
 -- else a GET. cb(object, err).
 function Resource:_follow(rel, cb)
-  local client = self._client
-  return async.call(client, cb, function(done)
+  local session = self._session
+  local registry = session.registry
+  return session.async:call(cb, function(done)
     local emb = self.embedded[rel]
     if emb and emb.rel then
-      return done(client:_object(emb))
+      return done(registry:object(emb))
     end
     local href = self:link(rel)
-    local known = href and client._objects[client:_absolute(href)]
+    local known = href and registry:find(href)
     if known and next(known.links) then return done(known) end
     if not href then
       return done(nil, errors.new{ code = "NotFound", subcode = "NoLink",
         message = tostring(self.rel) .. " has no " .. rel .. " link" })
     end
-    client:_send({ method = "GET", url = href }, function(model, err)
+    session:send({ method = "GET", url = href }, function(model, err)
       if not model then return done(nil, err) end
-      done(client:_object(model))
+      if model == true then model = { rel = rel, href = href } end
+      done(registry:object(model))
     end)
   end)
 end
 
 --- POSTs to link `rel` (with an optional body table). cb(true, err).
 function Resource:_post(rel, body, cb, query)
-  local client = self._client
-  return async.call(client, cb, function(done)
+  local session = self._session
+  return session.async:call(cb, function(done)
     local href = self:link(rel)
     if not href then
       return done(nil, errors.new{ code = "NotAllowed", subcode = "NoLink",
         message = tostring(self.rel) .. " has no " .. rel .. " link now" })
     end
-    client:_send({ method = "POST", url = href, body = body, query = query }, function(_, err)
+    session:send({ method = "POST", url = href, body = body, query = query }, function(_, err)
       if err then return done(nil, err) end
       done(true)
     end)
@@ -132,7 +156,7 @@ end
 
 --- Operations (invitations, messages): started, updated, completed events;
 -- after completion `status` is "Success" or "Failure" and `reason` says why.
-local Operation = resource.class("operation")
+local Operation = resource.class("operation", Resource, { started = true, updated = true, completed = true })
 resource.Operation = Operation
 
 --- True once the completed event has arrived.
@@ -143,7 +167,7 @@ end
 --- In a spawned coroutine: waits until completion; returns status, reason.
 function Operation:wait()
   if self:completed() then return self.status, self.reason end
-  return async.wait(self._client, "wait", function(wake)
+  return self._session.async:wait("wait", function(wake)
     local waiters = rawget(self, "_waiters")
     if not waiters then waiters = {}; self._waiters = waiters end
     waiters[#waiters + 1] = wake
@@ -157,7 +181,7 @@ function Operation:_event(ev)
     if self:completed() then return end -- a completed operation stays completed
     self.status = ev.status or "Success"
     self.reason = ev.reason
-    self._client:_forget_pending(self)
+    self._session.registry:untrack(self)
     self:_emit("completed")
     local waiters = rawget(self, "_waiters")
     self._waiters = nil

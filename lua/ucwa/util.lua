@@ -41,16 +41,4 @@ function util.url_host(url)
   return scheme:lower(), host:lower()
 end
 
---- Appends fn to handlers[name] (a list per event name).
-function util.add_handler(handlers, name, fn)
-  local list = handlers[name]
-  if not list then list = {}; handlers[name] = list end
-  list[#list + 1] = fn
-end
-
---- Calls fn(...) and returns its results, or nil and the error with a traceback.
-function util.traceback_call(fn, ...)
-  return xpcall(fn, debug.traceback, ...)
-end
-
 return util

@@ -23,4 +23,18 @@ function env.admit_until_complete(client, sim, inv, secs)
   end, secs or 5, "completion")
 end
 
+--- A token from the simulator's token service (password grant).
+function env.password_token(sim, user, password)
+  return require("support.sim_client").token(sim, user, password)
+end
+
+--- How many token grants the client's log lines show answered 200.
+function env.count_token_grants(logs)
+  local n = 0
+  for _, line in ipairs(logs) do
+    if line:match("POST %S+/oauth/token %-> 200") then n = n + 1 end
+  end
+  return n
+end
+
 return env

@@ -1,0 +1,209 @@
+--- The object registry of a session and the routing of event batches to it.
+--
+-- Path of an event: the event channel hands a parsed batch to
+-- `Registry:dispatch`; each event goes to the client's `event` handlers,
+-- then `Registry:route` finds its object (by href, by the operationId of an
+-- operation the bot started, or the conversation that sent it) and calls the
+-- object's `_event` (resource.lua and its classes), which fires the object's
+-- callbacks. Events about an operation whose `201 Created` has not arrived
+-- yet wait here until it is registered.
+--
+-- This module is the only reader of the registry's tables.
+-- @module ucwa.dispatch
+local errors = require "ucwa.errors"
+local invitation = require "ucwa.invitation"
+local resource = require "ucwa.resource"
+
+local dispatch = {}
+
+--- Operation rels whose events a bot's invitations receive.
+dispatch.OPERATIONS = {}
+for _, rel in ipairs(invitation.rels) do dispatch.OPERATIONS[rel] = true end
+
+local Registry = {}
+Registry.__index = Registry
+
+--- A registry for `session` (which resolves hrefs, sends requests, logs,
+-- and emits the client's events).
+function dispatch.new(session)
+  return setmetatable({
+    session = session,
+    objects = setmetatable({}, { __mode = "v" }), -- absolute href -> object
+    pending = {},        -- operations in flight, kept alive until they complete
+    by_operation = {},   -- operationId -> operation started by the bot
+    early = {},          -- absolute href -> events that came before the object was known
+    live = {},           -- conversations going on: kept alive while the server talks about them
+  }, Registry)
+end
+
+local function absolute(self, href)
+  return href and (self.session:absolute(href))
+end
+
+--- The object known under `href`, or nil.
+function Registry:find(href)
+  local h = absolute(self, href)
+  return h and self.objects[h]
+end
+
+--- Registers obj under its href, and replays events that came before it was known.
+function Registry:register(obj)
+  local href = absolute(self, obj.href)
+  if not href then return end
+  self.objects[href] = obj
+  local early = self.early[href]
+  if early then
+    self.early[href] = nil
+    for _, ev in ipairs(early) do obj:_event(ev) end
+  end
+end
+
+--- The object for a model: the known one (updated) or a new one.
+function Registry:object(model, rel)
+  local obj = self:find(model.href)
+  if obj then
+    obj:_update(model)
+    return obj
+  end
+  obj = resource.new(self.session, model, rel)
+  self:register(obj)
+  return obj
+end
+
+--- Keeps an operation in flight alive, and findable by its operationId.
+function Registry:track(obj, operation_id)
+  self.pending[obj] = true
+  if operation_id then self.by_operation[operation_id] = obj end
+end
+
+--- Forgets an operation that completed.
+function Registry:untrack(obj)
+  self.pending[obj] = nil
+  local id = obj.properties.operationId
+  if id and self.by_operation[id] == obj then self.by_operation[id] = nil end
+end
+
+--- The operation the bot started with this operationId, registered under
+-- `href` (the event's link) when it did not know its href yet.
+function Registry:operation(operation_id, href)
+  local obj = operation_id and self.by_operation[operation_id]
+  if obj and not obj.href and href then
+    obj.href = href
+    self:register(obj)
+  end
+  return obj
+end
+
+--- Completes every operation in flight with Failure and `reason`.
+function Registry:fail_pending(reason)
+  local pending = self.pending
+  self.pending, self.by_operation, self.early = {}, {}, {}
+  for obj in pairs(pending) do obj:_fail(reason) end
+end
+
+--- Keeps a conversation alive (on) while it goes on, or lets it go.
+function Registry:keep_conversation(conv, on)
+  self.live[conv] = on or nil
+end
+
+--- The conversations going on, in no particular order.
+function Registry:conversations()
+  local list = {}
+  for conv in pairs(self.live) do list[#list + 1] = conv end
+  return list
+end
+
+--- The server closed what it held (`why`: the application was created again,
+-- "ApplicationNotFound", or the event channel resumed, "resume"): operations
+-- in flight fail with `err` and conversations end.
+function Registry:session_lost(why, err)
+  self:fail_pending(err)
+  for _, conv in ipairs(self:conversations()) do
+    conv:_event{ type = "deleted", reason = errors.new{ code = "Gone", subcode = "SessionLost",
+      message = "the conversation ended with the session (" .. why .. ")" } }
+  end
+end
+
+--- Dispatches one parsed batch of the event channel.
+function Registry:dispatch(batch)
+  local links = batch.links or {}
+  local session = self.session
+  -- resume: the server closed what it held, so operations in flight cannot
+  -- complete. resync: the channel went back to the first unacknowledged
+  -- batch, nothing is lost; the bot is told all the same.
+  if links.resume then
+    self:session_lost("resume", errors.new{ code = "Gone", subcode = "EventChannelResumed",
+      message = "the event channel was resumed; the server's state was reset" })
+    session:emit("resumed", { reason = "resume" })
+  elseif links.resync then
+    session:emit("resumed", { reason = "resync" })
+  end
+  for _, sender in ipairs(batch.senders or {}) do
+    for _, ev in ipairs(sender.events or {}) do
+      session:emit("event", ev, sender)
+      self:route(ev, sender)
+    end
+  end
+end
+
+-- The object a bare link names: the known one, or a new one fetched in the background.
+function Registry:object_for_link(rel, href)
+  local obj = self:find(href)
+  if obj then return obj end
+  obj = self:object({ rel = rel, href = href }, rel)
+  local session = self.session
+  obj:refresh(function(_, err) if err then session:log("warn", "fetching " .. href .. ": " .. tostring(err)) end end)
+  return obj
+end
+
+--- Routes one event to its object.
+function Registry:route(ev, sender)
+  if sender.rel == "conversation" and sender.href then
+    return self:object_for_link("conversation", sender.href):_sender_event(ev)
+  end
+  local link = ev.link or {}
+  local href = absolute(self, link.href)
+  local res = ev.resource
+  local obj = (href and self.objects[href])
+    or (res and res.properties and self:operation(res.properties.operationId, href))
+  if obj then
+    if obj._event then obj:_event(ev, sender) end
+    return
+  end
+  if link.rel == "conversation" and href then
+    local conv = res and self:object(res, "conversation") or self:object_for_link("conversation", href)
+    return conv:_event(ev)
+  end
+  if dispatch.OPERATIONS[link.rel] then
+    local direction = res and res.properties and res.properties.direction
+    if direction == "Incoming" and (ev.type == "started" or ev.type == "added") then
+      return self:incoming(ev, href, link.rel)
+    end
+    if res == nil or direction == nil then
+      -- An outgoing operation whose 201 has not arrived yet: keep it for later.
+      local list = self.early[href] or {}
+      list[#list + 1] = ev
+      self.early[href] = list
+    end
+  end
+end
+
+-- An incoming invitation: an object of its kind, then the "invitation" callbacks.
+function Registry:incoming(ev, href, rel)
+  local session = self.session
+  local function deliver(model)
+    local inv = resource.new(session, model, rel)
+    inv.href = inv.href or href
+    self:register(inv)
+    self:track(inv)
+    session:emit("invitation", inv)
+    inv:_event(ev)
+  end
+  if ev.resource then return deliver(ev.resource) end
+  session:send({ method = "GET", url = href }, function(model, err)
+    if not model then return session:report(err) end
+    deliver(model)
+  end)
+end
+
+return dispatch

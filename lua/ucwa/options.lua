@@ -1,0 +1,159 @@
+--- Checking option tables: every key known, every value of the right type
+-- and range, so a typo raises where it was made ("unknown option 'pasword'
+-- (did you mean 'password'?)") instead of failing later and elsewhere.
+-- @module ucwa.options
+local core = require "ucwa.core"
+
+local options = {}
+
+-- Edit distance, for the "did you mean" of an unknown key.
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+--- The known name closest to `name` (at most a third of it different), or nil.
+-- @string name
+-- @tparam table known set of names
+-- @treturn string|nil
+function options.closest(name, known)
+  local best, best_d
+  for k in pairs(known) do
+    local d = distance(name, k)
+    if not best_d or d < best_d or (d == best_d and k < best) then best, best_d = k, d end
+  end
+  if best and best_d <= math.max(2, #name // 3) then return best end
+end
+
+-- Checkers: nil when the value is fine, else what was expected.
+local function kind(t)
+  return function(v) if type(v) ~= t then return t end end
+end
+local string_ = kind("string")
+local boolean_ = kind("boolean")
+local function_ = kind("function")
+local function positive(v)
+  if type(v) ~= "number" or v ~= v or v <= 0 then return "a positive number" end
+end
+local function non_negative(v)
+  if type(v) ~= "number" or v ~= v or v < 0 then return "a number >= 0" end
+end
+local function one_of(...)
+  local set, list = {}, {}
+  for _, s in ipairs{ ... } do set[s] = true; list[#list + 1] = '"' .. s .. '"' end
+  local what = table.concat(list, " or ")
+  return function(v) if not set[v] then return what end end
+end
+local function string_or_function(v)
+  if type(v) ~= "string" and type(v) ~= "function" then return "a string or a function" end
+end
+local function string_or_false(v)
+  if type(v) ~= "string" and v ~= false then return "a string or false" end
+end
+local function engine_(v)
+  local mt = type(v) == "userdata" and getmetatable(v)
+  if not (type(mt) == "table" and mt.__name == "ucwa.engine") then return "an engine made by ucwa.engine{}" end
+end
+
+--- Checks table `t` against `spec` (name -> checker, or a nested spec table
+-- for a sub-table); raises "bad argument #1 to '<fname>' (...)" at `level`.
+-- @tparam table t
+-- @tparam table spec
+-- @string fname
+-- @int level
+-- @string[opt] prefix for nested tables ("backoff.")
+function options.check(t, spec, fname, level, prefix)
+  prefix = prefix or ""
+  local function fail(msg) error(("bad argument #1 to '%s' (%s)"):format(fname, msg), level + 1) end
+  if type(t) ~= "table" then fail((prefix ~= "" and prefix:sub(1, -2) .. " must be a table" or "table expected")) end
+  for k, v in pairs(t) do
+    local checker = type(k) == "string" and spec[k]
+    if not checker then
+      local near = type(k) == "string" and options.closest(k, spec)
+      fail(("unknown option '%s%s'%s"):format(prefix, tostring(k),
+        near and (" (did you mean '" .. prefix .. near .. "'?)") or ""))
+    end
+    if type(checker) == "table" then
+      options.check(v, checker, fname, level + 1, prefix .. k .. ".")
+    else
+      local want = checker(v)
+      if want then
+        fail(("option '%s%s' must be %s, got %s"):format(prefix, k, want,
+          type(v) == "string" and ('"' .. v .. '"') or type(v)))
+      end
+    end
+  end
+end
+
+--- The options of ucwa.client{} and what each takes.
+options.CLIENT = {
+  url = string_, domain = string_,
+  username = string_, password = string_, token = string_or_function,
+  anonymous = { meeting = string_, key = string_, display_name = string_ },
+  format = one_of("json", "xml"),
+  user_agent = string_, culture = string_,
+  verify = boolean_, ca_file = string_, proxy = string_or_false, max_body = positive,
+  timeout = positive, event_timeout = positive, event_grace = non_negative,
+  backoff = { initial = positive, max = positive },
+  activity_interval = positive, available = boolean_,
+  engine = engine_, log = function_,
+}
+
+-- Options that configure the client's own engine: meaningless with engine=.
+local ENGINE_OPTIONS = { "verify", "ca_file", "proxy", "max_body" }
+
+--- Checks ucwa.client{} options and returns them with defaults filled in
+-- (and the engine made); raises on anything wrong.
+-- @tparam table opts
+-- @int level for error()
+-- @treturn table
+function options.client(opts, level)
+  options.check(opts, options.CLIENT, "client", level + 1)
+  local function fail(msg) error("bad argument #1 to 'client' (" .. msg .. ")", level + 1) end
+  if opts.url == nil and opts.domain == nil then fail("url or domain expected") end
+  if opts.url ~= nil and opts.domain ~= nil then fail("url and domain given: give one") end
+  if opts.anonymous and opts.anonymous.meeting == nil then fail("anonymous.meeting expected") end
+  local creds = (opts.username and 1 or 0) + (opts.token and 1 or 0) + (opts.anonymous and 1 or 0)
+  if creds == 0 then fail("username and password, token, or anonymous expected") end
+  if creds > 1 then fail("give one of username and password, token, or anonymous") end
+  if opts.username and opts.password == nil then fail("username given without password") end
+  if opts.password ~= nil and opts.username == nil then fail("password given without username") end
+  if opts.backoff and opts.backoff.initial and opts.backoff.max and opts.backoff.max < opts.backoff.initial then
+    fail("backoff.max must be >= backoff.initial")
+  end
+  local user_agent = opts.user_agent or ("lua-ucwa/" .. core._VERSION)
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.format = opts.format or "json"
+  o.user_agent = user_agent
+  o.culture = opts.culture or "en-US"
+  o.timeout = opts.timeout or 30
+  o.event_timeout = opts.event_timeout or 180
+  o.activity_interval = opts.activity_interval or 180
+  o.available = opts.available ~= false
+  if opts.engine then
+    for _, k in ipairs(ENGINE_OPTIONS) do
+      if opts[k] ~= nil then
+        fail("option '" .. k .. "' configures the client's own engine: give it to ucwa.engine{} when sharing one")
+      end
+    end
+    o.own_engine = false
+  else
+    -- Many bots may share one engine (one epoll set, one connection pool).
+    o.engine = core.engine{ verify = opts.verify ~= false, ca_file = opts.ca_file, proxy = opts.proxy,
+                            user_agent = user_agent, max_body = opts.max_body }
+    o.own_engine = true
+  end
+  return o
+end
+
+return options

@@ -1,0 +1,527 @@
+--- The session behind a client: autodiscovery, tokens, the application,
+-- availability, the event channel, and recovery when the server loses any of
+-- them. It owns every timer and every backoff of the client, so closing it
+-- stops everything; it is the internal interface through which objects send
+-- requests (`send`), find each other (`registry`), run a bot's callbacks
+-- (`call`, `emit`) and report failures (`report`).
+-- @module ucwa.session
+local core = require "ucwa.core"
+local cjson = require "cjson.safe"
+local async = require "ucwa.async"
+local auth = require "ucwa.auth"
+local discovery = require "ucwa.discovery"
+local dispatch = require "ucwa.dispatch"
+local emitter = require "ucwa.emitter"
+local errors = require "ucwa.errors"
+local request = require "ucwa.request"
+local resource = require "ucwa.resource"
+local util = require "ucwa.util"
+
+local session = {}
+
+local Session = {}
+Session.__index = Session
+Session.__name = "ucwa.session"
+
+-- Secrets live here, keyed by session, never in an object a bot may print or dump.
+local secrets = setmetatable({}, { __mode = "k" })
+
+local ACCEPT = { json = "application/json", xml = "application/xml" }
+
+--- A session for `client` with validated options `o` (see client.lua).
+function session.new(client, o)
+  local self = setmetatable({
+    client = client,
+    state = "new",
+    format = o.format,
+    accept = ACCEPT[o.format],
+    anonymous = o.anonymous ~= nil,
+    options = {
+      url = o.url, domain = o.domain, username = o.username,
+      meeting = o.anonymous and o.anonymous.meeting,
+      display_name = o.anonymous and o.anonymous.display_name,
+      user_agent = o.user_agent, culture = o.culture,
+      timeout = o.timeout, event_timeout = o.event_timeout, event_grace = o.event_grace,
+      backoff = o.backoff, activity_interval = o.activity_interval, available = o.available,
+    },
+    engine = o.engine,
+    own_engine = o.own_engine,
+    log_fn = o.log,
+    timers = {},       -- handle -> true: every timer this session armed and that has not fired
+    named = {},        -- name -> handle, for timers that replace each other (renew, activity)
+    deferred = {},     -- errors for step() to raise when no "error" handler took them
+  }, Session)
+  self.async = async.new(function(err) self:report(err) end)
+  self.registry = dispatch.new(self)
+  -- a plain function, so emitters can run handlers without knowing the session
+  self.call = function(fn, ...)
+    local ok, err = xpcall(fn, debug.traceback, ...)
+    if not ok then self:report(errors.new{ code = "CallbackError", message = tostring(err) }) end
+  end
+  secrets[self] = { password = o.password, token = o.token, anonymous = o.anonymous }
+  return self
+end
+
+function Session:set_state(state)
+  self.state = state
+  self.client.state = state
+end
+
+function Session:log(level, message)
+  if self.log_fn then pcall(self.log_fn, level, message) end
+end
+
+--- Runs the client's handlers of `name` with (...).
+function Session:emit(name, ...)
+  emitter.emit(self.client, name, self.call, ...)
+end
+
+--- An error for the bot: to the client's "error" handlers, else raised from step().
+function Session:report(err)
+  self:log("error", tostring(err))
+  if not emitter.has(self.client, "error") then
+    self.deferred[#self.deferred + 1] = err
+    return
+  end
+  emitter.emit(self.client, "error", function(fn, e)
+    local ok, herr = xpcall(fn, debug.traceback, e)
+    if not ok then self.deferred[#self.deferred + 1] = herr end
+  end, err)
+end
+
+--- The next error step() must raise, or nil.
+function Session:next_deferred()
+  return table.remove(self.deferred, 1)
+end
+
+-- ------------------------------------------------------------------------
+-- Timers: every one is the session's, so close() cancels them all.
+
+local Handle = {}
+Handle.__index = Handle
+Handle.__name = "ucwa.timer"
+
+--- Cancels the timer; true when it had not fired yet.
+function Handle:cancel()
+  local s = self.session
+  if not s.timers[self] then return false end
+  s.timers[self] = nil
+  if self.name and s.named[self.name] == self then s.named[self.name] = nil end
+  self.timer:cancel()
+  return true
+end
+
+--- Calls fn() once after `seconds`; with `name`, replaces the timer of that
+-- name. Returns a handle with `cancel()`.
+function Session:after(seconds, fn, name)
+  if name and self.named[name] then self.named[name]:cancel() end
+  local h = setmetatable({ session = self, name = name }, Handle)
+  h.timer = self.engine:timer(seconds, function()
+    if not self.timers[h] then return end
+    self.timers[h] = nil
+    if name and self.named[name] == h then self.named[name] = nil end
+    fn()
+  end)
+  self.timers[h] = true
+  if name then self.named[name] = h end
+  return h
+end
+
+--- In one of the session's coroutines: waits `seconds`.
+function Session:sleep(seconds)
+  return self.async:sleep(seconds, function(s, fn) self:after(s, fn) end)
+end
+
+-- Doubling delays between attempts, from `initial` to at most `max` seconds.
+local Backoff = {}
+Backoff.__index = Backoff
+
+local function backoff(initial, max)
+  return setmetatable({ delay = initial, max = max }, Backoff)
+end
+
+function Backoff:next()
+  local d = self.delay
+  self.delay = math.min(d * 2, self.max)
+  return d
+end
+
+-- ------------------------------------------------------------------------
+-- Requests
+
+--- An absolute URL for a link (relative ones against the application), or nil and why.
+function Session:absolute(url)
+  if url:match("^%a[%w+.-]*:") then return url end
+  return core.url_resolve(self.base or self.options.url, url)
+end
+
+--- Sends one request (see ucwa.request).
+function Session:send(spec, done)
+  return request.send(self, spec, done)
+end
+
+-- In a session coroutine: sends and waits; returns model, err, response.
+function Session:fetch(spec)
+  return self.async:await(function(done) request.send(self, spec, done) end)
+end
+
+-- ------------------------------------------------------------------------
+-- Tokens
+
+--- The Authorization header for a request to `url`, or nil.
+function Session:authorization(_url)
+  local t = secrets[self].current
+  return t and (t.type .. " " .. t.value)
+end
+
+--- True when a refused token can be replaced.
+function Session:can_renew()
+  local s = secrets[self]
+  return type(s.token) == "function" or s.anonymous ~= nil or self.options.username ~= nil
+end
+
+local function set_token(self, token_type, value)
+  secrets[self].current = { type = token_type, value = value }
+  if self.channel then self.channel:set_header("Authorization", self:authorization(self.channel:url())) end
+end
+
+--- Gets a token for the first time or again. done(true) or done(nil, err).
+function Session:renew_token(done)
+  if self.renewing then
+    table.insert(self.renewing, done)
+    return
+  end
+  self.renewing = { done }
+  local function finish(ok, err)
+    local waiters = self.renewing
+    self.renewing = nil
+    for _, fn in ipairs(waiters) do fn(ok, err) end
+  end
+  local s = secrets[self]
+  if type(s.token) == "function" then
+    local ok, tok = pcall(s.token, self.user_url)
+    if not ok or type(tok) ~= "string" then
+      return finish(nil, errors.new{ code = "Unauthorized", message = "token function failed" })
+    end
+    set_token(self, "Bearer", tok)
+    return finish(true)
+  elseif type(s.token) == "string" then
+    set_token(self, "Bearer", s.token)
+    return finish(true)
+  end
+  if not self.token_url then
+    return finish(nil, errors.new{ status = 401, code = "Unauthorized", message = "no token service known" })
+  end
+  local old = self.anonymous and s.current and s.current.value or nil
+  local body, grant = auth.token_request({ username = self.options.username, password = s.password,
+                                          anonymous = s.anonymous }, old)
+  if not body then return finish(nil, errors.new{ code = "BadRequest", message = grant }) end
+  self:send({ method = "POST", url = self.token_url, raw_body = body, auth = false, raw = true, app = false,
+              content_type = "application/x-www-form-urlencoded;charset=UTF-8", accept = "application/json" },
+    function(ok, err, resp)
+      if not ok then
+        if resp and resp.status < 500 then
+          -- The token service's own error shape: {"error": "invalid_grant", ...}; no secrets in it.
+          local j = cjson.decode(resp.body or "")
+          err = errors.new{ status = resp.status, code = "Unauthorized",
+                            subcode = type(j) == "table" and j.error or nil,
+                            message = grant .. " grant refused by the token service" }
+        end
+        return finish(nil, err)
+      end
+      local j = cjson.decode(resp.body or "")
+      if type(j) ~= "table" or type(j.access_token) ~= "string" then
+        return finish(nil, errors.new{ status = resp.status, code = "BadResponse",
+                                       message = "token service answered without access_token" })
+      end
+      set_token(self, j.token_type or "Bearer", j.access_token)
+      self.client.token_scope = j.ms_rtc_identityscope
+      self:schedule_renewal(tonumber(j.expires_in))
+      finish(true)
+    end)
+end
+
+--- Renews the token a little before it expires.
+function Session:schedule_renewal(expires_in)
+  if not expires_in then return end
+  local ahead = math.min(300, expires_in / 10)
+  self:after(math.max(1, expires_in - ahead), function()
+    self:renew_token(function(ok, err)
+      if not ok then self:report(err) end
+    end)
+  end, "renew")
+end
+
+-- ------------------------------------------------------------------------
+-- Sign-in
+
+-- Autodiscovery: the user resource's URL.
+function Session:discover()
+  local roots = self.options.url and { self.options.url } or discovery.candidates(self.options.domain)
+  local last_err
+  for _, root in ipairs(roots) do
+    local url, hops = root, 0
+    while url do
+      local model, err = self:fetch{ method = "GET", url = url, auth = false, app = false }
+      if not model then last_err = err; break end
+      if model == true then
+        last_err = errors.new{ code = "BadResponse", message = "autodiscover root " .. url .. " answered no resource" }
+        break
+      end
+      local redirect = resource.link(model, "redirect")
+      if redirect then
+        redirect = core.url_resolve(url, redirect)
+        local ok, why = discovery.redirect_allowed(url, redirect)
+        hops = hops + 1
+        if not ok or hops > 4 then
+          last_err = errors.new{ code = "Forbidden", subcode = "RedirectRefused",
+                                 message = why or "too many redirects" }
+          break
+        end
+        url = redirect
+      else
+        local user = resource.link(model, "user")
+        if not user then
+          last_err = errors.new{ code = "BadResponse", message = "autodiscover root has no user link" }
+          break
+        end
+        return core.url_resolve(url, user)
+      end
+    end
+  end
+  return nil, last_err
+end
+
+-- In a session coroutine: renews the token and waits; returns true or nil, err.
+function Session:await_token()
+  return self.async:await(function(d) self:renew_token(d) end)
+end
+
+-- GET the user resource, answering its challenge; returns its model.
+function Session:user(user_url)
+  for _ = 1, 5 do
+    self.user_url = user_url
+    local s = secrets[self]
+    if s.current == nil and s.token ~= nil then
+      local ok, err = self:await_token()
+      if not ok then return nil, err end
+    end
+    local model, err, resp = self:fetch{ method = "GET", url = user_url, auth = s.current ~= nil, app = false }
+    if resp and resp.status == 401 and not self.token_url then
+      local challenge, why = auth.oauth_challenge(resp.headers["www-authenticate"])
+      if not challenge then
+        return nil, errors.new{ status = 401, code = "Unauthorized", message = why }
+      end
+      self.token_url = core.url_resolve(user_url, challenge.href)
+      local ok, terr = self:await_token()
+      if not ok then return nil, terr end
+    elseif not model then
+      return nil, err
+    elseif model == true then
+      return nil, errors.new{ code = "BadResponse", message = "user resource " .. user_url .. " answered no resource" }
+    else
+      local redirect = resource.link(model, "redirect")
+      if not redirect then return model end
+      user_url = core.url_resolve(user_url, redirect)
+    end
+  end
+  return nil, errors.new{ code = "Unauthorized", message = "sign-in did not settle after 5 tries" }
+end
+
+-- POST applications; sets the application.
+function Session:create_application()
+  local body = { userAgent = self.options.user_agent, culture = self.options.culture,
+                 endpointId = not self.anonymous and self.client.endpoint_id or nil }
+  local model, err, resp = self:fetch{ method = "POST", url = self.applications_url, body = body, app = false }
+  if not model then return nil, err end
+  local href = (model ~= true and model.href) or (resp and resp.headers.location)
+  self.base = core.url_resolve(self.applications_url, href or self.applications_url)
+  if model == true then
+    model, err = self:fetch{ method = "GET", url = self.base }
+    if not model then return nil, err end
+  end
+  self.application = resource.new(self, model)
+  self.client.application = self.application
+  return true
+end
+
+function Session:make_me_available()
+  local app = self.application
+  local href = resource.embedded_link(app, "me", "makeMeAvailable")
+  if not href then return true end
+  local _, err = self:fetch{ method = "POST", url = href, body = {
+    signInAs = "Online", supportedModalities = { "Messaging" },
+    supportedMessageFormats = { "Plain", "Html" } } }
+  if err and err.subcode ~= "AlreadyExists" then return nil, err end
+  -- reportMyActivity appears only now: read `me` again to find it.
+  local me_href = resource.embedded_link(app, "me", "self")
+  local me = me_href and self:fetch{ method = "GET", url = me_href }
+  if type(me) == "table" then app.embedded.me = me end
+  self:schedule_activity()
+  return true
+end
+
+function Session:schedule_activity()
+  self:after(self.options.activity_interval, function()
+    local app = self.application
+    local href = resource.embedded_link(app, "me", "reportMyActivity") or app:link("reportMyActivity")
+    if href then
+      self:send({ method = "POST", url = href }, function(_, err)
+        if err and err.subcode ~= "ApplicationNotFound" then self:report(err) end
+      end)
+    end
+    if self.state == "ready" then self:schedule_activity() end
+  end, "activity")
+end
+
+function Session:open_channel()
+  local href = self.application:link("events")
+  if not href then return nil, errors.new{ code = "BadResponse", message = "application has no events link" } end
+  local url, why = self:absolute(href)
+  if not url then return nil, errors.new{ code = "BadResponse", subcode = "BadLink", message = tostring(why) } end
+  if self.channel then self.channel:close() end
+  self.channel = self.engine:channel{
+    url = url,
+    headers = { Authorization = self:authorization(url), Accept = self.accept },
+    timeout = self.options.event_timeout,
+    grace = self.options.event_grace,
+    backoff = self.options.backoff,
+    parse = core.parse_events,
+    on_batch = function(batch) self.registry:dispatch(batch) end,
+    on_error = function(err) self:channel_error(err) end,
+  }
+  self.channel:start()
+  return true
+end
+
+-- The whole sign-in, in a session coroutine.
+function Session:signin()
+  self:set_state("signing-in")
+  self.client.endpoint_id = self.client.endpoint_id or util.uuid()
+  local user_url, err = self:discover()
+  if not user_url then return nil, err end
+  local user
+  user, err = self:user(user_url)
+  if not user then return nil, err end
+  local apps = (self.anonymous and resource.link(user, "anonApplications")) or resource.link(user, "applications")
+  if not apps then
+    return nil, errors.new{ code = "BadResponse", message = "user resource has no applications link" }
+  end
+  self.applications_url = core.url_resolve(user_url, apps)
+  return self:establish()
+end
+
+-- Application, availability, event channel: the part done again after a loss.
+function Session:establish()
+  local ok, err = self:create_application()
+  if not ok then return nil, err end
+  if not self.anonymous and self.options.available then
+    ok, err = self:make_me_available()
+    if not ok then return nil, err end
+  end
+  ok, err = self:open_channel()
+  if not ok then return nil, err end
+  self:set_state("ready")
+  return true
+end
+
+-- Faults that may pass: the network, timeouts, 5xx. A certificate that fails
+-- verification, a refused redirect or a refused sign-in will not fix itself.
+local function retryable(err)
+  if not err then return true end
+  if err.status then return err.status >= 500 or err.status == 429 end
+  return err.code == "NetworkError" or err.code == "Timeout"
+end
+
+local function new_backoff() return backoff(0.5, 30) end
+
+--- Signs in and opens the event channel; the client's "ready" fires when done.
+function Session:start()
+  if self.state ~= "new" then return end
+  self.async:spawn(function()
+    local delays = new_backoff()
+    while true do
+      local ok, err = self:signin()
+      if ok then return self:emit("ready", self.client) end
+      if self.state == "closed" then return end
+      self:set_state("new")
+      if not retryable(err) then return self:report(err) end
+      self:log("warn", "sign-in failed, retrying: " .. tostring(err))
+      self:sleep(delays:next())
+    end
+  end)
+end
+
+-- ------------------------------------------------------------------------
+-- Losing and recovering the application
+
+--- 404 ApplicationNotFound: create the application again and tell the bot.
+function Session:application_lost(err)
+  if self.state ~= "ready" then return end
+  self:set_state("recovering")
+  if self.channel then self.channel:close(); self.channel = nil end
+  self.registry:session_lost("ApplicationNotFound", errors.new{ status = 404, code = "NotFound",
+    subcode = "ApplicationNotFound", message = "the application was lost before the operation completed" })
+  self.async:spawn(function()
+    local delays = new_backoff()
+    while self.state ~= "closed" do
+      local ok, e = self:establish()
+      if ok then
+        return self:emit("resumed", { reason = "ApplicationNotFound", error = err })
+      end
+      self:log("warn", "re-creating the application failed: " .. tostring(e))
+      self:sleep(delays:next())
+    end
+  end)
+end
+
+--- A fault the event channel reported (err.fatal: the channel stopped).
+function Session:channel_error(err)
+  if not err.fatal then
+    return self:log("warn", "event channel: " .. tostring(err.message or err.code) .. " (retrying)")
+  end
+  if err.status == 401 and self:can_renew() then
+    self:renew_token(function(ok, e)
+      if not ok then return self:report(e) end
+      if self.channel then self.channel:start() end
+    end)
+  elseif err.status == 404 then
+    self:application_lost(err)
+  else
+    self:report(err)
+    -- Keep the session: try the channel again a little later.
+    self.channel_delays = self.channel_delays or backoff(5, 60)
+    self:after(self.channel_delays:next(), function()
+      if self.channel and self.state == "ready" then self.channel:start() end
+    end, "channel")
+  end
+end
+
+-- ------------------------------------------------------------------------
+-- Closing
+
+--- Cancels every timer, closes the channel, deletes the application;
+-- done(err) once the server answered (or at once when there is nothing to delete).
+function Session:close(done)
+  for h in pairs(self.timers) do h:cancel() end
+  if self.channel then self.channel:close(); self.channel = nil end
+  local app = self.application
+  local href = app and app.href
+  self:set_state("closing")
+  local function finish(_, err)
+    if self.state == "closed" then return end
+    self:set_state("closed")
+    for h in pairs(self.timers) do h:cancel() end
+    done(err)
+  end
+  if href then
+    -- the DELETE goes out while the state still allows it
+    self.state = "closing"
+    request.send(self, { method = "DELETE", url = href, raw = true, app = false, timeout = 5 }, finish)
+  else
+    finish()
+  end
+  return finish
+end
+
+return session
