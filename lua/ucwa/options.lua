@@ -36,7 +36,8 @@ end
 
 -- Checkers: nil when the value is fine, else what was expected.
 local function kind(t)
-  return function(v) if type(v) ~= t then return t end end
+  local what = "a " .. t
+  return function(v) if type(v) ~= t then return what end end
 end
 local string_ = kind("string")
 local boolean_ = kind("boolean")
@@ -122,11 +123,11 @@ function options.client(opts, level)
   if opts.url == nil and opts.domain == nil then fail("url or domain expected") end
   if opts.url ~= nil and opts.domain ~= nil then fail("url and domain given: give one") end
   if opts.anonymous and opts.anonymous.meeting == nil then fail("anonymous.meeting expected") end
+  if opts.password ~= nil and opts.username == nil then fail("password given without username") end
   local creds = (opts.username and 1 or 0) + (opts.token and 1 or 0) + (opts.anonymous and 1 or 0)
   if creds == 0 then fail("username and password, token, or anonymous expected") end
   if creds > 1 then fail("give one of username and password, token, or anonymous") end
   if opts.username and opts.password == nil then fail("username given without password") end
-  if opts.password ~= nil and opts.username == nil then fail("password given without username") end
   if opts.backoff and opts.backoff.initial and opts.backoff.max and opts.backoff.max < opts.backoff.initial then
     fail("backoff.max must be >= backoff.initial")
   end
