@@ -239,7 +239,7 @@ describe("ucwa.parse_events", function()
   end)
 
   it("reads the XML sample of EventChannelDetails.md", function()
-    local doc = helpers.read(helpers.shared .. "/ucwa-docs/EventChannelDetails.md")
+    local doc = helpers.read(helpers.pages .. "/EventChannelDetails.md")
     local body = assert(doc:match("(<%?xml[^\n]*\n<events.-</events>)"))
     local b = batch(body, "application/xml", "/ucwa/oauth/v1/applications/102", 2)
     local comm = b.senders[1]
@@ -281,7 +281,7 @@ describe("ucwa.parse_error", function()
   end)
 
   it("reads the XML error body of ErrorsAndInformationalMessages.md", function()
-    local doc = helpers.read(helpers.shared .. "/ucwa-docs/ErrorsAndInformationalMessages.md")
+    local doc = helpers.read(helpers.pages .. "/ErrorsAndInformationalMessages.md")
     local body = assert(doc:match("(<%?xml[^\n]*\n<reason.-</reason>)"))
     local e = ucwa.parse_error(body, "application/xml", 409)
     assert.equal("Conflict", e.code)

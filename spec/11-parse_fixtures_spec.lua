@@ -1,4 +1,4 @@
--- Every sample of the UCWA reference (../shared/fixtures/ucwa-docs): what
+-- Every sample of the UCWA reference (spec/fixtures/ucwa-docs, the project's copy): what
 -- parses, and JSON/XML pairs that comparison.json says agree give one model.
 local helpers = require "helpers"
 local fixtures = require "support.fixtures"

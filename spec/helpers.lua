@@ -1,9 +1,10 @@
--- Shared helpers for the specs: paths to the build and to ../shared.
+-- Shared helpers for the specs: paths to the build and to the fixtures.
 local helpers = {}
 
 helpers.build = os.getenv("UCWA_BUILD") or "build"
-helpers.shared = "../shared"
-helpers.fixtures = helpers.shared .. "/fixtures/ucwa-docs"
+-- The project's own copy of the UCWA reference samples (see its README.md).
+helpers.fixtures = "spec/fixtures/ucwa-docs"
+helpers.pages = helpers.fixtures .. "/pages"
 helpers.sanitized = os.getenv("UCWA_SANITIZED") == "1"
 -- The interpreter for child Lua processes: under `make check`, the sanitized one.
 helpers.lua = os.getenv("UCWA_LUA") or "lua5.4"

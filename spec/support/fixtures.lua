@@ -1,4 +1,4 @@
--- The samples of the UCWA reference (../shared/fixtures/ucwa-docs), as the
+-- The samples of the UCWA reference (spec/fixtures/ucwa-docs, the project's copy), as the
 -- parse specs, bench/parse_bench.lua and tools/gen_schema.lua read them.
 -- Plain Lua (no busted): the bench and the generator put spec/ on package.path.
 local helpers = require "helpers"
