@@ -3,11 +3,15 @@ LUA      ?= lua5.4
 BUSTED   ?= $(LUA) /usr/bin/busted
 CC       ?= gcc
 BUILD    ?= build
+PKG_CONFIG ?= pkg-config
 PKGS      = lua5.4 libcurl expat
-LUA_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-CURL_LIBS  := $(shell pkg-config --libs libcurl expat libcrypto)
-SIM_CFLAGS := $(shell pkg-config --cflags lua5.4 libmicrohttpd)
-SIM_LIBS   := $(shell pkg-config --libs lua5.4 libmicrohttpd) -lm
+# Recursive (=), not :=, so pkg-config runs when a compile needs it: in
+# `make deps demo` that is after deps has installed pkg-config and the -dev
+# packages, not when make reads this file.
+LUA_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS))
+CURL_LIBS  = $(shell $(PKG_CONFIG) --libs libcurl expat libcrypto)
+SIM_CFLAGS = $(shell $(PKG_CONFIG) --cflags lua5.4 libmicrohttpd)
+SIM_LIBS   = $(shell $(PKG_CONFIG) --libs lua5.4 libmicrohttpd) -lm
 OPT      ?= -O2 -g
 WARN      = -Wall -Wextra -Werror
 CFLAGS_ALL = -std=gnu11 $(OPT) $(WARN) -fPIC $(SAN)
@@ -19,9 +23,9 @@ SIM_OBJ  := $(SIM_SRC:sim/%.c=$(BUILD)/obj/sim/%.o)
 
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson libexpat1-dev \
   lua-busted libmicrohttpd-dev lua-expat clang libclang-rt-14-dev lua-check \
-  lua-ldoc luarocks lua-cqueues lua-luv lua-socket lua-sec openssl python3 pkg-config make gcc
+  lua-ldoc luarocks lua-cqueues lua-luv lua-socket lua-sec openssl python3 pkg-config make gcc lua5.1
 
-.PHONY: all test check bench fuzz demo deps lint rock clean schema doc
+.PHONY: all test check bench fuzz demo deps lint rock clean schema doc env
 
 all: $(BUILD)/ucwa/core.so $(BUILD)/ucwa-sim
 
@@ -62,8 +66,8 @@ check:
 # The interpreter for `make check`, with the sanitizers linked in.
 build-san/sanlua: tools/sanlua.c
 	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 -O1 -g $(WARN) $(SAN) $(shell pkg-config --cflags lua5.4) $< -o $@ \
-	  $(shell pkg-config --libs lua5.4) -Wl,-E
+	$(CC) -std=gnu11 -O1 -g $(WARN) $(SAN) $(shell $(PKG_CONFIG) --cflags lua5.4) $< -o $@ \
+	  $(shell $(PKG_CONFIG) --libs lua5.4) -Wl,-E
 
 bench: all
 	@for f in bench/*.lua; do echo "== $$f"; UCWA_BUILD=$(BUILD) $(LUA) $$f || exit 1; done
@@ -86,6 +90,12 @@ rock:
 
 demo: all
 	$(LUA) examples/demo.lua
+
+# `eval "$$(make -s env)"`: LUA_PATH, LUA_CPATH and PATH for using the module
+# and ucwa-sim from this checkout, from any directory.
+env:
+	@echo "export LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;'" \
+	  "LUA_CPATH='$(CURDIR)/$(BUILD)/?.so;;' PATH='$(CURDIR)/$(BUILD):'\"\$$PATH\""
 
 # The API reference (LDoc) in build/doc; fails on any LDoc warning.
 doc:

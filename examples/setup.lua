@@ -9,7 +9,9 @@
 --   UCWA_BOT_SECONDS  stop after this many seconds (default: run until done)
 -- Without UCWA_URL, a ucwa-sim is started for the run (and stopped at the
 -- end), and the other participants are played through its control API.
-local here = (arg and arg[0] or ""):match("^(.*)/examples/[^/]*$") or "."
+-- The checkout is the folder above this file's, wherever the example is run from.
+local examples_dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local here = examples_dir .. "/.."
 package.path = here .. "/lua/?.lua;" .. here .. "/lua/?/init.lua;" .. package.path
 local build = os.getenv("UCWA_BUILD") or "build"
 if build:sub(1, 1) ~= "/" then build = here .. "/" .. build end

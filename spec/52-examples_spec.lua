@@ -8,13 +8,15 @@ local LIMIT = 40 * (helpers.sanitized and 3 or 1)
 
 local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
--- Runs an example; returns its output lines and exit status.
-local function run(script, format, extra_env)
-  local envs = { "UCWA_SIM_MARK=" .. MARK, "UCWA_FORMAT=" .. format, "UCWA_BUILD=" .. quote(helpers.build),
+-- Runs an example (from the checkout, or from `cwd` with `path` to it);
+-- returns its output lines and exit status.
+local function run(script, format, extra_env, cwd, path)
+  local build = helpers.build:sub(1, 1) == "/" and helpers.build or (os.getenv("PWD") .. "/" .. helpers.build)
+  local envs = { "UCWA_SIM_MARK=" .. MARK, "UCWA_FORMAT=" .. format, "UCWA_BUILD=" .. quote(build),
                  "LUA=" .. quote(helpers.lua) }
   for k, v in pairs(extra_env or {}) do envs[#envs + 1] = k .. "=" .. quote(v) end
-  local cmd = ("env -u UCWA_URL %s timeout -k 2 %d %s examples/%s 2>&1"):format(
-    table.concat(envs, " "), LIMIT, quote(helpers.lua), script)
+  local cmd = ("cd %s && env -u UCWA_URL -u LUA_PATH -u LUA_CPATH %s timeout -k 2 %d %s %s 2>&1"):format(
+    quote(cwd or "."), table.concat(envs, " "), LIMIT, quote(helpers.lua), quote(path or ("examples/" .. script)))
   local pipe = assert(io.popen(cmd, "r"))
   local lines = {}
   for line in pipe:lines() do lines[#lines + 1] = line end
@@ -100,6 +102,16 @@ describe("examples", function()
           assert.equal(0, count(lines, "error"))
         end)
       end
+
+      -- regression: run from inside examples/ (or anywhere) they could not find the module
+      it("meeting_bot.lua runs from inside examples/ and from another directory", function()
+        for _, where in ipairs{ { "examples", "meeting_bot.lua" },
+                                { "/tmp", os.getenv("PWD") .. "/examples/meeting_bot.lua" } } do
+          local lines, ok = run("meeting_bot.lua", format, { UCWA_BOT_SECONDS = "20" }, where[1], where[2])
+          assert_story(lines, { "[bot] signed in", "[bot] admitted: in the meeting" }, "from " .. where[1])
+          assert.is_true(ok, table.concat(lines, "\n"))
+        end
+      end)
 
       it("lobby_keeper.lua admits the allowed and rejects the rest", function()
         local lines, ok = run("lobby_keeper.lua", format)

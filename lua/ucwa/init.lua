@@ -1,5 +1,13 @@
 --- lua-ucwa: Skype for Business (UCWA 2.0) meeting bots in Lua.
 -- @module ucwa
+
+-- The C core is built for Lua 5.4: under another Lua it would fail with an
+-- unhelpful "undefined symbol". (This check must parse under any Lua.)
+if _VERSION ~= "Lua 5.4" then
+  error("lua-ucwa needs Lua 5.4, and this is " .. tostring(_VERSION)
+    .. " (on Debian, run lua5.4 and, for the specs, lua5.4 /usr/bin/busted)", 2)
+end
+
 local core = require "ucwa.core"
 
 local ucwa = { _VERSION = core._VERSION, core = core }

@@ -10,9 +10,16 @@
 -- Options: `binary` (path of ucwa-sim), `port` (default 0: any free port),
 -- `args` (a list of extra command-line arguments), and any ucwa-sim option
 -- spelt with underscores (`step_delay = 0` gives `--step-delay 0`;
--- `auto_admit = true` gives `--auto-admit`).  The binary is found from
--- `binary`, then $UCWA_SIM, then $UCWA_BUILD/ucwa-sim (default build/), then PATH.
+-- `auto_admit = true` gives `--auto-admit`); a name the binary does not
+-- know raises, with the closest one. The binary is found from `binary`, then
+-- $UCWA_SIM, then $UCWA_BUILD/ucwa-sim (default build/), then the `bin`
+-- folder of the tree the module is installed in (a rock), then PATH.
+-- The control requests go through the module's own transport (ucwa.core).
 -- @module ucwa.sim
+local core = require "ucwa.core"
+local cjson = require "cjson.safe"
+local options = require "ucwa.options"
+
 local M = {}
 
 local function quote(s)
@@ -28,22 +35,55 @@ local function exists(path)
   return false
 end
 
+local function on_path(name)
+  for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+    if exists(dir .. "/" .. name) then return dir .. "/" .. name end
+  end
+end
+
+-- The rock installs ucwa-sim in <tree>/bin beside <tree>/lib/lua/5.4/ucwa/core.so.
+local function installed()
+  local so = package.searchpath("ucwa.core", package.cpath)
+  local tree = so and so:match("^(.*)/lib/lua/5%.4/ucwa/core%.so$")
+  if tree and exists(tree .. "/bin/ucwa-sim") then return tree .. "/bin/ucwa-sim" end
+end
+
 local function find_binary(opts)
   if opts.binary then return opts.binary end
   local env = os.getenv("UCWA_SIM")
   if env and env ~= "" then return env end
   local built = (os.getenv("UCWA_BUILD") or "build") .. "/ucwa-sim"
-  if exists(built) then return built end
-  return "ucwa-sim"
+  local found = (exists(built) and built) or installed() or on_path("ucwa-sim")
+  if found then return found end
+  error("ucwa-sim not found: build it (make, in the checkout: build/ucwa-sim), install the rock, "
+    .. "or give its path as binary= or in $UCWA_SIM", 3)
 end
 
-local function sleep(secs)
-  local ok, socket = pcall(require, "socket")
-  if ok and socket.sleep then
-    socket.sleep(secs)
-  else
-    os.execute("sleep " .. tostring(secs))
+-- The options a ucwa-sim binary takes, read from its --help (cached per binary).
+local known_options = {}
+local function options_of(binary)
+  if known_options[binary] then return known_options[binary] end
+  local p = io.popen(quote(binary) .. " --help 2>&1", "r")
+  local text = p and p:read("a") or ""
+  if p then p:close() end
+  local set = {}
+  for flag in text:gmatch("%-%-([%w-]+)") do set[(flag:gsub("-", "_"))] = true end
+  if not set.port then
+    error("ucwa-sim at " .. binary .. " does not run (its --help said: " .. text:sub(1, 200) .. ")", 3)
   end
+  set.help, set.version = nil, nil
+  known_options[binary] = set
+  return set
+end
+
+-- A private engine per simulator: its control requests and its waits.
+local function engine_of(self)
+  if not self.engine then
+    -- A simulator this process started on loopback, often with a self-signed
+    -- certificate: its control calls need no proxy and no verification.
+    self.engine = core.engine{ proxy = false, verify = not self.base:match("^https:") }
+  end
+  return self.engine
 end
 
 -- Still running?  A child that exited stays a zombie until pclose reaps it.
@@ -66,7 +106,17 @@ Sim.__index = Sim
 -- @return a simulator object with `url`, `base`, `pid`, `control` and `stop`
 function M.start(opts)
   opts = opts or {}
-  local argv = { quote(find_binary(opts)), "--port", tostring(opts.port or 0) }
+  if type(opts) ~= "table" then error("bad argument #1 to 'start' (table expected)", 2) end
+  local binary = find_binary(opts)
+  local spec = {}
+  for k in pairs(options_of(binary)) do
+    spec[k] = function(v) if type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean" then
+      return "a string, a number or a boolean" end end
+  end
+  spec.binary = function(v) if type(v) ~= "string" then return "a string" end end
+  spec.args = function(v) if type(v) ~= "table" then return "a table" end end
+  options.check(opts, spec, "start", 2)
+  local argv = { quote(binary), "--port", tostring(opts.port or 0) }
   for k, v in pairs(opts) do
     if k ~= "binary" and k ~= "port" and k ~= "args" and type(k) == "string" then
       local flag = "--" .. k:gsub("_", "-")
@@ -99,21 +149,18 @@ end
 -- @treturn number status
 -- @treturn table the decoded JSON answer (or the raw body if it is not JSON)
 function Sim:control(method, path, body)
-  local http = require "socket.http"
-  local ltn12 = require "ltn12"
-  local cjson = require "cjson.safe"
-  local payload = body ~= nil and cjson.encode(body) or ""
-  local chunks = {}
-  local _, status = http.request({
-    url = self.base .. path,
-    method = method,
-    headers = { ["Content-Type"] = "application/json", ["Content-Length"] = tostring(#payload) },
-    source = ltn12.source.string(payload),
-    sink = ltn12.sink.table(chunks),
-  })
-  local text = table.concat(chunks)
-  local decoded = cjson.decode(text)
-  return status, decoded ~= nil and decoded or text
+  local eng = engine_of(self)
+  local payload = body ~= nil and cjson.encode(body) or (method ~= "GET" and "" or nil)
+  local resp, err
+  eng:request{
+    method = method, url = self.base .. path, body = payload, timeout = 30,
+    headers = { ["Content-Type"] = payload and "application/json" or nil },
+    callback = function(r, e) resp, err = r or false, e end,
+  }
+  while resp == nil do eng:step(1) end
+  if not resp then return nil, err end
+  local decoded = cjson.decode(resp.body)
+  return resp.status, decoded ~= nil and decoded or resp.body
 end
 
 --- Stops the simulator (SIGTERM) and waits for it to exit.
@@ -124,15 +171,18 @@ function Sim:stop()
   if not self.pipe then return true, "exit", 0 end
   os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
   -- Give it 20 s (sanitized builds are slow), then kill it.
+  local eng = engine_of(self)
   for _ = 1, 400 do
     if not running(self.pid) then break end
-    sleep(0.02)
+    eng:step(0.02) -- nothing else runs on this engine: a sleep
   end
   if running(self.pid) then
     os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
   end
   local pipe = self.pipe
   self.pipe = nil
+  eng:close()
+  self.engine = nil
   return pipe:close()
 end
 
