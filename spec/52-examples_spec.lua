@@ -158,3 +158,30 @@ describe("examples", function()
     end)
   end
 end)
+
+describe("the README's ten-line bot", function()
+  -- regression: as written it never printed "joined:" (the lobby) and needed
+  -- an export from another section
+  it("runs as written and prints joined: Success", function()
+    local readme = helpers.read("README.md")
+    local section = assert(readme:match("## A bot in ten lines(.-)\n## "), "no ten-line bot section")
+    local code = assert(section:match("```lua\n(.-)```"), "no lua block")
+    local shell = assert(section:match("\n\n    (eval.-)\n\n"), "no shell block")
+    shell = shell:gsub("\n    ", "\n")
+    local n = select(2, code:gsub("\n", ""))
+    assert.is_true(n <= 12, "the ten-line bot has " .. n .. " lines")
+    local f = assert(io.open("bot.lua", "w"))
+    f:write(code)
+    f:close()
+    if helpers.sanitized then
+      -- under make check: the sanitized build and interpreter, the rest as written
+      shell = "export BUILD=" .. helpers.build .. "\n" .. shell:gsub("lua5%.4 ", quote(helpers.lua) .. " ")
+    end
+    local p = assert(io.popen("timeout -k 2 " .. LIMIT .. " bash -c " .. quote(shell) .. " 2>&1"))
+    local out = p:read("a")
+    p:close()
+    os.remove("bot.lua")
+    os.remove("sim.url")
+    assert.matches("joined: Success", out)
+  end)
+end)
