@@ -433,22 +433,34 @@ local function retryable(err)
   return err.code == "NetworkError" or err.code == "Timeout"
 end
 
-local function new_backoff() return backoff(0.5, 30) end
+-- In a new session coroutine: attempt() until it returns true, with doubling
+-- delays between tries; after a failure, failed(err) says whether to go on.
+function Session:retry(attempt, failed)
+  self.async:spawn(function()
+    local delays = backoff(0.5, 30)
+    while self.state ~= "closed" do
+      local ok, err = attempt()
+      if ok or self.state == "closed" or not failed(err) then return end
+      self:sleep(delays:next())
+    end
+  end)
+end
 
 --- Signs in and opens the event channel; the client's "ready" fires when done.
 function Session:start()
   if self.state ~= "new" then return end
-  self.async:spawn(function()
-    local delays = new_backoff()
-    while true do
-      local ok, err = self:signin()
-      if ok then return self:emit("ready", self.client) end
-      if self.state == "closed" then return end
-      self:set_state("new")
-      if not retryable(err) then return self:report(err) end
-      self:log("warn", "sign-in failed, retrying: " .. tostring(err))
-      self:sleep(delays:next())
+  self:retry(function()
+    local ok, err = self:signin()
+    if ok then self:emit("ready", self.client) end
+    return ok, err
+  end, function(err)
+    self:set_state("new")
+    if not retryable(err) then
+      self:report(err)
+      return false
     end
+    self:log("warn", "sign-in failed, retrying: " .. tostring(err))
+    return true
   end)
 end
 
@@ -462,16 +474,13 @@ function Session:application_lost(err)
   if self.channel then self.channel:close(); self.channel = nil end
   self.registry:session_lost("ApplicationNotFound", errors.new{ status = 404, code = "NotFound",
     subcode = "ApplicationNotFound", message = "the application was lost before the operation completed" })
-  self.async:spawn(function()
-    local delays = new_backoff()
-    while self.state ~= "closed" do
-      local ok, e = self:establish()
-      if ok then
-        return self:emit("resumed", { reason = "ApplicationNotFound", error = err })
-      end
-      self:log("warn", "re-creating the application failed: " .. tostring(e))
-      self:sleep(delays:next())
-    end
+  self:retry(function()
+    local ok, e = self:establish()
+    if ok then self:emit("resumed", { reason = "ApplicationNotFound", error = err }) end
+    return ok, e
+  end, function(e)
+    self:log("warn", "re-creating the application failed: " .. tostring(e))
+    return true
   end)
 end
 
