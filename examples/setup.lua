@@ -117,7 +117,8 @@ function setup.meeting_scene(bot_key)
         say("alice", "admits the bot")
         post(sim, "/_sim/meetings/DEMO1/admit", { user = bot_key })
       end },
-    { on = "says: Hello", act = function(sim, say)
+    -- after the greeting is delivered, so the transcript has one order
+    { on = "greeting delivered", act = function(sim, say)
         say("carol", "!who")
         post(sim, "/_sim/meetings/DEMO1/message", { from = "carol@contoso.com", text = "!who" })
       end },

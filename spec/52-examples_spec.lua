@@ -159,6 +159,20 @@ describe("examples", function()
   end
 end)
 
+describe("the README's demo transcript", function()
+  -- regression: the README showed a transcript the demo did not print
+  it("is what make demo prints, but for the port and the time", function()
+    local readme = helpers.read("README.md")
+    local block = assert(readme:match("\n```\n(%[demo%] ucwa%-sim at .-)```"), "no transcript in the README")
+    local lines = run("demo.lua", "json")
+    local function norm(l) return (l:gsub("127%.0%.0%.1:%d+", "127.0.0.1:PORT"):gsub("%(%d+%.%d s%)", "(T s)")) end
+    local want = {}
+    for l in block:gmatch("[^\n]+") do want[#want + 1] = norm(l) end
+    for i, l in ipairs(lines) do lines[i] = norm(l) end
+    assert.same(want, lines)
+  end)
+end)
+
 describe("the README's ten-line bot", function()
   -- regression: as written it never printed "joined:" (the lobby) and needed
   -- an export from another section
