@@ -21,8 +21,45 @@ emitter.install(Client, "client", {
   ready = true, invitation = true, resumed = true, error = true, closed = true, event = true,
 })
 
---- Makes a client. See the README for the options; every one is checked
--- here, and a wrong one raises.
+--- Registers `fn` for a client event: `ready(client)`, `invitation(inv)`,
+-- `resumed(info)`, `error(err)`, `closed(client)`, `event(event, sender)`
+-- (every raw event of the event channel). An unknown name raises. Returns the client.
+-- @function Client:on
+-- @string name
+-- @tparam function fn
+
+--- Removes a handler registered with `on`. Returns the client.
+-- @function Client:off
+-- @string name
+-- @tparam function fn
+
+--- The options of `ucwa.client{}` (ucwa.client(opts) calls client.new). Every
+-- one is checked when the client is made: an unknown name raises with the
+-- closest known one, and so does a wrong type or range.
+-- @table options
+-- @field url the autodiscover root URL (or give `domain`)
+-- @field domain the SIP domain: LyncDiscoverInternal, then LyncDiscover, HTTPS first
+-- @field username the sign-in name (password grant), with `password`
+-- @field password its password; sent only to the token service
+-- @field token a token string, or a function(url) returning one for the resource at url
+-- @field anonymous a guest join: `{meeting = uri, key = conference id (default: from the uri), display_name =}`
+-- @field format "json" (default) or "xml"
+-- @field user_agent the application's userAgent (default "lua-ucwa/<version>")
+-- @field culture the application's culture (default "en-US")
+-- @field verify false turns TLS verification off (default true)
+-- @field ca_file a CA bundle for a private CA
+-- @field proxy an HTTP proxy URL, or false for none (default: libcurl's, from the environment)
+-- @field max_body the largest response body accepted, in bytes
+-- @field timeout seconds per request (default 30)
+-- @field event_timeout the event channel's server-side timeout, seconds (default 180)
+-- @field event_grace the client-side margin over event_timeout, seconds
+-- @field backoff the event channel's reconnection delays, `{initial =, max =}` seconds
+-- @field activity_interval seconds between reportMyActivity (default 180)
+-- @field available false skips makeMeAvailable (then no incoming invitations)
+-- @field engine a shared ucwa.engine{}; verify, ca_file, proxy, max_body then belong to it
+-- @field log function(level, message); never sees a token or a password
+
+--- Makes a client from @{options}; a wrong option raises.
 function client.new(opts)
   local o = options.client(opts, 3)
   local self = setmetatable({ format = o.format, anonymous = o.anonymous ~= nil, state = "new",
@@ -165,8 +202,14 @@ function Client:stop()
   return self
 end
 
+--- The descriptor a host loop polls for the client (the engine's epoll set).
+-- @treturn integer
 function Client:pollfd() return self.engine:pollfd() end
+--- What to poll pollfd() for: always `"r"`.
+-- @treturn string
 function Client:events() return self.engine:events() end
+--- Seconds until the client needs step() without I/O (a timer), or nil.
+-- @treturn number|nil
 function Client:timeout() return self.engine:timeout() end
 
 --- Signs out: deletes the application, closes the channel, every timer and

@@ -58,10 +58,15 @@ function Invitation:_event(ev)
   self:_check_cancel()
 end
 
+--- The conversation of the invitation (the embedded one, or a GET). cb(conv, err).
 function Invitation:conversation(cb) return self:_follow("conversation", cb) end
+--- Who sent it: a contact or participant object. cb(obj, err).
 function Invitation:from(cb) return self:_follow("from", cb) end
+--- Whom it is for (the `to` link; the `to` property is `inv.properties.to`). cb(obj, err).
 function Invitation:to(cb) return self:_follow("to", cb) end
+--- Who accepted it (the `acceptedByContact` link). cb(obj, err).
 function Invitation:accepted_by(cb) return self:_follow("acceptedByContact", cb) end
+--- On whose behalf it was sent (the `onBehalfOf` link). cb(obj, err).
 function Invitation:on_behalf_of(cb) return self:_follow("onBehalfOf", cb) end
 
 --- Checks the documented limits of an outgoing invitation; raises on

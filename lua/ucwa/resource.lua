@@ -79,7 +79,7 @@ function resource.new(session, model, rel)
   return self
 end
 
---- Takes the properties, links and embedded resources of a fresh representation.
+-- Takes the properties, links and embedded resources of a fresh representation.
 function Resource:_update(model)
   if model.rel and not rawget(self, "rel") then self.rel = model.rel end
   if model.href then self.href = model.href end
@@ -88,12 +88,26 @@ function Resource:_update(model)
   if model.embedded then self.embedded = model.embedded end
 end
 
---- Runs the handlers of `name` with (self, ...); their errors go to the
+-- Runs the handlers of `name` with (self, ...); their errors go to the
 -- client's error path.
 function Resource:_emit(name, ...)
   local session = self._session
   emitter.emit(self, name, session.call, self, ...)
 end
+
+--- Registers `fn(obj, ...)` for the event `name` of this object. Every
+-- object has it: resources (`added`, `updated`, `deleted`), operations and
+-- invitations (`started`, `updated`, `completed`), conversations (see
+-- ucwa.conversation). A name the object does not have raises, listing the
+-- ones it has. Returns the object.
+-- @function Resource:on
+-- @string name
+-- @tparam function fn
+
+--- Removes a handler registered with `on`. Returns the object.
+-- @function Resource:off
+-- @string name
+-- @tparam function fn
 
 --- The href of a link, or nil.
 -- @string rel
@@ -113,7 +127,7 @@ function Resource:refresh(cb)
   end)
 end
 
---- Follows link `rel`: the embedded resource when the event carried one,
+-- Follows link `rel`: the embedded resource when the event carried one,
 -- else a GET. cb(object, err).
 function Resource:_follow(rel, cb)
   local session = self._session
@@ -138,7 +152,7 @@ function Resource:_follow(rel, cb)
   end)
 end
 
---- POSTs to link `rel` (with an optional body table). cb(true, err).
+-- POSTs to link `rel` (with an optional body table). cb(true, err).
 function Resource:_post(rel, body, cb, query)
   local session = self._session
   return session.async:call(cb, function(done)
@@ -174,7 +188,7 @@ function Operation:wait()
   end)
 end
 
---- Applies one event of this operation and fires its callbacks.
+-- Applies one event of this operation and fires its callbacks.
 function Operation:_event(ev)
   if ev.resource then self:_update(ev.resource) end
   if ev.type == "completed" then
@@ -193,7 +207,7 @@ function Operation:_event(ev)
   end
 end
 
---- Completes the operation locally (request refused, application lost).
+-- Completes the operation locally (request refused, application lost).
 function Operation:_fail(err)
   self:_event{ type = "completed", status = "Failure", reason = err }
 end
