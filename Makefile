@@ -25,7 +25,7 @@ DEBIAN_PKGS = lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson lib
   lua-busted libmicrohttpd-dev lua-expat clang libclang-rt-14-dev lua-check \
   lua-ldoc luarocks lua-cqueues lua-luv lua-socket lua-sec openssl python3 pkg-config make gcc lua5.1
 
-.PHONY: all test check bench fuzz demo deps lint rock clean schema doc env
+.PHONY: all test check bench fuzz demo deps lint rock clean schema doc env install
 
 all: $(BUILD)/ucwa/core.so $(BUILD)/ucwa-sim
 
@@ -83,10 +83,25 @@ lint:
 schema:
 	$(LUA) tools/gen_schema.lua ../shared/ucwa-docs src/schema.h
 
+# What `luarocks make` installs (the rockspec is a make build): ucwa.core, the
+# Lua layer and the ucwa-sim command, into the folders luarocks names.
+PREFIX      ?= /usr/local
+INST_LIBDIR ?= $(PREFIX)/lib/lua/5.4
+INST_LUADIR ?= $(PREFIX)/share/lua/5.4
+INST_BINDIR ?= $(PREFIX)/bin
+install:   # after `make` (luarocks runs the build target first)
+	install -d $(INST_LIBDIR)/ucwa $(INST_LUADIR)/ucwa $(INST_BINDIR)
+	install -m 755 $(BUILD)/ucwa/core.so $(INST_LIBDIR)/ucwa/core.so
+	install -m 644 lua/ucwa/*.lua $(INST_LUADIR)/ucwa/
+	install -m 755 $(BUILD)/ucwa-sim $(INST_BINDIR)/ucwa-sim
+
+# The rock as a user builds it (plain `luarocks make`), into build/rock, then
+# used from another directory: the module, and ucwa.sim finding its ucwa-sim.
 rock:
-	luarocks --lua-version 5.4 make --deps-mode=none --tree $(BUILD)/rock ucwa-scm-1.rockspec \
-	  CURL_INCDIR=$$(dirname $$(dirname $$(echo /usr/include/*/curl/curl.h /usr/include/curl/curl.h | cut -d" " -f1)))
-	cd /tmp && LUA_PATH="$(CURDIR)/$(BUILD)/rock/share/lua/5.4/?.lua;$(CURDIR)/$(BUILD)/rock/share/lua/5.4/?/init.lua;;" LUA_CPATH="$(CURDIR)/$(BUILD)/rock/lib/lua/5.4/?.so;;" $(LUA) -e "local u = require [[ucwa]]; assert(u.parse([[{\"rel\":\"x\"}]], [[application/json]]).rel == [[x]]); require [[ucwa.client]]; require [[ucwa.conversation]]; print([[rock ok: ]] .. package.searchpath([[ucwa.core]], package.cpath))"
+	luarocks --lua-version 5.4 make --deps-mode=none --tree $(CURDIR)/$(BUILD)/rock $(wildcard ucwa-*.rockspec)
+	cd /tmp && env -u UCWA_BUILD -u UCWA_SIM PATH=/usr/bin:/bin \
+	  LUA_PATH="$(CURDIR)/$(BUILD)/rock/share/lua/5.4/?.lua;$(CURDIR)/$(BUILD)/rock/share/lua/5.4/?/init.lua;;" \
+	  LUA_CPATH="$(CURDIR)/$(BUILD)/rock/lib/lua/5.4/?.so;;" $(LUA) $(CURDIR)/tools/check_rock.lua
 
 demo: all
 	$(LUA) examples/demo.lua
