@@ -30,8 +30,8 @@ describe("the rockspec", function()
   it("installs every Lua module, ucwa.core and the ucwa-sim command", function()
     local tree = os.tmpname()
     os.remove(tree)
-    local ok = os.execute(("make -s install BUILD=%s INST_LIBDIR=%s/lib INST_LUADIR=%s/lua INST_BINDIR=%s/bin >/dev/null")
-      :format(helpers.build, tree, tree, tree))
+    local ok = os.execute(("make -s install BUILD=%s INST_LIBDIR=%s/lib INST_LUADIR=%s/lua INST_BINDIR=%s/bin"
+      .. " >/dev/null"):format(helpers.build, tree, tree, tree))
     assert.is_true(ok)
     local p = io.popen("ls lua/ucwa/*.lua")
     for f in p:lines() do

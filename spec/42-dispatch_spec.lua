@@ -142,3 +142,27 @@ describe("links that are not URLs", function()
     c:close()
   end)
 end)
+
+describe("events about operations the bot never started", function()
+  -- regression: 200,000 such events left 200,000 entries in the early-events table
+  it("are kept within a bound and an age, and what goes over is dropped", function()
+    local dispatch = require "ucwa.dispatch"
+    local c, registry = new_client()
+    for i = 1, 20000 do
+      local href = APP .. "/communication/onlineMeetingInvitations/" .. (i % 5000)
+      registry:dispatch(batch{ event("updated", "onlineMeetingInvitation", href) })
+    end
+    local ops, events = registry:early_count()
+    assert.is_true(ops <= dispatch.EARLY_MAX, ops .. " operations kept")
+    assert.is_true(events <= dispatch.EARLY_MAX * dispatch.EARLY_EVENTS, events .. " events kept")
+    -- an operation that is claimed in time still gets its events
+    local href = APP .. "/communication/onlineMeetingInvitations/late"
+    registry:dispatch(batch{ event("started", "onlineMeetingInvitation", href) })
+    local inv = require("ucwa.resource").new(c._session, { rel = "onlineMeetingInvitation", href = href })
+    local started = 0
+    inv:on("started", function() started = started + 1 end)
+    registry:register(inv)
+    assert.equal(1, started)
+    c:close()
+  end)
+end)

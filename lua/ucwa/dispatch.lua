@@ -20,6 +20,11 @@ local dispatch = {}
 dispatch.OPERATIONS = {}
 for _, rel in ipairs(invitation.rels) do dispatch.OPERATIONS[rel] = true end
 
+--- Bounds on events kept for operations not known yet (a server can send
+-- any number): this many operations, this many events each, this many
+-- seconds old at most. What goes over is dropped and logged.
+dispatch.EARLY_MAX, dispatch.EARLY_EVENTS, dispatch.EARLY_AGE = 64, 16, 60
+
 local Registry = {}
 Registry.__index = Registry
 
@@ -32,6 +37,7 @@ function dispatch.new(session)
     pending = {},        -- operations in flight, kept alive until they complete
     by_operation = {},   -- operationId -> operation started by the bot
     early = {},          -- absolute href -> events that came before the object was known
+    early_order = {},    -- those hrefs, oldest first, with the time each came: { href, time }
     live = {},           -- conversations going on: kept alive while the server talks about them
   }, Registry)
 end
@@ -97,7 +103,7 @@ end
 --- Completes every operation in flight with Failure and `reason`.
 function Registry:fail_pending(reason)
   local pending = self.pending
-  self.pending, self.by_operation, self.early = {}, {}, {}
+  self.pending, self.by_operation, self.early, self.early_order = {}, {}, {}, {}
   for obj in pairs(pending) do obj:_fail(reason) end
 end
 
@@ -181,11 +187,40 @@ function Registry:route(ev, sender)
     end
     if res == nil or direction == nil then
       -- An outgoing operation whose 201 has not arrived yet: keep it for later.
-      local list = self.early[href] or {}
-      list[#list + 1] = ev
-      self.early[href] = list
+      self:keep_early(href, ev)
     end
   end
+end
+
+-- Keeps an event for an operation not known yet, within the bounds above.
+function Registry:keep_early(href, ev)
+  local now, order = os.time(), self.early_order
+  -- forget the oldest: past the age limit, or to make room
+  while order[1] and (now - order[1][2] > dispatch.EARLY_AGE
+                      or (not self.early[href] and #order >= dispatch.EARLY_MAX)) do
+    local old = table.remove(order, 1)
+    if self.early[old[1]] then
+      self.early[old[1]] = nil
+      self.session:log("warn", "dropped events of " .. old[1] .. ": no operation of the bot's claimed them")
+    end
+  end
+  local list = self.early[href]
+  if not list then
+    list = {}
+    self.early[href] = list
+    order[#order + 1] = { href, now }
+  end
+  if #list >= dispatch.EARLY_EVENTS then
+    return self.session:log("warn", "dropped an event of " .. href .. ": too many before its operation was known")
+  end
+  list[#list + 1] = ev
+end
+
+--- How many operations have events waiting here, and how many events in all.
+function Registry:early_count()
+  local ops, events = 0, 0
+  for _, list in pairs(self.early) do ops, events = ops + 1, events + #list end
+  return ops, events
 end
 
 -- An incoming invitation: an object of its kind, then the "invitation" callbacks.
