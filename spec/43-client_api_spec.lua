@@ -58,6 +58,23 @@ describe("ucwa.client{} options", function()
     eng:close()
   end)
 
+  -- regression: verify = false connected without a word
+  it("warn once, in the log and on stderr, when TLS verification is off", function()
+    local lines = {}
+    local c = ucwa.client(opts{ verify = false, log = function(level, m) lines[#lines + 1] = level .. " " .. m end })
+    assert.same({ "warn TLS verification is off (verify = false): the server's certificate is not checked" }, lines)
+    c:close()
+    local helpers = require "helpers"
+    local p = io.popen(("%s -e %q 2>&1 >/dev/null"):format(helpers.lua, [[
+      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+      package.cpath = "]] .. helpers.build .. [[/?.so;" .. package.cpath
+      require("ucwa").client{ url = "https://127.0.0.1:9/", username = "u", password = "p", verify = false }:close()]]))
+    local err = p:read("a")
+    p:close()
+    assert.equal("lua-ucwa: warning: TLS verification is off (verify = false): "
+      .. "the server's certificate is not checked\n", err)
+  end)
+
   it("accept every documented option", function()
     local c = ucwa.client(opts{
       format = "xml", user_agent = "bot/1", culture = "en-GB", verify = true, proxy = false, max_body = 1e6,

@@ -65,6 +65,12 @@ function client.new(opts)
   local self = setmetatable({ format = o.format, anonymous = o.anonymous ~= nil, state = "new",
                               engine = o.engine }, Client)
   self._session = session.new(self, o)
+  if o.verify == false then
+    -- Anyone on the path can then read the password and the token: say so, once.
+    local what = "TLS verification is off (verify = false): the server's certificate is not checked"
+    self._session:log("warn", what)
+    io.stderr:write("lua-ucwa: warning: ", what, "\n")
+  end
   return self
 end
 
