@@ -65,12 +65,9 @@ describe("ucwa.client{} options", function()
     assert.same({ "warn TLS verification is off (verify = false): the server's certificate is not checked" }, lines)
     c:close()
     local helpers = require "helpers"
-    local p = io.popen(("%s -e %q 2>&1 >/dev/null"):format(helpers.lua, [[
-      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-      package.cpath = "]] .. helpers.build .. [[/?.so;" .. package.cpath
-      require("ucwa").client{ url = "https://127.0.0.1:9/", username = "u", password = "p", verify = false }:close()]]))
-    local err = p:read("a")
-    p:close()
+    local err = helpers.run_lua([[
+      require("ucwa").client{ url = "https://127.0.0.1:9/", username = "u", password = "p", verify = false }:close()
+    ]], nil, "2>&1 >/dev/null")
     assert.equal("lua-ucwa: warning: TLS verification is off (verify = false): "
       .. "the server's certificate is not checked\n", err)
   end)

@@ -17,14 +17,9 @@ describe("ucwa.sim.start{}", function()
 
   -- regression: outside the checkout it failed without saying what to set
   it("says where it looked and what to set when there is no binary", function()
-    local script = ([[package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-      package.cpath = %q .. "/?.so;" .. package.cpath
+    local out = helpers.run_lua([[
       local ok, err = pcall(require("ucwa.sim").start, {})
-      print(ok, err)]]):format(helpers.build)
-    local p = io.popen(("cd . && env -u UCWA_SIM UCWA_BUILD=/nonexistent PATH=/usr/bin:/bin %s -e %q 2>&1")
-      :format(helpers.lua, script))
-    local out = p:read("a")
-    p:close()
+      print(ok, err)]], "env -u UCWA_SIM UCWA_BUILD=/nonexistent PATH=/usr/bin:/bin")
     assert.matches("^false", out)
     assert.matches("ucwa%-sim not found", out)
     assert.matches("UCWA_SIM", out)
