@@ -100,3 +100,64 @@ for _, format in ipairs{ "json", "xml" } do
     end)
   end)
 end
+
+describe("sign-in and token faults reach the error handler", function()
+  local sim
+  after_each(function() if sim then sim:stop(); sim = nil end end)
+
+  local function new_client(o)
+    local lines, errs = {}, {}
+    local opts = { url = sim and sim.url, username = "bot@contoso.com", password = "password",
+                   log = function(level, m) lines[#lines + 1] = level .. " " .. m end }
+    for k, v in pairs(o or {}) do opts[k] = v end
+    local c = ucwa.client(opts)
+    c:on("error", function(e) errs[#errs + 1] = e end)
+    return c, errs, lines
+  end
+
+  -- regression: a wrong URL or host retried forever and the error handler never fired
+  it("reports every failed attempt with retrying = true, a refusal once with retrying = false", function()
+    local c, errs = new_client{ url = "http://127.0.0.1:1/" }
+    c:start()
+    drive(c, function() return #errs >= 2 end, 5, "two failed attempts")
+    assert.is_true(errs[1].retrying)
+    assert.equal("NetworkError", errs[1].code)
+    c:close()
+
+    sim = simmod.start{ step_delay = 0 }
+    local c2, errs2 = new_client{ password = "wrong" }
+    c2:start()
+    drive(c2, function() return #errs2 >= 1 end, 5, "the refusal")
+    local t = E.gettime() + 1
+    drive(c2, function() return E.gettime() > t end, 2, "time")
+    assert.equal(1, #errs2)
+    assert.is_false(errs2[1].retrying)
+    assert.equal("Unauthorized", errs2[1].code)
+    c2:close()
+  end)
+
+  -- regression: a 401 on the event channel set off an unthrottled flood of
+  -- password grants (21,684 in 15 s), nothing reported to the bot
+  it("backs off and bounds token renewals on a channel that keeps answering 401, then reports", function()
+    local session = require "ucwa.session"
+    local saved = session.MAX_REFUSED_TOKENS
+    session.MAX_REFUSED_TOKENS = 3
+    finally(function() session.MAX_REFUSED_TOKENS = saved end)
+    sim = simmod.start{ step_delay = 0, min_timeout = 0.1 }
+    local c, errs, lines = new_client{ event_timeout = 1, event_grace = 0.5 }
+    local ready = false
+    c:on("ready", function() ready = true end)
+    c:start()
+    drive(c, function() return ready end, 5, "ready")
+    local grants0 = E.count_token_grants(lines)
+    sim:control("POST", "/_sim/faults/fail", { count = 100000, status = 401, code = "Unauthorized", match = "events" })
+    drive(c, function()
+      for _, e in ipairs(errs) do if e.subcode == "TokenRefused" then return true end end
+    end, 10, "TokenRefused reported")
+    local t = E.gettime() + 1.5
+    drive(c, function() return E.gettime() > t end, 3, "time")
+    -- one grant per refused token (the first at once, then after 1 s, 2 s), none after giving up
+    assert.equal(3, E.count_token_grants(lines) - grants0)
+    c:close()
+  end)
+end)

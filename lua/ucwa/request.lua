@@ -47,6 +47,7 @@ function request.send(session, spec, done, retried)
           request.send(session, spec, done, true)
         end)
       end
+      if token and status < 400 then session:token_accepted() end
       local rtype = resp.headers["content-type"]
       if status >= 400 then
         local err = core.parse_error(resp.body, rtype, status)

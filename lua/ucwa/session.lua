@@ -185,15 +185,47 @@ local function set_token(self, token_type, value)
   if self.channel then self.channel:set_header("Authorization", self:authorization(self.channel:url())) end
 end
 
+--- Fresh tokens the server may refuse in a row before the session stops
+-- asking (each one after a doubling wait): against a real directory an
+-- endless loop of password grants locks the account.
+session.MAX_REFUSED_TOKENS = 4
+
+--- A request with the session's token succeeded: the token works.
+function Session:token_accepted()
+  self.refused = nil
+end
+
 --- Gets a token for the first time or again. done(true) or done(nil, err).
+-- Renewals that follow each other without a token working in between wait
+-- 1, 2, 4 ... seconds and stop after MAX_REFUSED_TOKENS.
 function Session:renew_token(done)
   if self.renewing then
     table.insert(self.renewing, done)
     return
   end
   self.renewing = { done }
-  local function finish(ok, err)
+  local refused = (self.refused or 0) + 1
+  self.refused = refused
+  if refused > session.MAX_REFUSED_TOKENS then
     local waiters = self.renewing
+    self.renewing = nil
+    local err = errors.new{ status = 401, code = "Unauthorized", subcode = "TokenRefused",
+      message = "the server refused " .. session.MAX_REFUSED_TOKENS .. " fresh tokens in a row; not asking again" }
+    err.retrying = false
+    for _, fn in ipairs(waiters) do fn(nil, err) end
+    return
+  end
+  if refused > 1 then
+    self:log("warn", "token refused again: renewing in " .. 2 ^ (refused - 2) .. " s")
+    return self:after(2 ^ (refused - 2), function() self:grant() end, "grant")
+  end
+  self:grant()
+end
+
+-- Gets a token now, for the waiters of renew_token.
+function Session:grant()
+  local function finish(ok, err)
+    local waiters = self.renewing or {}
     self.renewing = nil
     for _, fn in ipairs(waiters) do fn(ok, err) end
   end
@@ -387,7 +419,10 @@ function Session:open_channel()
     grace = self.options.event_grace,
     backoff = self.options.backoff,
     parse = core.parse_events,
-    on_batch = function(batch) self.registry:dispatch(batch) end,
+    on_batch = function(batch)
+      self:token_accepted() -- the channel got through with the token
+      self.registry:dispatch(batch)
+    end,
     on_error = function(err) self:channel_error(err) end,
   }
   self.channel:start()
@@ -455,12 +490,13 @@ function Session:start()
     return ok, err
   end, function(err)
     self:set_state("new")
-    if not retryable(err) then
-      self:report(err)
-      return false
-    end
-    self:log("warn", "sign-in failed, retrying: " .. tostring(err))
-    return true
+    -- every failed attempt reaches the bot; a refusal once, and no retry
+    local again = retryable(err)
+    err = err or errors.new{ code = "NetworkError", message = "sign-in failed" }
+    err.retrying = again
+    self:log("warn", "sign-in failed" .. (again and ", retrying: " or ": ") .. tostring(err))
+    self:report(err)
+    return again
   end)
 end
 
