@@ -166,3 +166,39 @@ describe("events about operations the bot never started", function()
     c:close()
   end)
 end)
+
+describe("events from conversations the bot never joined", function()
+  -- regression: 10,000 distinct conversation senders triggered 10,000 GETs
+  -- and kept 10,200 objects alive for good
+  it("fetch within a budget, keep a bounded number alive, report it once, and let the rest go", function()
+    local dispatch = require "ucwa.dispatch"
+    local c, registry, session = new_client()
+    local errs = {}
+    c:on("error", function(e) errs[#errs + 1] = e end)
+    local gets = 0
+    session.send = function(_, spec, done) -- white box: count the requests, answer none
+      if spec.method == "GET" then gets = gets + 1 end
+      local _ = done
+    end
+    local N = 3000
+    for i = 1, N do
+      local href = APP .. "/communication/conversations/" .. i
+      registry:dispatch(assert(ucwa.parse_events(cjson.encode{
+        _links = { self = { href = APP .. "/events?ack=1" }, next = { href = APP .. "/events?ack=2" } },
+        sender = { { rel = "conversation", href = href, events = {
+          { type = "added", link = { rel = "participant", href = href .. "/participants/x" } } } } },
+      }, "application/json")))
+    end
+    assert.equal(dispatch.FETCH_MAX, gets)
+    assert.is_true(#registry:conversations() <= dispatch.LIVE_MAX)
+    assert.equal(1, #errs)
+    assert.equal("TooManyConversations", errs[1].subcode)
+    collectgarbage()
+    collectgarbage()
+    local known = 0
+    for _ in pairs(registry.objects) do known = known + 1 end
+    -- the kept conversations and their participants; the rest was collected
+    assert.is_true(known <= 2 * dispatch.LIVE_MAX, known .. " objects still held")
+    c:close()
+  end)
+end)

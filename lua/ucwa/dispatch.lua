@@ -25,6 +25,12 @@ for _, rel in ipairs(invitation.rels) do dispatch.OPERATIONS[rel] = true end
 -- seconds old at most. What goes over is dropped and logged.
 dispatch.EARLY_MAX, dispatch.EARLY_EVENTS, dispatch.EARLY_AGE = 64, 16, 60
 
+--- Bounds on what events about unknown resources make the client do: GETs
+-- of resources it hears of in flight at once (more wait for an event that
+-- carries them), and conversations kept alive (beyond, they live only while
+-- the bot holds them, and the error handler hears of it once).
+dispatch.FETCH_MAX, dispatch.LIVE_MAX = 16, 1000
+
 local Registry = {}
 Registry.__index = Registry
 
@@ -39,6 +45,8 @@ function dispatch.new(session)
     early = {},          -- absolute href -> events that came before the object was known
     early_order = {},    -- those hrefs, oldest first, with the time each came: { href, time }
     live = {},           -- conversations going on: kept alive while the server talks about them
+    n_live = 0,
+    fetching = 0,        -- automatic GETs in flight
   }, Registry)
 end
 
@@ -109,7 +117,23 @@ end
 
 --- Keeps a conversation alive (on) while it goes on, or lets it go.
 function Registry:keep_conversation(conv, on)
-  self.live[conv] = on or nil
+  local live = self.live
+  if on and not live[conv] then
+    if self.n_live >= dispatch.LIVE_MAX then
+      if not self.live_reported then
+        self.live_reported = true
+        self.session:report(errors.new{ code = "LimitExceeded", subcode = "TooManyConversations",
+          message = "the server speaks of more than " .. dispatch.LIVE_MAX
+            .. " conversations; the others live only while the bot holds them" })
+      end
+      return
+    end
+    self.n_live = self.n_live + 1
+    live[conv] = true
+  elseif not on and live[conv] then
+    self.n_live = self.n_live - 1
+    live[conv] = nil
+  end
 end
 
 --- The conversations going on, in no particular order.
@@ -158,7 +182,15 @@ function Registry:object_for_link(rel, href)
   if obj then return obj end
   obj = self:object({ rel = rel, href = href }, rel)
   local session = self.session
-  obj:refresh(function(_, err) if err then session:log("warn", "fetching " .. href .. ": " .. tostring(err)) end end)
+  if self.fetching >= dispatch.FETCH_MAX then
+    session:log("warn", "not fetching " .. href .. " now: " .. dispatch.FETCH_MAX .. " fetches in flight")
+    return obj
+  end
+  self.fetching = self.fetching + 1
+  obj:refresh(function(_, err)
+    self.fetching = self.fetching - 1
+    if err then session:log("warn", "fetching " .. href .. ": " .. tostring(err)) end
+  end)
   return obj
 end
 
