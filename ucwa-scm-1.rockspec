@@ -19,9 +19,9 @@ build = {
   modules = {
     ["ucwa.core"] = {
       sources = {
-        "src/channel.c", "src/core.c", "src/dataurl.c", "src/date.c",
-        "src/encode.c", "src/engine.c", "src/parse.c", "src/parse_xml.c",
-        "src/url.c",
+        "src/auxlib.c", "src/channel.c", "src/core.c", "src/dataurl.c", "src/date.c",
+        "src/encode.c", "src/error.c", "src/loop.c", "src/parse.c", "src/parse_json.c",
+        "src/parse_xml.c", "src/request.c", "src/timer.c", "src/url.c",
       },
       libraries = { "curl", "expat", "crypto" },
       incdirs = { "$(CURL_INCDIR)", "$(EXPAT_INCDIR)", "$(CRYPTO_INCDIR)", "src" },

@@ -1,6 +1,7 @@
 /* libFuzzer target for the parsers of ucwa.core. One source, four targets:
  * FUZZ_FN is "parse" or "parse_events", FUZZ_CT the content type. The parse
- * sources (src/parse*.c, encode.c, date.c) are compiled in; lua-cjson is
+ * sources (src/parse*.c, encode.c, date.c, and error.c, auxlib.c they use)
+ * are compiled in; lua-cjson is
  * loaded by require from the system's Lua 5.4 cpath.
  * Each input is also run through parse_error and, when it parses, the model's
  * properties through encode("xml"/"json"). Lua errors are caught by pcall:
@@ -99,6 +100,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     }                    /* DRIVER */
     lua_newtable(L);     /* CORE */
+    ucwa_open_error(L);  /* error objects first, as core.c opens them */
     ucwa_open_parse(L);  /* raises (aborts) if cjson cannot be loaded */
     /* small limits so deep/large inputs exercise the limit paths */
     lua_getfield(L, CORE, "set_limits");

@@ -60,7 +60,7 @@ static int l_data_url(lua_State *L)
     return 2;
 }
 
-void ucwa_open_util(lua_State *L)
+void ucwa_open_dataurl(lua_State *L)
 {
     lua_pushcfunction(L, l_data_url);
     lua_setfield(L, -2, "data_url");

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "model.h"
+#include "parse.h"
 
 static int digits(const char **p, const char *end, int n, long *out)
 {

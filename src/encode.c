@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
+#include "parse.h"
 
 #define UCWA_NS "http://schemas.microsoft.com/rtc/2012/03/ucwa"
 
@@ -63,11 +63,11 @@ static void add_escaped(lua_State *L, luaL_Buffer *b, const char *s, size_t len,
         case '\r': luaL_addstring(b, "&#13;"); p++; continue;
         }
         if (*p < 0x20)
-            luaL_error(L, "ucwa.encode: %s has control character 0x%02x, which XML cannot carry", what, *p);
+            ucwa_raise(L, "ucwa.encode: %s has control character 0x%02x, which XML cannot carry", what, *p);
         {
             size_t n = utf8_len(p, end);
             if (!n)
-                luaL_error(L, "ucwa.encode: %s is not valid UTF-8 (byte %d)", what, (int)(p - (const unsigned char *)s) + 1);
+                ucwa_raise(L, "ucwa.encode: %s is not valid UTF-8 (byte %d)", what, (int)(p - (const unsigned char *)s) + 1);
             luaL_addlstring(b, (const char *)p, n);
             p += n;
         }
@@ -91,7 +91,7 @@ static int scalar_text(lua_State *L, char tmp[64], const char **s, size_t *len, 
         } else {
             lua_Number d = lua_tonumber(L, -1);
             if (d != d || d - d != 0)
-                luaL_error(L, "ucwa.encode: %s is not a finite number", what);
+                ucwa_raise(L, "ucwa.encode: %s is not a finite number", what);
             snprintf(tmp, 64, "%.17g", (double)d);
         }
         *s = tmp;
@@ -133,24 +133,24 @@ static int encode_xml(lua_State *L)
     lua_pushnil(L);
     while (lua_next(L, t)) {
         if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_error(L, "ucwa.encode: XML property names must be strings (got a %s key)", luaL_typename(L, -2));
+            ucwa_raise(L, "ucwa.encode: XML property names must be strings (got a %s key)", luaL_typename(L, -2));
         if (lua_type(L, -1) == LUA_TTABLE) {
             lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
             int arr = lua_gettop(L);
             lua_pushnil(L);
             while (lua_next(L, arr)) {
                 if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n)
-                    luaL_error(L, "ucwa.encode: XML property '%s' is a table that is not a list",
+                    ucwa_raise(L, "ucwa.encode: XML property '%s' is a table that is not a list",
                                lua_tostring(L, arr - 1));
                 if (lua_type(L, -1) == LUA_TTABLE || (!is_null(L, -1) && lua_type(L, -1) > LUA_TSTRING) ||
                     lua_isnil(L, -1))
-                    luaL_error(L, "ucwa.encode: XML property '%s' has a %s item", lua_tostring(L, arr - 1),
+                    ucwa_raise(L, "ucwa.encode: XML property '%s' has a %s item", lua_tostring(L, arr - 1),
                                luaL_typename(L, -1));
                 lua_pop(L, 1);
             }
         } else if (!is_null(L, -1) && lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER &&
                    lua_type(L, -1) != LUA_TBOOLEAN) {
-            luaL_error(L, "ucwa.encode: XML property '%s' is a %s", lua_tostring(L, -2), luaL_typename(L, -1));
+            ucwa_raise(L, "ucwa.encode: XML property '%s' is a %s", lua_tostring(L, -2), luaL_typename(L, -1));
         }
         lua_pop(L, 1);
         lua_pushvalue(L, -1);
@@ -185,7 +185,7 @@ static int encode_xml(lua_State *L)
                     continue;
                 }
                 if (!scalar_text(L, tmp, &s, &len, k))
-                    luaL_error(L, "ucwa.encode: item %d of XML property '%s' is not a scalar", (int)j, k);
+                    ucwa_raise(L, "ucwa.encode: item %d of XML property '%s' is not a scalar", (int)j, k);
                 luaL_addstring(&b, "<item>");
                 add_escaped(L, &b, s, len, k);
                 luaL_addstring(&b, "</item>");
@@ -198,7 +198,7 @@ static int encode_xml(lua_State *L)
             continue;
         }
         if (!scalar_text(L, tmp, &s, &len, k))
-            luaL_error(L, "ucwa.encode: XML property '%s' is not a scalar", k);
+            ucwa_raise(L, "ucwa.encode: XML property '%s' is not a scalar", k);
         luaL_addstring(&b, "\n  <property name=\"");
         add_escaped(L, &b, k, strlen(k), "a property name");
         luaL_addstring(&b, "\">");
@@ -226,7 +226,7 @@ int ucwa_l_encode(lua_State *L)
     lua_pushvalue(L, 1);
     lua_call(L, 1, 2);
     if (lua_type(L, -2) != LUA_TSTRING)
-        return luaL_error(L, "ucwa.encode: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "cannot encode");
+        return ucwa_raise(L, "ucwa.encode: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "cannot encode");
     lua_pop(L, 1);
     lua_pushliteral(L, "application/json");
     return 2;

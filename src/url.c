@@ -5,11 +5,16 @@
  *       params: name -> string|number|true (set/replace), false (remove).
  *       Other parameters (ack=...) are kept byte for byte; new ones are appended
  *       in name order with CURLU_APPENDQUERY|CURLU_URLENCODE. */
-#define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
+#include <curl/curl.h>
 
-#include "engine.h"
+#include "ucwa.h"
+#include "url.h"
+
+/* C strings end at a NUL, so a NUL inside a Lua string would cut the URL
+ * short: "http://evil\0.good.com/x" would be "http://evil". Refused. */
+static const char NUL_BYTE[] = "URL contains a NUL byte";
 
 static char *dup_curl(char *s)
 {
@@ -79,7 +84,11 @@ char *ucwa_url_with_query(lua_State *L, const char *url, int idx, const char **e
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING) { lua_pop(L, 1); *err = "parameter names must be strings"; return NULL; }
+        if (lua_type(L, -1) != LUA_TSTRING || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1)) {
+            lua_pop(L, 1);
+            *err = "parameter names must be strings without NUL bytes";
+            return NULL;
+        }
         nn++;
     }
     names = calloc(nn ? nn : 1, sizeof *names);
@@ -143,11 +152,24 @@ char *ucwa_url_with_query(lua_State *L, const char *url, int idx, const char **e
         if (t == LUA_TBOOLEAN) lua_pushfstring(L, "%s=true", names[i]);
         else if (lua_isinteger(L, -1)) lua_pushfstring(L, "%s=%I", names[i], lua_tointeger(L, -1));
         else if (t == LUA_TNUMBER) {
-            double d = lua_tonumber(L, -1);
-            if (d == (double)(long long)d) lua_pushfstring(L, "%s=%I", names[i], (lua_Integer)d);
+            lua_Number d = lua_tonumber(L, -1);
+            lua_Integer n;
+            if (lua_numbertointeger(d, &n) && d == (lua_Number)n) lua_pushfstring(L, "%s=%I", names[i], n);
             else lua_pushfstring(L, "%s=%f", names[i], d);
-        } else if (t == LUA_TSTRING) lua_pushfstring(L, "%s=%s", names[i], lua_tostring(L, -1));
-        else { lua_pop(L, 1); *err = "parameter values must be strings, numbers or booleans"; goto done; }
+        } else if (t == LUA_TSTRING) {
+            size_t vl;
+            const char *v = lua_tolstring(L, -1, &vl);
+            if (strlen(v) != vl) {
+                lua_pop(L, 1);
+                *err = "parameter values must not contain NUL bytes";
+                goto done;
+            }
+            lua_pushfstring(L, "%s=%s", names[i], v);
+        } else {
+            lua_pop(L, 1);
+            *err = "parameter values must be strings, numbers or booleans";
+            goto done;
+        }
         rc = curl_url_set(h, CURLUPART_QUERY, lua_tostring(L, -1), CURLU_APPENDQUERY | CURLU_URLENCODE);
         lua_pop(L, 2);
         if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
@@ -177,18 +199,26 @@ static int push_url(lua_State *L, char *s, const char *what, const char *err)
     return 1;
 }
 
+/* a URL argument: its text, or NULL when it holds a NUL byte */
+static const char *url_arg(lua_State *L, int idx)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, idx, &n);
+    return strlen(s) == n ? s : NULL;
+}
+
 static int l_url_resolve(lua_State *L)
 {
-    const char *base = luaL_checkstring(L, 1), *ref = luaL_checkstring(L, 2), *err = NULL;
-    char *s = ucwa_url_resolve(base, ref, &err);
+    const char *base = url_arg(L, 1), *ref = url_arg(L, 2), *err = NUL_BYTE;
+    char *s = base && ref ? ucwa_url_resolve(base, ref, &err) : NULL;
     return push_url(L, s, "resolve", err);
 }
 
 static int l_url_with_query(lua_State *L)
 {
-    const char *url = luaL_checkstring(L, 1), *err = NULL;
+    const char *url = url_arg(L, 1), *err = NUL_BYTE;
     luaL_checktype(L, 2, LUA_TTABLE);
-    char *s = ucwa_url_with_query(L, url, 2, &err);
+    char *s = url ? ucwa_url_with_query(L, url, 2, &err) : NULL;
     return push_url(L, s, "build", err);
 }
 

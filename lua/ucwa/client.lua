@@ -452,7 +452,6 @@ function Client:_open_channel()
     timeout = self.options.event_timeout,
     grace = self.options.event_grace,
     backoff = self.options.backoff,
-    parse = core.parse_events,
     on_batch = function(batch) self:_dispatch(batch) end,
     on_error = function(err) self:_channel_error(err) end,
   }
