@@ -62,8 +62,8 @@ int ucwa_argerror(lua_State *L, int arg, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- classes */
 
-void ucwa_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
-                lua_CFunction tostring, int flags)
+void ucwa_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc, lua_CFunction tostring,
+                int flags)
 {
     luaL_newmetatable(L, name);
     lua_newtable(L);
@@ -86,13 +86,14 @@ void ucwa_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFu
     lua_pop(L, 1);
 }
 
-void ucwa_class_extend(lua_State *L, const char *name, const luaL_Reg *methods, int nup)
+void ucwa_class_method(lua_State *L, const char *name, const char *method, lua_CFunction fn, int nup)
 {
+    lua_pushcclosure(L, fn, nup);
     luaL_getmetatable(L, name);
     lua_getfield(L, -1, "__index");
-    lua_remove(L, -2);
-    lua_insert(L, -1 - nup);
-    luaL_setfuncs(L, methods, nup);
+    lua_insert(L, -3);
+    lua_pop(L, 1);
+    lua_setfield(L, -2, method);
     lua_pop(L, 1);
 }
 
@@ -213,8 +214,7 @@ int ucwa_opt_value(lua_State *L, int arg, int t, const char *k, int type, int re
     int got = lua_getfield(L, t, k);
     if (got == type) return 1;
     if (got == LUA_TNIL && !required) return 0;
-    return ucwa_argerror(L, arg, "option '%s' must be a %s (got %s)", k, lua_typename(L, type),
-                         luaL_typename(L, -1));
+    return ucwa_argerror(L, arg, "option '%s' must be a %s (got %s)", k, lua_typename(L, type), luaL_typename(L, -1));
 }
 
 /* ---------------------------------------------------------------- buffers */

@@ -2,9 +2,12 @@
  * buffers and printf-style messages. (Not "aux.h": that name is reserved on
  * Windows.)
  *
- * Messages: every formatted message of the core goes through printf, checked
- * by the compiler (the format attribute), not through lua_pushfstring, whose
- * smaller set of conversions fails at run time ("invalid option '%0'"). */
+ * The dialect: C11 with the GNU/POSIX library (-std=gnu11; strdup,
+ * strcasecmp, epoll, timerfd), no feature macros. Messages are formatted by
+ * printf (ucwa_pushf, ucwa_raise, ucwa_argerror), checked by the compiler
+ * (the format attribute); lua_pushfstring and luaL_error, whose conversions
+ * are checked only at run time ("invalid option '%0'"), are kept to %s, and
+ * to %I, %f and %p where Lua's own spelling of a number is wanted. */
 #ifndef UCWA_AUXLIB_H
 #define UCWA_AUXLIB_H
 
@@ -13,13 +16,17 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#if !defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L
+#error "ucwa.core is C11: build with -std=gnu11 (see the Makefile)"
+#endif
+
 #define UCWA_NELEM(a) (sizeof(a) / sizeof((a)[0]))
 /* the struct that holds member `m` at address p */
-#define ucwa_container_of(p, type, m) ((type *)(void *)((char *)(p) - offsetof(type, m)))
+#define ucwa_container_of(p, type, m) ((type *)(void *)((char *)(p)-offsetof(type, m)))
 
 #if defined(__GNUC__)
 #define UCWA_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#define UCWA_NORETURN __attribute__((noreturn))
+#define UCWA_NORETURN     __attribute__((noreturn))
 #else
 #define UCWA_PRINTF(f, a)
 #define UCWA_NORETURN
@@ -40,12 +47,13 @@ UCWA_NORETURN int ucwa_argerror(lua_State *L, int arg, const char *fmt, ...) UCW
  * methods in __index, `gc` as __gc and, with UCWA_CLOSABLE, also as __close
  * and the `close` method (one idempotent teardown), and __tostring. */
 enum { UCWA_CLOSABLE = 1 };
-void ucwa_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
-                lua_CFunction tostring, int flags);
-/* Adds methods, sharing the nup upvalues on top of the stack (popped), to the
- * __index of the class `name`: how request.c and channel.c give the engine
- * its `request` and `channel` methods without loop.c knowing them. */
-void ucwa_class_extend(lua_State *L, const char *name, const luaL_Reg *methods, int nup);
+void ucwa_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc, lua_CFunction tostring,
+                int flags);
+/* Adds the method `fn`, with the nup upvalues on top of the stack (popped),
+ * to the __index of the class `name`: how request.c, timer.c and channel.c
+ * give the engine its `request`, `timer` and `channel` methods without
+ * loop.c knowing them. */
+void ucwa_class_method(lua_State *L, const char *name, const char *method, lua_CFunction fn, int nup);
 
 /* ---- option tables
  * Options are a table argument (number `arg`, for the messages) at stack index
@@ -68,6 +76,16 @@ int ucwa_opt_value(lua_State *L, int arg, int t, const char *k, int type, int re
 /* The string at stack index idx, refused (argument error naming `what`) when
  * it is not a string or holds a NUL byte: C would silently cut it there. */
 const char *ucwa_check_cstring(lua_State *L, int idx, int arg, const char *what, size_t *len);
+
+/* t[k] = s, unless s is NULL */
+static inline void ucwa_set_str(lua_State *L, int t, const char *k, const char *s)
+{
+    if (s) {
+        t = lua_absindex(L, t);
+        lua_pushstring(L, s);
+        lua_setfield(L, t, k);
+    }
+}
 
 /* ---- growable buffers */
 

@@ -28,8 +28,8 @@
 
 #define UCWA_CHANNEL_MT "ucwa.channel"
 
-#define CUV_ENGINE 1
-#define CUV_STATE 2
+#define CUV_ENGINE  1
+#define CUV_STATE   2
 #define CUV_HEADERS 3
 
 typedef struct ucwa_channel {
@@ -166,13 +166,6 @@ static int stop_with(lua_State *L, ucwa_channel *ch, int chidx)
 
 /* ---------------------------------------------------------------- responses */
 
-static void set_str(lua_State *L, const char *k, const char *v)
-{
-    if (!v) return;
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
-}
-
 /* pushes the error object of an HTTP error response: core.parse_error of the
  * body, with the body, its content type and the URL added */
 static void push_http_error(lua_State *L, int chidx, const ucwa_req *r)
@@ -182,8 +175,10 @@ static void push_http_error(lua_State *L, int chidx, const ucwa_req *r)
     lua_getiuservalue(L, chidx, CUV_STATE);
     lua_getfield(L, -1, "parse_error");
     lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.len);
-    if (ctype) lua_pushstring(L, ctype);
-    else lua_pushnil(L);
+    if (ctype)
+        lua_pushstring(L, ctype);
+    else
+        lua_pushnil(L);
     lua_pushinteger(L, r->status);
     if (lua_pcall(L, 3, 1, 0) == LUA_OK && lua_istable(L, -1)) { /* it never fails but out of memory */
         lua_replace(L, top + 1);
@@ -194,15 +189,15 @@ static void push_http_error(lua_State *L, int chidx, const ucwa_req *r)
     }
     lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.len);
     lua_setfield(L, -2, "body");
-    set_str(L, "content_type", ctype);
-    set_str(L, "url", r->url);
+    ucwa_set_str(L, -1, "content_type", ctype);
+    ucwa_set_str(L, -1, "url", r->url);
 }
 
 /* pushes an error object about the 200 response from url */
 static void push_batch_error(lua_State *L, const char *code, const char *msg, const char *url)
 {
     ucwa_error_push(L, 200, code, NULL, "%s", msg);
-    set_str(L, "url", url);
+    ucwa_set_str(L, -1, "url", url);
 }
 
 /* href of links[rel] (a table with href, or a string); NULL if absent */
@@ -233,16 +228,20 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
     lua_getfield(L, -1, "parse");
     lua_remove(L, -2);
     lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.len);
-    if (ctype) lua_pushstring(L, ctype);
-    else lua_pushnil(L);
+    if (ctype)
+        lua_pushstring(L, ctype);
+    else
+        lua_pushnil(L);
     int st = lua_pcall(L, 2, 2, 0); /* top+2: batch | nil, top+3: err */
-    if (st != LUA_OK || !lua_istable(L, top + 2)) {
-        int msg = st != LUA_OK ? top + 2 : top + 3;
-        const char *m = "event batch could not be parsed";
-        if (lua_type(L, msg) == LUA_TTABLE && lua_getfield(L, msg, "message") == LUA_TSTRING)
-            m = lua_tostring(L, -1);
-        else if (lua_type(L, msg) == LUA_TSTRING)
-            m = lua_tostring(L, msg); /* no __tostring: it could raise */
+    if (st == LUA_OK && !lua_istable(L, top + 2)) { /* parse_events' ParseError, with the URL */
+        lua_pushvalue(L, top + 3);
+        lua_pushinteger(L, 200);
+        lua_setfield(L, -2, "status");
+        ucwa_set_str(L, -1, "url", r->url);
+        return retry_later(L, ch, chidx, 0);
+    }
+    if (st != LUA_OK) { /* out of memory */
+        const char *m = lua_type(L, top + 2) == LUA_TSTRING ? lua_tostring(L, top + 2) : "cannot parse";
         push_batch_error(L, "ParseError", m, r->url);
         return retry_later(L, ch, chidx, 0);
     }
@@ -321,44 +320,36 @@ static int push_running(lua_State *L, int eidx, ucwa_channel *ch)
     return 0;
 }
 
-/* deliver functions: from step(), the error status of a callback with the
- * error on top, the channel already advanced */
-static int finish(lua_State *L, int top, int st)
-{
-    if (st != LUA_OK) return st;
-    lua_settop(L, top);
-    return LUA_OK;
-}
-
+/* deliver functions: the channel is advanced (the next P-GET or the retry
+ * armed) before any callback runs, so a callback's error can go out of step() */
 static int deliver_response(lua_State *L, int eidx, ucwa_work *w)
 {
     ucwa_channel *ch = ucwa_container_of(w, ucwa_channel, req.x.w);
-    int top = lua_gettop(L);
     ucwa_req_collect(&ch->req);
     if (!push_running(L, eidx, ch)) {
         ucwa_req_free(&ch->req);
         return LUA_OK;
     }
-    return finish(L, top, on_response(L, ch, top + 1));
+    return on_response(L, ch, lua_gettop(L));
 }
 
 static int deliver_retry(lua_State *L, int eidx, ucwa_work *w)
 {
     ucwa_channel *ch = ucwa_container_of(w, ucwa_channel, retry.w);
-    int top = lua_gettop(L);
     if (!push_running(L, eidx, ch)) return LUA_OK;
-    const char *err = issue_pget(L, ch, top + 1);
-    if (!err) return finish(L, top, LUA_OK);
+    int chidx = lua_gettop(L);
+    const char *err = issue_pget(L, ch, chidx);
+    if (!err) return LUA_OK;
     ucwa_error_push(L, 0, "NetworkError", NULL, "%s", err);
-    set_str(L, "url", ch->url);
-    return finish(L, top, retry_later(L, ch, top + 1, 0));
+    ucwa_set_str(L, -1, "url", ch->url);
+    return retry_later(L, ch, chidx, 0);
 }
 
 /* ---------------------------------------------------------------- Lua API */
 
 static const char *const channel_options[] = {
-    "url", "headers", "timeout", "grace", "client_timeout", "low", "medium", "priority",
-    "on_batch", "on_error", "backoff", NULL,
+    "url",    "headers",  "timeout",  "grace",    "client_timeout", "low",
+    "medium", "priority", "on_batch", "on_error", "backoff",        NULL,
 };
 static const char *const backoff_options[] = {"initial", "max", NULL};
 static const char *const params[] = {"low", "medium", "priority"};
@@ -493,8 +484,10 @@ static int l_close(lua_State *L)
 static int l_url(lua_State *L)
 {
     ucwa_channel *ch = check_channel(L, 1);
-    if (ch->url) lua_pushstring(L, ch->url);
-    else lua_pushnil(L);
+    if (ch->url)
+        lua_pushstring(L, ch->url);
+    else
+        lua_pushnil(L);
     return 1;
 }
 
@@ -509,9 +502,12 @@ static int l_running(lua_State *L)
 static int l_pending(lua_State *L)
 {
     ucwa_channel *ch = check_channel(L, 1);
-    if (ch->req.x.w.state != UCWA_IDLE) lua_pushliteral(L, "request");
-    else if (ch->retry.w.state != UCWA_IDLE) lua_pushliteral(L, "backoff");
-    else lua_pushnil(L);
+    if (ch->req.x.w.state != UCWA_IDLE)
+        lua_pushliteral(L, "request");
+    else if (ch->retry.w.state != UCWA_IDLE)
+        lua_pushliteral(L, "backoff");
+    else
+        lua_pushnil(L);
     return 1;
 }
 
@@ -548,20 +544,14 @@ static int l_set_header(lua_State *L)
 static int l_tostring(lua_State *L)
 {
     ucwa_channel *ch = check_channel(L, 1);
-    lua_pushfstring(L, "ucwa.channel (%s): %p", ch->closed ? "closed" : ch->running ? "running" : "stopped",
-                    (void *)ch);
+    const char *state = ch->closed ? "closed" : ch->running ? "running" : "stopped";
+    lua_pushfstring(L, "ucwa.channel (%s): %p", state, (void *)ch);
     return 1;
 }
 
 static const luaL_Reg channel_methods[] = {
-    {"start", l_start},     {"stop", l_stop},       {"url", l_url},
-    {"running", l_running}, {"pending", l_pending}, {"set_header", l_set_header},
-    {NULL, NULL},
-};
-
-static const luaL_Reg engine_methods[] = {
-    {"channel", l_channel},
-    {NULL, NULL},
+    {"start", l_start},           {"stop", l_stop}, {"url", l_url}, {"running", l_running}, {"pending", l_pending},
+    {"set_header", l_set_header}, {NULL, NULL},
 };
 
 /* the module table on top, with parse_events and parse_error already in it */
@@ -572,5 +562,5 @@ void ucwa_open_channel(lua_State *L)
     lua_getfield(L, -2, "parse_error");
     if (!lua_isfunction(L, -1) || !lua_isfunction(L, -2))
         luaL_error(L, "ucwa.core: the parser opens before the event channel");
-    ucwa_class_extend(L, UCWA_ENGINE_MT, engine_methods, 2);
+    ucwa_class_method(L, UCWA_ENGINE_MT, "channel", l_channel, 2);
 }

@@ -44,13 +44,7 @@ void ucwa_error_setmt(lua_State *L, int idx)
     lua_setmetatable(L, idx);
 }
 
-static void set_str(lua_State *L, const char *k, const char *v)
-{
-    if (v) {
-        lua_pushstring(L, v);
-        lua_setfield(L, -2, k);
-    }
-}
+
 
 void ucwa_error_push(lua_State *L, int status, const char *code, const char *subcode, const char *fmt, ...)
 {
@@ -59,8 +53,8 @@ void ucwa_error_push(lua_State *L, int status, const char *code, const char *sub
         lua_pushinteger(L, status);
         lua_setfield(L, -2, "status");
     }
-    set_str(L, "code", code);
-    set_str(L, "subcode", subcode);
+    ucwa_set_str(L, -1, "code", code);
+    ucwa_set_str(L, -1, "subcode", subcode);
     if (fmt) {
         va_list ap;
         va_start(ap, fmt);
@@ -75,8 +69,7 @@ void ucwa_error_push(lua_State *L, int status, const char *code, const char *sub
  * string or a number (an integer only, with int_only); returns whether it did.
  * The text is made in one stack slot right above the buffer's, where
  * luaL_addvalue wants it (a value left below would break a growing buffer). */
-static int add_field(lua_State *L, luaL_Buffer *b, const char *k, const char *prefix, const char *suffix,
-                     int int_only)
+static int add_field(lua_State *L, luaL_Buffer *b, const char *k, const char *prefix, const char *suffix, int int_only)
 {
     int t = lua_getfield(L, 1, k);
     if (t == LUA_TSTRING || (int_only ? lua_isinteger(L, -1) : t == LUA_TNUMBER)) {

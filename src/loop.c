@@ -23,13 +23,16 @@
 #include "ucwa.h"
 #include "loop.h"
 
-#define MAX_EVENTS 256
+#define MAX_EVENTS       256
 #define DEFAULT_MAX_BODY (16u * 1024u * 1024u)
-#define DEFAULT_UA "lua-ucwa/0.1"
+#define DEFAULT_UA       "lua-ucwa/0.1"
 
 /* ---------------------------------------------------------------- helpers */
 
-static void list_init(ucwa_node *h) { h->prev = h->next = h; }
+static void list_init(ucwa_node *h)
+{
+    h->prev = h->next = h;
+}
 
 static void list_push(ucwa_node *h, ucwa_node *n)
 {
@@ -210,9 +213,7 @@ void ucwa_work_cancel(ucwa_work *w)
             e->n_xfers--;
             break;
         }
-        case UCWA_TIMER:
-            heap_remove(e, ucwa_container_of(w, ucwa_timer, w));
-            break;
+        case UCWA_TIMER: heap_remove(e, ucwa_container_of(w, ucwa_timer, w)); break;
         case UCWA_READY:
             list_unlink(&w->link);
             e->n_ready--;
@@ -254,7 +255,7 @@ void ucwa_engine_rearm(ucwa_engine *e, int force)
     if (d == 0) d = 1; /* 0 would disarm; an absolute time in the past fires at once */
     if (!force) {
         if (e->armed < 0) {
-            if (d < 0) return; /* idle and disarmed */
+            if (d < 0) return;              /* idle and disarmed */
         } else if (e->armed > ucwa_now()) { /* armed, not fired yet */
             if (d < 0 || d >= e->armed) return;
         }
@@ -348,8 +349,10 @@ static int step_body(lua_State *L)
     /* what is already due (e.g. requests added since the last step) goes out first */
     run_timeouts(e);
     collect_done(e);
-    if (e->n_ready || (e->n_heap && e->heap[0]->deadline <= ucwa_now())) wait_ms = 0;
-    else if (wait_ms < 0 && !e->n_xfers && !e->n_heap && e->curl_deadline < 0) wait_ms = 0;
+    if (e->n_ready || (e->n_heap && e->heap[0]->deadline <= ucwa_now()))
+        wait_ms = 0;
+    else if (wait_ms < 0 && !e->n_xfers && !e->n_heap && e->curl_deadline < 0)
+        wait_ms = 0;
     ucwa_engine_rearm(e, 0); /* an expired timerfd would cut the wait short */
     struct epoll_event evs[MAX_EVENTS];
     int n = epoll_wait(e->epfd, evs, MAX_EVENTS, wait_ms), i, running;
@@ -375,6 +378,7 @@ static int step_body(lua_State *L)
         ucwa_work_cancel(w);
         done++;
         if (w->deliver(L, 1, w) != LUA_OK) return lua_error(L);
+        lua_settop(L, 1);
     }
     lua_pushinteger(L, (lua_Integer)done);
     return 1;
@@ -393,7 +397,8 @@ static int l_step(lua_State *L)
     if (e->in_step) return luaL_error(L, "nested step");
     luaL_checkstack(L, 40, "ucwa step");
     int wait_ms;
-    if (lua_isnoneornil(L, 2)) wait_ms = -1;
+    if (lua_isnoneornil(L, 2))
+        wait_ms = -1;
     else {
         double t = luaL_checknumber(L, 2);
         wait_ms = !(t > 0) ? 0 : t > 2e6 ? 2000000000 : (int)(t * 1000 + 0.999);
@@ -588,8 +593,10 @@ static int l_engine(lua_State *L)
         close_fds(e);
         http_opts_free(h);
         if (err == EMFILE || err == ENFILE)
-            return luaL_error(L, "cannot create engine: %s (the descriptor limit, RLIMIT_NOFILE, is reached: "
-                              "raise it with ulimit -n or setrlimit)", strerror(err));
+            return luaL_error(L,
+                              "cannot create engine: %s (the descriptor limit, RLIMIT_NOFILE, is reached: "
+                              "raise it with ulimit -n or setrlimit)",
+                              strerror(err));
         return luaL_error(L, "cannot create engine: %s", strerror(err));
     }
     struct epoll_event ev;
@@ -608,8 +615,8 @@ static int l_engine(lua_State *L)
 }
 
 static const luaL_Reg engine_methods[] = {
-    {"step", l_step},       {"pollfd", l_pollfd}, {"events", l_events}, {"timeout", l_timeout},
-    {"stats", l_stats},     {"closed", l_closed}, {NULL, NULL},
+    {"step", l_step},   {"pollfd", l_pollfd}, {"events", l_events}, {"timeout", l_timeout},
+    {"stats", l_stats}, {"closed", l_closed}, {NULL, NULL},
 };
 
 void ucwa_open_loop(lua_State *L)

@@ -24,7 +24,7 @@
 
 #include "auxlib.h"
 
-#define UCWA_ENGINE_MT "ucwa.engine"
+#define UCWA_ENGINE_MT   "ucwa.engine"
 #define UCWA_EUV_ANCHORS 1 /* engine uservalue: lightuserdata(owner) -> object */
 
 typedef struct ucwa_engine ucwa_engine;
@@ -37,9 +37,9 @@ typedef struct ucwa_node {
 
 /* Runs from step()'s delivery phase for an item that was ready; the item is
  * already off the queue and idle (it may be re-armed). eidx: the engine
- * userdata. Returns LUA_OK with the stack as it was, or an error status with
- * the error value on top, the owner's state already consistent: step()
- * raises it. */
+ * userdata. Returns LUA_OK, or an error status with the error value on top,
+ * the owner's state already consistent: step() raises it. Either way step()
+ * resets the stack after it. */
 typedef int (*ucwa_deliver_fn)(lua_State *L, int eidx, ucwa_work *w);
 /* Runs when the engine closes with the item pending; the item is already idle
  * (out of the multi handle, off every list). Frees C state only, never calls
@@ -54,7 +54,7 @@ enum {
 };
 
 struct ucwa_work {
-    ucwa_node link;  /* in the engine's transfer list (XFER) or ready queue (READY) */
+    ucwa_node link;   /* in the engine's transfer list (XFER) or ready queue (READY) */
     ucwa_engine *eng; /* set while not idle */
     int state;
     ucwa_deliver_fn deliver;
@@ -126,7 +126,7 @@ int ucwa_anchored(lua_State *L, int eidx, void *key); /* pushes it; returns its 
 int ucwa_xfer_add(ucwa_engine *e, ucwa_xfer *x);                /* 0, or -1 (not added) */
 int ucwa_timer_arm(ucwa_engine *e, ucwa_timer *t, double secs); /* 0, or -1 (out of memory) */
 void ucwa_work_ready(ucwa_engine *e, ucwa_work *w);             /* an idle item, queued */
-void ucwa_work_cancel(ucwa_work *w); /* idle again, from any state; no callback */
+void ucwa_work_cancel(ucwa_work *w);                            /* idle again, from any state; no callback */
 
 /* runs libcurl's due timeouts and collects completions: sends requests just
  * added (on a kept-alive connection at once), outside any curl callback */

@@ -55,12 +55,12 @@ static inline size_t lower_bound(const void *tab, size_t n, size_t size, size_t 
     return lo;
 }
 
-#define LOWER_BOUND(tab, type, member, key) \
+#define LOWER_BOUND(tab, type, member, key)                                                                            \
     lower_bound((tab), UCWA_NELEM(tab), sizeof(type), offsetof(type, member), (key))
 
 int ucwa_schema_prop(const char *rel, const char *name, int *item)
 {
-    size_t i = LOWER_BOUND(ucwa_prop_types, ucwa_prop_type, name, name);  /* first with this name */
+    size_t i = LOWER_BOUND(ucwa_prop_types, ucwa_prop_type, name, name); /* first with this name */
     const ucwa_prop_type *def = NULL;
     for (; i < UCWA_NELEM(ucwa_prop_types) && !strcmp(ucwa_prop_types[i].name, name); i++) {
         const ucwa_prop_type *e = &ucwa_prop_types[i];
@@ -71,8 +71,7 @@ int ucwa_schema_prop(const char *rel, const char *name, int *item)
             break;
         }
     }
-    if (!def)
-        return -1;
+    if (!def) return -1;
     *item = def->item;
     return def->type;
 }
@@ -82,8 +81,7 @@ int ucwa_schema_coll(const char *parent, const char *rel)
     size_t i = LOWER_BOUND(ucwa_coll_rels, ucwa_coll_rel, rel, rel);
     for (; i < UCWA_NELEM(ucwa_coll_rels) && !strcmp(ucwa_coll_rels[i].rel, rel); i++) {
         const char *p = ucwa_coll_rels[i].parent;
-        if (!p[0] || (parent && !strcmp(p, parent)))
-            return 1;
+        if (!p[0] || (parent && !strcmp(p, parent))) return 1;
     }
     return 0;
 }
@@ -117,15 +115,12 @@ static int body_format(lua_State *L, int idx, const char *b, size_t len)
     size_t n;
     if (lua_isnoneornil(L, idx))
         return len == 0 ? F_NONE : *b == '{' || *b == '[' ? F_JSON : *b == '<' ? F_XML : F_NONE;
-    if (lua_type(L, idx) != LUA_TSTRING)
-        luaL_typeerror(L, idx, "string or nil");
+    if (lua_type(L, idx) != LUA_TSTRING) luaL_typeerror(L, idx, "string or nil");
     ct = lua_tolstring(L, idx, &n);
     end = ct + n;
-    while (ct < end && isspace((unsigned char)*ct))
-        ct++;
+    while (ct < end && isspace((unsigned char)*ct)) ct++;
     n = 0;
-    while (ct + n < end && ct[n] != ';' && !isspace((unsigned char)ct[n]))
-        n++;
+    while (ct + n < end && ct[n] != ';' && !isspace((unsigned char)ct[n])) n++;
     if (ucwa_ieq(ct, n, "application/json") || ucwa_ieq(ct, n, "text/json") || ucwa_ieq(ct, n, "json") ||
         ends_with(ct, n, "+json"))
         return F_JSON;
@@ -140,16 +135,13 @@ static int body_format(lua_State *L, int idx, const char *b, size_t len)
 static const char *body_arg(lua_State *L, int idx, size_t *len, size_t *skipped)
 {
     const char *b, *p, *end;
-    if (lua_type(L, idx) != LUA_TSTRING)
-        luaL_typeerror(L, idx, "string");
+    if (lua_type(L, idx) != LUA_TSTRING) luaL_typeerror(L, idx, "string");
     b = lua_tolstring(L, idx, len);
     p = b;
     end = b + *len;
-    if (end - p >= 3 && (unsigned char)p[0] == 0xEF && (unsigned char)p[1] == 0xBB &&
-        (unsigned char)p[2] == 0xBF)
+    if (end - p >= 3 && (unsigned char)p[0] == 0xEF && (unsigned char)p[1] == 0xBB && (unsigned char)p[2] == 0xBF)
         p += 3;
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
-        p++;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) p++;
     *skipped = (size_t)(p - b);
     *len -= *skipped;
     return p;
@@ -166,8 +158,7 @@ static int check_size(lua_State *L, size_t len, size_t skipped)
 {
     size_t max = ucwa_limits(L)->max_body;
     if (len + skipped > max)
-        return ucwa_parse_fail(L, "BodyTooLarge", "body of %zu bytes exceeds max_body (%zu bytes)", len + skipped,
-                               max);
+        return ucwa_parse_fail(L, "BodyTooLarge", "body of %zu bytes exceeds max_body (%zu bytes)", len + skipped, max);
     return 0;
 }
 
@@ -182,15 +173,19 @@ static int parse_body(lua_State *L, int events)
     lua_settop(L, 2);
     if (fmt == F_JSON) {
         if (ucwa_json_decode(L, b, len, skipped)) return 2;
-        if (!events) ucwa_json_resource(L);
-        else if (ucwa_json_events(L)) return 2;
+        if (!events)
+            ucwa_json_resource(L);
+        else if (ucwa_json_events(L))
+            return 2;
         return 1;
     }
     if (fmt == F_XML) {
         struct ucwa_xml *x = ucwa_xml_box(L);
         if (ucwa_xml_parse(L, x, b, len, skipped)) return 2;
-        if (!events) ucwa_xml_model(L, x);
-        else if (ucwa_xml_events(L, x)) return 2;
+        if (!events)
+            ucwa_xml_model(L, x);
+        else if (ucwa_xml_events(L, x))
+            return 2;
         return 1;
     }
     return ucwa_parse_fail(L, "UnsupportedContentType", "unsupported content type '%s' (expected JSON or XML)",
@@ -243,9 +238,12 @@ static int l_parse_error(lua_State *L)
             message = str_field(L, t, "message");
         }
     }
-    if (message) ucwa_error_push(L, status, code ? code : ucwa_status_code(status), subcode, "%s", message);
-    else if (status > 0) ucwa_error_push(L, status, code ? code : ucwa_status_code(status), subcode, "HTTP %d", status);
-    else ucwa_error_push(L, status, code ? code : ucwa_status_code(status), subcode, NULL);
+    if (message)
+        ucwa_error_push(L, status, code ? code : ucwa_status_code(status), subcode, "%s", message);
+    else if (status > 0)
+        ucwa_error_push(L, status, code ? code : ucwa_status_code(status), subcode, "HTTP %d", status);
+    else
+        ucwa_error_push(L, status, code ? code : ucwa_status_code(status), subcode, NULL);
     return 1;
 }
 
@@ -283,16 +281,22 @@ static int l_set_limits(lua_State *L)
 }
 
 static const luaL_Reg parse_funcs[] = {
-    {"parse", l_parse},   {"parse_events", l_parse_events}, {"parse_error", l_parse_error},
-    {"encode", ucwa_l_encode}, {"date", ucwa_l_date},            {"set_limits", l_set_limits},
+    {"parse", l_parse},
+    {"parse_events", l_parse_events},
+    {"parse_error", l_parse_error},
+    {"encode", ucwa_l_encode},
+    {"date", ucwa_l_date},
+    {"set_limits", l_set_limits},
     {NULL, NULL},
 };
 
 static void cjson_config(lua_State *L, int inst, const char *fn, int boolean, lua_Integer v)
 {
     lua_getfield(L, inst, fn);
-    if (boolean) lua_pushboolean(L, (int)v);
-    else lua_pushinteger(L, v);
+    if (boolean)
+        lua_pushboolean(L, (int)v);
+    else
+        lua_pushinteger(L, v);
     lua_call(L, 1, 0);
 }
 
@@ -318,12 +322,12 @@ void ucwa_open_parse(lua_State *L)
     lua_setfield(L, mod, "null");
 
     lua_pushvalue(L, mod);
-    lua_getfield(L, inst, "decode"); /* UV_DECODE */
-    lua_getfield(L, inst, "encode"); /* UV_ENCODE */
+    lua_getfield(L, inst, "decode");                                                      /* UV_DECODE */
+    lua_getfield(L, inst, "encode");                                                      /* UV_ENCODE */
     struct ucwa_limits *lim = (struct ucwa_limits *)lua_newuserdatauv(L, sizeof *lim, 0); /* UV_LIMITS */
     lim->max_body = UCWA_DEFAULT_MAX_BODY;
     lim->max_depth = UCWA_DEFAULT_MAX_DEPTH;
-    ucwa_xml_new_box(L);     /* UV_XML */
+    ucwa_xml_new_box(L);    /* UV_XML */
     lua_pushvalue(L, inst); /* UV_CJSON */
     luaL_setfuncs(L, parse_funcs, UV_COUNT);
     lua_settop(L, mod);

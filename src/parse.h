@@ -27,10 +27,10 @@ struct ucwa_limits {
     int max_depth;   /* nesting of JSON objects/arrays or XML elements */
 };
 
-#define UCWA_DEFAULT_MAX_BODY ((size_t)16 << 20)
+#define UCWA_DEFAULT_MAX_BODY  ((size_t)16 << 20)
 #define UCWA_DEFAULT_MAX_DEPTH 64
-#define UCWA_MAX_MAX_BODY ((size_t)1 << 30)
-#define UCWA_MAX_MAX_DEPTH 1000
+#define UCWA_MAX_MAX_BODY      ((size_t)1 << 30)
+#define UCWA_MAX_MAX_DEPTH     1000
 
 /* the limits in force (from a function with the parse upvalues) */
 static inline struct ucwa_limits *ucwa_limits(lua_State *L)
@@ -49,15 +49,6 @@ int ucwa_parse_fail(lua_State *L, const char *subcode, const char *fmt, ...) UCW
 int ucwa_schema_prop(const char *rel, const char *name, int *item);
 /* Whether links/embedded `rel` of a resource `parent` form a collection. */
 int ucwa_schema_coll(const char *parent, const char *rel);
-
-/* t[k] = s, unless s is NULL (t: an absolute index) */
-static inline void ucwa_set_str(lua_State *L, int t, const char *k, const char *s)
-{
-    if (s) {
-        lua_pushstring(L, s);
-        lua_setfield(L, t, k);
-    }
-}
 
 /* Integral floats become integers, as they would print in the body. */
 static inline void ucwa_push_number(lua_State *L, lua_Number d)

@@ -14,8 +14,7 @@
 /* Decodes the body; pushes the decoded object, or nil + error (returns 2). */
 int ucwa_json_decode(lua_State *L, const char *b, size_t len, size_t skipped)
 {
-    if (len == 0)
-        return ucwa_parse_fail(L, "SyntaxError", "empty JSON body");
+    if (len == 0) return ucwa_parse_fail(L, "SyntaxError", "empty JSON body");
     if (*b != '{')
         return ucwa_parse_fail(L, "UnexpectedShape", "JSON body is not an object (starts with '%c' at byte %zu)",
                                isprint((unsigned char)*b) ? *b : '?', skipped);
@@ -27,10 +26,9 @@ int ucwa_json_decode(lua_State *L, const char *b, size_t len, size_t skipped)
     lua_call(L, 1, 2);
     if (lua_type(L, -2) != LUA_TTABLE) {
         const char *msg = lua_tostring(L, -1);
-        if (!msg)
-            msg = "not an object";
-        return ucwa_parse_fail(L, strstr(msg, "nested") ? "NestingTooDeep" : "SyntaxError",
-                               "invalid JSON: %s%s", msg, skipped ? " (after a BOM/leading blanks)" : "");
+        if (!msg) msg = "not an object";
+        return ucwa_parse_fail(L, strstr(msg, "nested") ? "NestingTooDeep" : "SyntaxError", "invalid JSON: %s%s", msg,
+                               skipped ? " (after a BOM/leading blanks)" : "");
     }
     lua_pop(L, 1);
     return 0;
@@ -53,25 +51,29 @@ static void json_clean(lua_State *L, int t)
             }
             break;
         case LUA_TLIGHTUSERDATA:
-            if (lua_type(L, -2) == LUA_TSTRING) {  /* null member; kept in arrays */
+            if (lua_type(L, -2) == LUA_TSTRING) { /* null member; kept in arrays */
                 lua_pushvalue(L, -2);
                 lua_pushnil(L);
                 lua_rawset(L, t);
             }
             break;
-        case LUA_TTABLE:
-            json_clean(L, lua_gettop(L));
-            break;
+        case LUA_TTABLE: json_clean(L, lua_gettop(L)); break;
         }
         lua_pop(L, 1);
     }
 }
 
-/* Pushes t[k] when it is a table (returns 1), else a new empty table (returns 0). */
-static int table_field(lua_State *L, int t, const char *k)
+/* Pushes t[k] when it is a table (returns 1), else a new empty table (returns
+ * 0). With take, a table is also taken out of t (t[k] = nil). */
+static int table_field(lua_State *L, int t, const char *k, int take)
 {
-    if (lua_getfield(L, t, k) == LUA_TTABLE)
+    if (lua_getfield(L, t, k) == LUA_TTABLE) {
+        if (take) {
+            lua_pushnil(L);
+            lua_setfield(L, t, k);
+        }
         return 1;
+    }
     lua_pop(L, 1);
     lua_createtable(L, 0, 0);
     return 0;
@@ -95,8 +97,7 @@ static void href_entry(lua_State *L, int x, int coll)
     lua_createtable(L, 0, 1);
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "href");
-    if (coll)
-        ucwa_wrap1(L);
+    if (coll) ucwa_wrap1(L);
     lua_rawset(L, x);
     lua_pop(L, 1);
 }
@@ -120,10 +121,8 @@ void ucwa_json_resource(lua_State *L)
         lua_pop(L, 1);
     }
 
-    if (table_field(L, t, "_links")) {
+    if (table_field(L, t, "_links", 1)) {
         x = lua_gettop(L);
-        lua_pushnil(L);
-        lua_setfield(L, t, "_links");
         lua_pushnil(L);
         while (lua_next(L, x)) {
             int vt = lua_type(L, -1);
@@ -133,7 +132,7 @@ void ucwa_json_resource(lua_State *L)
                     lua_setfield(L, m, "href");
                 else if (vt == LUA_TSTRING)
                     lua_setfield(L, m, "href");
-                lua_settop(L, x + 2);  /* key, value (or nil in its place) */
+                lua_settop(L, x + 2); /* key, value (or nil in its place) */
                 drop_entry(L, x);
             } else if (k && vt == LUA_TTABLE) {
                 if (lua_rawlen(L, -1) == 0 && ucwa_schema_coll(rel, k)) {
@@ -143,7 +142,7 @@ void ucwa_json_resource(lua_State *L)
                     lua_rawset(L, x);
                 }
                 lua_pop(L, 1);
-            } else if (k && vt == LUA_TSTRING) {  /* "rel": "href" */
+            } else if (k && vt == LUA_TSTRING) { /* "rel": "href" */
                 href_entry(L, x, ucwa_schema_coll(rel, k));
             } else {
                 drop_entry(L, x);
@@ -152,10 +151,8 @@ void ucwa_json_resource(lua_State *L)
     }
     lua_setfield(L, m, "links");
 
-    if (table_field(L, t, "_embedded")) {
+    if (table_field(L, t, "_embedded", 1)) {
         x = lua_gettop(L);
-        lua_pushnil(L);
-        lua_setfield(L, t, "_embedded");
         lua_pushnil(L);
         while (lua_next(L, x)) {
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
@@ -174,15 +171,14 @@ void ucwa_json_resource(lua_State *L)
                         }
                     }
                     lua_rawset(L, x);
-                } else if (lua_pushnil(L), lua_next(L, v)) {  /* one resource */
+                } else if (lua_pushnil(L), lua_next(L, v)) { /* one resource */
                     lua_pop(L, 2);
                     lua_pushvalue(L, -2);
                     lua_pushvalue(L, v);
                     ucwa_json_resource(L);
-                    if (ucwa_schema_coll(rel, k))
-                        ucwa_wrap1(L);
+                    if (ucwa_schema_coll(rel, k)) ucwa_wrap1(L);
                     lua_rawset(L, x);
-                }  /* else {}: an empty collection, kept */
+                } /* else {}: an empty collection, kept */
                 lua_settop(L, v - 1);
             } else {
                 drop_entry(L, x);
@@ -203,8 +199,7 @@ void ucwa_json_resource(lua_State *L)
 static int array_field(lua_State *L, int t, const char *k)
 {
     switch (lua_getfield(L, t, k)) {
-    case LUA_TTABLE:
-        return 1;
+    case LUA_TTABLE: return 1;
     case LUA_TNIL:
         lua_pop(L, 1);
         lua_createtable(L, 0, 0);
@@ -224,7 +219,7 @@ int ucwa_json_events(lua_State *L)
     luaL_checkstack(L, 12, NULL);
     lua_createtable(L, 0, 2);
     b = t + 1;
-    if (table_field(L, t, "_links")) {
+    if (table_field(L, t, "_links", 0)) {
         int x = lua_gettop(L);
         lua_pushnil(L);
         while (lua_next(L, x)) {
@@ -259,9 +254,8 @@ int ucwa_json_events(lua_State *L)
             e = lua_gettop(L);
             if (lua_getfield(L, e, "_embedded") == LUA_TTABLE) {
                 lua_pushnil(L);
-                if (lua_next(L, -2)) {  /* the (first) embedded resource */
-                    if (lua_type(L, -1) == LUA_TTABLE && lua_rawlen(L, -1) > 0)
-                        lua_rawgeti(L, -1, 1);
+                if (lua_next(L, -2)) { /* the (first) embedded resource */
+                    if (lua_type(L, -1) == LUA_TTABLE && lua_rawlen(L, -1) > 0) lua_rawgeti(L, -1, 1);
                     if (lua_type(L, -1) == LUA_TTABLE) {
                         ucwa_json_resource(L);
                         lua_setfield(L, e, "resource");

@@ -23,47 +23,66 @@
 
 /* ---------------------------------------------------------------- the tree */
 
-enum xel {  /* element local names the model knows */
-    XE_OTHER, XE_RESOURCE, XE_LINK, XE_PROPERTY, XE_PROPERTYLIST, XE_ITEM,
-    XE_EVENTS, XE_SENDER, XE_IN, XE_INPUT, XE_STATUS, XE_REASON,
-    XE_CODE, XE_SUBCODE, XE_MESSAGE, XE_ERROR
+/* element local names the model knows */
+enum xel {
+    XE_OTHER,
+    XE_RESOURCE,
+    XE_LINK,
+    XE_PROPERTY,
+    XE_PROPERTYLIST,
+    XE_ITEM,
+    XE_EVENTS,
+    XE_SENDER,
+    XE_IN,
+    XE_INPUT,
+    XE_STATUS,
+    XE_REASON,
+    XE_CODE,
+    XE_SUBCODE,
+    XE_MESSAGE,
+    XE_ERROR
 };
-enum xat {  /* attribute names the model knows */
-    XA_OTHER, XA_REL, XA_HREF, XA_TITLE, XA_NAME, XA_NIL, XA_STATUS
-};
+/* attribute names the model knows */
+enum xat { XA_OTHER, XA_REL, XA_HREF, XA_TITLE, XA_NAME, XA_NIL, XA_STATUS };
 
 typedef struct {
-    uint32_t name, name_len;   /* local name: arena offset, length */
-    uint32_t text, text_len;   /* text of a leaf element */
-    uint32_t attr, nattr;      /* first attribute index, count */
-    int32_t parent, first, last, next;  /* tree links (-1: none) */
-    uint8_t id;                /* enum xel */
-    uint8_t nil;               /* xsi:nil="true" */
+    uint32_t name, name_len;           /* local name: arena offset, length */
+    uint32_t text, text_len;           /* text of a leaf element */
+    uint32_t attr, nattr;              /* first attribute index, count */
+    int32_t parent, first, last, next; /* tree links (-1: none) */
+    uint8_t id;                        /* enum xel */
+    uint8_t nil;                       /* xsi:nil="true" */
     uint8_t has_child;
     uint8_t pad;
 } xnode;
 
 typedef struct {
-    uint32_t name, name_len, value, value_len;  /* arena offsets (name: XA_OTHER only) */
-    uint8_t id;                                 /* enum xat */
+    uint32_t name, name_len, value, value_len; /* arena offsets (name: XA_OTHER only) */
+    uint8_t id;                                /* enum xat */
 } xattr;
 
 struct ucwa_xml {
-    void *parser;            /* XML_Parser, NULL when closed */
-    char *arena; size_t arena_len, arena_cap;
-    xnode *nodes; size_t nnodes, nodes_cap;
-    xattr *attrs; size_t nattrs, attrs_cap;
-    int32_t cur;             /* open element */
+    void *parser; /* XML_Parser, NULL when closed */
+    char *arena;
+    size_t arena_len, arena_cap;
+    xnode *nodes;
+    size_t nnodes, nodes_cap;
+    xattr *attrs;
+    size_t nattrs, attrs_cap;
+    int32_t cur; /* open element */
     int depth, max_depth;
-    long base;               /* bytes skipped before the body (BOM, blanks) */
-    int failed;              /* set by a handler that stopped the parser */
-    int busy;                /* in use by a call (to-be-closed slot on its stack) */
-    int temp;                /* a one-off box for a re-entrant call */
-    char err[200];           /* its message */
+    long base;     /* bytes skipped before the body (BOM, blanks) */
+    int failed;    /* set by a handler that stopped the parser */
+    int busy;      /* in use by a call (to-be-closed slot on its stack) */
+    int temp;      /* a one-off box for a re-entrant call */
+    char err[200]; /* its message */
     const char *err_subcode;
 };
 
-static inline const char *xstr(const struct ucwa_xml *x, uint32_t off) { return x->arena + off; }
+static inline const char *xstr(const struct ucwa_xml *x, uint32_t off)
+{
+    return x->arena + off;
+}
 
 /* ---------------------------------------------------------------- expat into the tree (C only) */
 
@@ -76,8 +95,7 @@ static void xfail(struct ucwa_xml *x, const char *subcode, const char *fmt, ...)
     XML_Parser p = (XML_Parser)x->parser;
     int n;
     va_list ap;
-    if (x->failed)
-        return;
+    if (x->failed) return;
     x->failed = 1;
     x->err_subcode = subcode;
     va_start(ap, fmt);
@@ -85,8 +103,7 @@ static void xfail(struct ucwa_xml *x, const char *subcode, const char *fmt, ...)
     va_end(ap);
     if (n >= 0 && (size_t)n < sizeof x->err)
         snprintf(x->err + n, sizeof x->err - (size_t)n, " at line %lu, column %lu (byte %ld)",
-                 (unsigned long)XML_GetCurrentLineNumber(p),
-                 (unsigned long)XML_GetCurrentColumnNumber(p) + 1,
+                 (unsigned long)XML_GetCurrentLineNumber(p), (unsigned long)XML_GetCurrentColumnNumber(p) + 1,
                  (long)XML_GetCurrentByteIndex(p) + x->base);
     XML_StopParser(p, XML_FALSE);
 }
@@ -120,7 +137,9 @@ static const char *local_name(const char *name)
 static uint8_t elem_id(const char *n)
 {
     switch (n[0]) {
-    case 'c': if (!strcmp(n, "code")) return XE_CODE; break;
+    case 'c':
+        if (!strcmp(n, "code")) return XE_CODE;
+        break;
     case 'e':
         if (!strcmp(n, "events")) return XE_EVENTS;
         if (!strcmp(n, "error")) return XE_ERROR;
@@ -130,8 +149,12 @@ static uint8_t elem_id(const char *n)
         if (!strcmp(n, "in")) return XE_IN;
         if (!strcmp(n, "input")) return XE_INPUT;
         break;
-    case 'l': if (!strcmp(n, "link")) return XE_LINK; break;
-    case 'm': if (!strcmp(n, "message")) return XE_MESSAGE; break;
+    case 'l':
+        if (!strcmp(n, "link")) return XE_LINK;
+        break;
+    case 'm':
+        if (!strcmp(n, "message")) return XE_MESSAGE;
+        break;
     case 'p':
         if (!strcmp(n, "property")) return XE_PROPERTY;
         if (!strcmp(n, "propertyList")) return XE_PROPERTYLIST;
@@ -152,11 +175,21 @@ static uint8_t elem_id(const char *n)
 static uint8_t attr_id(const char *n)
 {
     switch (n[0]) {
-    case 'h': if (!strcmp(n, "href")) return XA_HREF; break;
-    case 'n': if (!strcmp(n, "name")) return XA_NAME; break;
-    case 'r': if (!strcmp(n, "rel")) return XA_REL; break;
-    case 's': if (!strcmp(n, "status")) return XA_STATUS; break;
-    case 't': if (!strcmp(n, "title")) return XA_TITLE; break;
+    case 'h':
+        if (!strcmp(n, "href")) return XA_HREF;
+        break;
+    case 'n':
+        if (!strcmp(n, "name")) return XA_NAME;
+        break;
+    case 'r':
+        if (!strcmp(n, "rel")) return XA_REL;
+        break;
+    case 's':
+        if (!strcmp(n, "status")) return XA_STATUS;
+        break;
+    case 't':
+        if (!strcmp(n, "title")) return XA_TITLE;
+        break;
     }
     return XA_OTHER;
 }
@@ -170,16 +203,13 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     xnode *n;
     int32_t idx;
 
-    if (x->failed)
-        return;
+    if (x->failed) return;
     if (++x->depth > x->max_depth) {
         xfail(x, "NestingTooDeep", "XML nested deeper than max_depth %d", x->max_depth);
         return;
     }
-    if (x->cur >= 0)
-        x->nodes[x->cur].has_child = 1;
-    for (i = 0; atts[i]; i += 2)
-        na++;
+    if (x->cur >= 0) x->nodes[x->cur].has_child = 1;
+    for (i = 0; atts[i]; i += 2) na++;
     if (x->nnodes >= INT32_MAX - 1 ||
         ucwa_grow((void **)&x->nodes, &x->nodes_cap, x->nnodes + 1, sizeof *x->nodes) < 0 ||
         ucwa_grow((void **)&x->attrs, &x->attrs_cap, x->nattrs + na, sizeof *x->attrs) < 0 ||
@@ -203,15 +233,14 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
         size_t anlen, avlen;
         uint8_t id;
         if (an[0] == 'x' && !strncmp(an, "xmlns", 5) && (an[5] == '\0' || an[5] == ':'))
-            continue;  /* namespace declarations */
+            continue; /* namespace declarations */
         if (strchr(an, ':')) {
             /* prefixed attribute: only xsi:nil matters */
-            if (!strcmp(local_name(an), "nil"))
-                n->nil = !strcmp(av, "true") || !strcmp(av, "1");
+            if (!strcmp(local_name(an), "nil")) n->nil = !strcmp(av, "true") || !strcmp(av, "1");
             continue;
         }
         id = attr_id(an);
-        anlen = id == XA_OTHER ? strlen(an) : 0;  /* known names are not needed */
+        anlen = id == XA_OTHER ? strlen(an) : 0; /* known names are not needed */
         avlen = strlen(av);
         aoff = id == XA_OTHER ? arena_put(x, an, anlen) : 0;
         voff = aoff < 0 ? -1 : arena_put(x, av, avlen);
@@ -235,7 +264,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
             p->first = idx;
         p->last = idx;
     }
-    n->text = (uint32_t)x->arena_len;  /* text, if any, goes here */
+    n->text = (uint32_t)x->arena_len; /* text, if any, goes here */
     x->cur = idx;
 }
 
@@ -243,8 +272,7 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
 {
     struct ucwa_xml *x = ud;
     (void)name;
-    if (x->failed || x->cur < 0)
-        return;
+    if (x->failed || x->cur < 0) return;
     x->depth--;
     x->cur = x->nodes[x->cur].parent;
 }
@@ -254,11 +282,9 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
     struct ucwa_xml *x = ud;
     xnode *n;
     size_t end;
-    if (x->failed || x->cur < 0 || len <= 0)
-        return;
+    if (x->failed || x->cur < 0 || len <= 0) return;
     n = &x->nodes[x->cur];
-    if (n->has_child)
-        return;  /* mixed content: only leaves keep text */
+    if (n->has_child) return; /* mixed content: only leaves keep text */
     /* A leaf's text is contiguous at the arena's end: nothing else is
      * appended between its start tag and its end tag. */
     end = (size_t)n->text + n->text_len;
@@ -273,18 +299,26 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
     n->text_len += (uint32_t)len;
 }
 
-static void XMLCALL on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
-                               const XML_Char *pubid, int has_internal)
+static void XMLCALL on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid, const XML_Char *pubid,
+                               int has_internal)
 {
-    (void)name; (void)sysid; (void)pubid; (void)has_internal;
+    (void)name;
+    (void)sysid;
+    (void)pubid;
+    (void)has_internal;
     xfail(ud, "DtdNotAllowed", "XML with a DTD (<!DOCTYPE>) refused");
 }
 
-static void XMLCALL on_entity(void *ud, const XML_Char *name, int is_param, const XML_Char *value,
-                              int value_len, const XML_Char *base, const XML_Char *sysid,
-                              const XML_Char *pubid, const XML_Char *notation)
+static void XMLCALL on_entity(void *ud, const XML_Char *name, int is_param, const XML_Char *value, int value_len,
+                              const XML_Char *base, const XML_Char *sysid, const XML_Char *pubid,
+                              const XML_Char *notation)
 {
-    (void)is_param; (void)value; (void)value_len; (void)base; (void)sysid; (void)pubid;
+    (void)is_param;
+    (void)value;
+    (void)value_len;
+    (void)base;
+    (void)sysid;
+    (void)pubid;
     (void)notation;
     xfail(ud, "DtdNotAllowed", "XML entity declaration '%.40s' refused", name);
 }
@@ -336,11 +370,9 @@ static int xml_run(struct ucwa_xml *x, const char *body, size_t len, size_t offs
         }
         body += chunk;
         len -= (size_t)chunk;
-        if (final)
-            break;
+        if (final) break;
     }
-    if (x->failed)
-        return -1;
+    if (x->failed) return -1;
     if (x->nnodes == 0) {
         snprintf(x->err, sizeof x->err, "invalid XML: no element");
         x->err_subcode = "SyntaxError";
@@ -445,8 +477,7 @@ static const xattr *xattr_of(const struct ucwa_xml *x, const xnode *n, int id)
 {
     uint32_t i;
     for (i = 0; i < n->nattr; i++)
-        if (x->attrs[n->attr + i].id == id)
-            return &x->attrs[n->attr + i];
+        if (x->attrs[n->attr + i].id == id) return &x->attrs[n->attr + i];
     return NULL;
 }
 
@@ -492,9 +523,8 @@ static void push_typed(lua_State *L, const struct ucwa_xml *x, const xnode *n, i
         break;
     case UCWA_T_STRING:
     case UCWA_T_LIST:
-    case UCWA_T_OBJECT:
-        break;
-    default:  /* UCWA_T_BOOL and unknown */
+    case UCWA_T_OBJECT: break;
+    default: /* UCWA_T_BOOL and unknown */
         if (ucwa_ieq(s, len, "true")) {
             lua_pushboolean(L, 1);
             return;
@@ -514,12 +544,11 @@ static void add_rel(lua_State *L, int tbl, const char *key, int coll)
 {
     if (lua_getfield(L, tbl, key) == LUA_TNIL) {
         lua_pop(L, 1);
-        if (coll)
-            ucwa_wrap1(L);
+        if (coll) ucwa_wrap1(L);
         lua_setfield(L, tbl, key);
         return;
     }
-    if (lua_rawgeti(L, -1, 1) != LUA_TNIL) {  /* already an array */
+    if (lua_rawgeti(L, -1, 1) != LUA_TNIL) { /* already an array */
         lua_pop(L, 1);
         lua_insert(L, -2);
         lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
@@ -549,7 +578,7 @@ static const char *attr_key(const struct ucwa_xml *x, const xattr *a)
     return xstr(x, a->name);
 }
 
-#define KEEP_ALL (-1)  /* for push_link: no attribute has this id */
+#define KEEP_ALL (-1) /* for push_link: no attribute has this id */
 
 /* A link table: every attribute but the one of id `skip` (XA_REL, XA_STATUS,
  * or KEEP_ALL). */
@@ -559,8 +588,7 @@ static void push_link(lua_State *L, const struct ucwa_xml *x, const xnode *n, in
     lua_createtable(L, 0, (int)n->nattr);
     for (i = 0; i < n->nattr; i++) {
         const xattr *a = &x->attrs[n->attr + i];
-        if (a->id == skip)
-            continue;
+        if (a->id == skip) continue;
         lua_pushlstring(L, xstr(x, a->value), a->value_len);
         lua_setfield(L, -2, attr_key(x, a));
     }
@@ -592,8 +620,7 @@ static void xml_resource(lua_State *L, const struct ucwa_xml *x, int32_t ni, int
         case XE_RESOURCE: ne++; break;
         }
     }
-    if (!rel && toplevel)
-        rel = xattr_str(x, n, XA_REL);
+    if (!rel && toplevel) rel = xattr_str(x, n, XA_REL);
 
     lua_createtable(L, 0, 5);
     m = lua_gettop(L);
@@ -613,8 +640,7 @@ static void xml_resource(lua_State *L, const struct ucwa_xml *x, int32_t ni, int
         switch (k->id) {
         case XE_PROPERTY:
             name = xattr_str(x, k, XA_NAME);
-            if (!name || k->nil || !strcmp(name, "rel"))
-                break;
+            if (!name || k->nil || !strcmp(name, "rel")) break;
             type = ucwa_schema_prop(rel, name, &item);
             if (type == UCWA_T_LIST) {
                 lua_createtable(L, 1, 0);
@@ -632,20 +658,16 @@ static void xml_resource(lua_State *L, const struct ucwa_xml *x, int32_t ni, int
             lua_Integer i = 0;
             int cnt = 0;
             name = xattr_str(x, k, XA_NAME);
-            if (!name || k->nil)
-                break;
+            if (!name || k->nil) break;
             type = ucwa_schema_prop(rel, name, &item);
-            if (type != UCWA_T_LIST)
-                item = type;  /* the schema has it as a scalar: type items alike */
-            for (it = k->first; it >= 0; it = x->nodes[it].next)
-                cnt++;
+            if (type != UCWA_T_LIST) item = type; /* the schema has it as a scalar: type items alike */
+            for (it = k->first; it >= 0; it = x->nodes[it].next) cnt++;
             lua_createtable(L, cnt, 0);
             for (it = k->first; it >= 0; it = x->nodes[it].next) {
                 const xnode *ie = &x->nodes[it];
-                if (ie->id != XE_ITEM)
-                    continue;
+                if (ie->id != XE_ITEM) continue;
                 if (ie->nil)
-                    lua_pushlightuserdata(L, NULL);  /* JSON null in a list */
+                    lua_pushlightuserdata(L, NULL); /* JSON null in a list */
                 else
                     push_typed(L, x, ie, item);
                 lua_rawseti(L, -2, ++i);
@@ -655,15 +677,13 @@ static void xml_resource(lua_State *L, const struct ucwa_xml *x, int32_t ni, int
         }
         case XE_LINK:
             name = xattr_str(x, k, XA_REL);
-            if (!name)
-                break;
+            if (!name) break;
             push_link(L, x, k, XA_REL);
             add_rel(L, links, name, ucwa_schema_coll(rel, name));
             break;
         case XE_RESOURCE:
             name = xattr_str(x, k, XA_REL);
-            if (!name)
-                break;
+            if (!name) break;
             xml_resource(L, x, c, 0);
             add_rel(L, emb, name, ucwa_schema_coll(rel, name));
             break;
@@ -697,8 +717,7 @@ static void xml_generic(lua_State *L, const struct ucwa_xml *x, int32_t ni)
     } else {
         lua_createtable(L, 0, 0);
         for (c = n->first; c >= 0; c = x->nodes[c].next) {
-            if (x->nodes[c].nil)
-                continue;
+            if (x->nodes[c].nil) continue;
             xml_generic(L, x, c);
             lua_setfield(L, -2, xstr(x, x->nodes[c].name));
         }

@@ -135,9 +135,9 @@ const char *ucwa_req_start(ucwa_engine *e, ucwa_req *r, const ucwa_req_spec *s)
     }
 
     CURLcode rc = CURLE_OK;
-#define SET(opt, val)                                         \
-    do {                                                      \
-        if (rc == CURLE_OK) rc = curl_easy_setopt(c, opt, val); \
+#define SET(opt, val)                                                                                                  \
+    do {                                                                                                               \
+        if (rc == CURLE_OK) rc = curl_easy_setopt(c, opt, val);                                                        \
     } while (0)
     SET(CURLOPT_URL, s->url);
     SET(CURLOPT_PRIVATE, (void *)&r->x);
@@ -269,8 +269,7 @@ static const char *transport_code(const ucwa_req *r)
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
     case CURLE_SSL_INVALIDCERTSTATUS:
     case CURLE_SSL_CLIENTCERT:
-    case CURLE_USE_SSL_FAILED:
-        return "TlsError";
+    case CURLE_USE_SSL_FAILED: return "TlsError";
     default: return "NetworkError";
     }
 }
@@ -384,11 +383,9 @@ void ucwa_headers(lua_State *L, int arg, int idx, struct curl_slist **out, int *
 static int req_deliver(lua_State *L, int eidx, ucwa_work *w)
 {
     ucwa_req *r = ucwa_container_of(w, ucwa_req, x.w);
-    int top = lua_gettop(L);
     ucwa_req_collect(r);
     if (ucwa_anchored(L, eidx, r) != LUA_TUSERDATA) { /* cannot happen: anchored while pending */
         ucwa_req_free(r);
-        lua_settop(L, top);
         return LUA_OK;
     }
     ucwa_unanchor(L, eidx, r);
@@ -406,14 +403,7 @@ static int req_deliver(lua_State *L, int eidx, ucwa_work *w)
         ucwa_push_transport_error(L, r);
     }
     ucwa_req_free(r);
-    int st = lua_pcall(L, 2, 0, 0);
-    if (st != LUA_OK) {
-        lua_replace(L, top + 1);
-        lua_settop(L, top + 1);
-        return st;
-    }
-    lua_settop(L, top);
-    return LUA_OK;
+    return lua_pcall(L, 2, 0, 0);
 }
 
 static void req_abandon(ucwa_work *w)
@@ -439,9 +429,9 @@ static int l_request(lua_State *L)
     if (ml == 0 || i < ml) return ucwa_argerror(L, 2, "option 'method' must be an upper-case token");
     lua_getfield(L, 2, "url"); /* 3 */
     const char *url = ucwa_check_cstring(L, 3, 2, "option 'url'", NULL);
-    ucwa_opt_value(L, 2, 2, "callback", LUA_TFUNCTION, 1);             /* 4 */
-    int has_body = ucwa_opt_value(L, 2, 2, "body", LUA_TSTRING, 0);    /* 5 */
-    ucwa_opt_value(L, 2, 2, "headers", LUA_TTABLE, 0);                 /* 6 */
+    ucwa_opt_value(L, 2, 2, "callback", LUA_TFUNCTION, 1);          /* 4 */
+    int has_body = ucwa_opt_value(L, 2, 2, "body", LUA_TSTRING, 0); /* 5 */
+    ucwa_opt_value(L, 2, 2, "headers", LUA_TTABLE, 0);              /* 6 */
     double timeout = ucwa_opt_number(L, 2, 2, "timeout", e->http.timeout_ms / 1000.0, 0, HUGE_VAL);
 
     /* userdata first, then the C resources (the header slist), which its
@@ -513,8 +503,8 @@ static int l_tostring(lua_State *L)
 {
     ucwa_req *r = luaL_checkudata(L, 1, UCWA_REQUEST_MT);
     int st = r->x.w.state;
-    lua_pushfstring(L, "ucwa.request (%s): %p", st == UCWA_XFER ? "running" : st == UCWA_READY ? "done" : "idle",
-                    (void *)r);
+    const char *state = st == UCWA_XFER ? "running" : st == UCWA_READY ? "done" : "idle";
+    lua_pushfstring(L, "ucwa.request (%s): %p", state, (void *)r);
     return 1;
 }
 
@@ -523,13 +513,8 @@ static const luaL_Reg request_methods[] = {
     {NULL, NULL},
 };
 
-static const luaL_Reg engine_methods[] = {
-    {"request", l_request},
-    {NULL, NULL},
-};
-
 void ucwa_open_request(lua_State *L)
 {
     ucwa_class(L, UCWA_REQUEST_MT, request_methods, l_gc, l_tostring, 0);
-    ucwa_class_extend(L, UCWA_ENGINE_MT, engine_methods, 0);
+    ucwa_class_method(L, UCWA_ENGINE_MT, "request", l_request, 0);
 }

@@ -13,7 +13,7 @@ typedef struct ucwa_req {
     ucwa_buf head; /* "name\0value\0" pairs, names lowercased */
     size_t max_body;
     int too_large;
-    int cancelled; /* cancel() before delivery: deliver Cancelled */
+    int cancelled;  /* cancel() before delivery: deliver Cancelled */
     int sock_errno; /* a socket could not be opened (EMFILE...) */
     long status;
     char *eff_url; /* malloc'd */

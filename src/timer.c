@@ -15,24 +15,13 @@
 static int timer_deliver(lua_State *L, int eidx, ucwa_work *w)
 {
     ucwa_timer *t = ucwa_container_of(w, ucwa_timer, w);
-    int top = lua_gettop(L);
-    if (ucwa_anchored(L, eidx, t) != LUA_TUSERDATA) {
-        lua_settop(L, top);
-        return LUA_OK;
-    }
+    if (ucwa_anchored(L, eidx, t) != LUA_TUSERDATA) return LUA_OK;
     ucwa_unanchor(L, eidx, t);
     int obj = lua_gettop(L);
     lua_getiuservalue(L, obj, 1);
     lua_pushnil(L);
     lua_setiuservalue(L, obj, 1);
-    int st = lua_isfunction(L, -1) ? lua_pcall(L, 0, 0, 0) : LUA_OK;
-    if (st != LUA_OK) {
-        lua_replace(L, top + 1);
-        lua_settop(L, top + 1);
-        return st;
-    }
-    lua_settop(L, top);
-    return LUA_OK;
+    return lua_isfunction(L, -1) ? lua_pcall(L, 0, 0, 0) : LUA_OK;
 }
 
 /* eng:timer(seconds, fn); NaN and negative times are 0 (the next step) */
@@ -86,13 +75,8 @@ static const luaL_Reg timer_methods[] = {
     {NULL, NULL},
 };
 
-static const luaL_Reg engine_methods[] = {
-    {"timer", l_timer},
-    {NULL, NULL},
-};
-
 void ucwa_open_timer(lua_State *L)
 {
     ucwa_class(L, UCWA_TIMER_MT, timer_methods, l_gc, NULL, 0);
-    ucwa_class_extend(L, UCWA_ENGINE_MT, engine_methods, 0);
+    ucwa_class_method(L, UCWA_ENGINE_MT, "timer", l_timer, 0);
 }

@@ -28,7 +28,10 @@ static char *get_url(CURLU *h, const char **err)
 {
     char *s = NULL;
     CURLUcode rc = curl_url_get(h, CURLUPART_URL, &s, 0);
-    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); return NULL; }
+    if (rc != CURLUE_OK) {
+        *err = curl_url_strerror(rc);
+        return NULL;
+    }
     char *out = dup_curl(s);
     if (!out) *err = "out of memory";
     return out;
@@ -39,19 +42,31 @@ char *ucwa_url_resolve(const char *base, const char *ref, const char **err)
     CURLU *h = curl_url();
     char *out = NULL;
     CURLUcode rc;
-    if (!h) { *err = "out of memory"; return NULL; }
+    if (!h) {
+        *err = "out of memory";
+        return NULL;
+    }
     rc = curl_url_set(h, CURLUPART_URL, base, 0);
-    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+    if (rc != CURLUE_OK) {
+        *err = curl_url_strerror(rc);
+        goto done;
+    }
     /* libcurl 7.88 mishandles "" and "#frag" (drops the last segment): do them here */
     if (ref[0] == '\0' || ref[0] == '#') {
         curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0);
         if (ref[0] == '#' && ref[1]) {
             rc = curl_url_set(h, CURLUPART_FRAGMENT, ref + 1, 0);
-            if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+            if (rc != CURLUE_OK) {
+                *err = curl_url_strerror(rc);
+                goto done;
+            }
         }
     } else {
         rc = curl_url_set(h, CURLUPART_URL, ref, CURLU_URLENCODE);
-        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+        if (rc != CURLUE_OK) {
+            *err = curl_url_strerror(rc);
+            goto done;
+        }
     }
     out = get_url(h, err);
 done:
@@ -92,7 +107,10 @@ char *ucwa_url_with_query(lua_State *L, const char *url, int idx, const char **e
         nn++;
     }
     names = calloc(nn ? nn : 1, sizeof *names);
-    if (!names) { *err = "out of memory"; return NULL; }
+    if (!names) {
+        *err = "out of memory";
+        return NULL;
+    }
     nn = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
@@ -102,16 +120,25 @@ char *ucwa_url_with_query(lua_State *L, const char *url, int idx, const char **e
     qsort(names, nn, sizeof *names, cmp_str);
 
     h = curl_url();
-    if (!h) { *err = "out of memory"; goto done; }
+    if (!h) {
+        *err = "out of memory";
+        goto done;
+    }
     rc = curl_url_set(h, CURLUPART_URL, url, 0);
-    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+    if (rc != CURLUE_OK) {
+        *err = curl_url_strerror(rc);
+        goto done;
+    }
     if (curl_url_get(h, CURLUPART_QUERY, &q, 0) != CURLUE_OK) q = NULL;
     if (curl_url_get(h, CURLUPART_FRAGMENT, &frag, 0) != CURLUE_OK) frag = NULL;
 
     /* drop the segments the params replace; keep every other byte as it was */
     size_t ql = q ? strlen(q) : 0, nl = 0;
     nq = malloc(ql + 1);
-    if (!nq) { *err = "out of memory"; goto done; }
+    if (!nq) {
+        *err = "out of memory";
+        goto done;
+    }
     const char *p = q ? q : "";
     while (*p) {
         const char *e = strchr(p, '&');
@@ -132,30 +159,54 @@ char *ucwa_url_with_query(lua_State *L, const char *url, int idx, const char **e
         curl_url_set(h, CURLUPART_QUERY, NULL, 0);
         curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0);
         rc = curl_url_get(h, CURLUPART_URL, &bare, 0);
-        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+        if (rc != CURLUE_OK) {
+            *err = curl_url_strerror(rc);
+            goto done;
+        }
         size_t bl = strlen(bare), fl = frag ? strlen(frag) : 0;
         full = malloc(bl + nl + fl + 3);
-        if (!full) { *err = "out of memory"; goto done; }
+        if (!full) {
+            *err = "out of memory";
+            goto done;
+        }
         memcpy(full, bare, bl);
         size_t o = bl;
-        if (nl) { full[o++] = '?'; memcpy(full + o, nq, nl); o += nl; }
-        if (frag) { full[o++] = '#'; memcpy(full + o, frag, fl); o += fl; }
+        if (nl) {
+            full[o++] = '?';
+            memcpy(full + o, nq, nl);
+            o += nl;
+        }
+        if (frag) {
+            full[o++] = '#';
+            memcpy(full + o, frag, fl);
+            o += fl;
+        }
         full[o] = '\0';
         rc = curl_url_set(h, CURLUPART_URL, full, 0);
-        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+        if (rc != CURLUE_OK) {
+            *err = curl_url_strerror(rc);
+            goto done;
+        }
     }
 
     for (i = 0; i < nn; i++) {
         lua_getfield(L, idx, names[i]);
         int t = lua_type(L, -1);
-        if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) { lua_pop(L, 1); continue; }
-        if (t == LUA_TBOOLEAN) lua_pushfstring(L, "%s=true", names[i]);
-        else if (lua_isinteger(L, -1)) lua_pushfstring(L, "%s=%I", names[i], lua_tointeger(L, -1));
+        if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+            lua_pop(L, 1);
+            continue;
+        }
+        if (t == LUA_TBOOLEAN)
+            lua_pushfstring(L, "%s=true", names[i]);
+        else if (lua_isinteger(L, -1))
+            lua_pushfstring(L, "%s=%I", names[i], lua_tointeger(L, -1));
         else if (t == LUA_TNUMBER) {
             lua_Number d = lua_tonumber(L, -1);
             lua_Integer n;
-            if (lua_numbertointeger(d, &n) && d == (lua_Number)n) lua_pushfstring(L, "%s=%I", names[i], n);
-            else lua_pushfstring(L, "%s=%f", names[i], d);
+            if (lua_numbertointeger(d, &n) && d == (lua_Number)n)
+                lua_pushfstring(L, "%s=%I", names[i], n);
+            else
+                lua_pushfstring(L, "%s=%f", names[i], d);
         } else if (t == LUA_TSTRING) {
             size_t vl;
             const char *v = lua_tolstring(L, -1, &vl);
@@ -172,7 +223,10 @@ char *ucwa_url_with_query(lua_State *L, const char *url, int idx, const char **e
         }
         rc = curl_url_set(h, CURLUPART_QUERY, lua_tostring(L, -1), CURLU_APPENDQUERY | CURLU_URLENCODE);
         lua_pop(L, 2);
-        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+        if (rc != CURLUE_OK) {
+            *err = curl_url_strerror(rc);
+            goto done;
+        }
     }
     out = get_url(h, err);
 done:
