@@ -232,7 +232,7 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
         lua_pushstring(L, ctype);
     else
         lua_pushnil(L);
-    int st = lua_pcall(L, 2, 2, 0); /* top+2: batch | nil, top+3: err */
+    int st = lua_pcall(L, 2, 2, 0);                 /* top+2: batch | nil, top+3: err */
     if (st == LUA_OK && !lua_istable(L, top + 2)) { /* parse_events' ParseError, with the URL */
         lua_pushvalue(L, top + 3);
         lua_pushinteger(L, 200);
@@ -325,7 +325,6 @@ static int push_running(lua_State *L, int eidx, ucwa_channel *ch)
 static int deliver_response(lua_State *L, int eidx, ucwa_work *w)
 {
     ucwa_channel *ch = ucwa_container_of(w, ucwa_channel, req.x.w);
-    ucwa_req_collect(&ch->req);
     if (!push_running(L, eidx, ch)) {
         ucwa_req_free(&ch->req);
         return LUA_OK;

@@ -44,8 +44,6 @@ void ucwa_error_setmt(lua_State *L, int idx)
     lua_setmetatable(L, idx);
 }
 
-
-
 void ucwa_error_push(lua_State *L, int status, const char *code, const char *subcode, const char *fmt, ...)
 {
     lua_createtable(L, 0, 4);

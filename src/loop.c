@@ -318,6 +318,7 @@ static void collect_done(ucwa_engine *e)
         if (!x || x->easy != c || x->w.state != UCWA_XFER) continue;
         ucwa_work_ready(e, &x->w); /* out of the multi handle: msg is invalid from here */
         x->result = res;
+        if (x->done) x->done(x);
     }
 }
 

@@ -63,12 +63,15 @@ struct ucwa_work {
 
 /* A libcurl transfer: the owner sets up `easy` (CURLOPT_PRIVATE = the xfer)
  * and adds it; on completion the loop records `result`, takes the handle out
- * of the multi handle (the handle itself stays, for the owner to read and
- * free) and queues the item. */
+ * of the multi handle, calls `done` and queues the item. `done` (C only, no
+ * Lua, outside libcurl's callbacks) reads what the owner needs and frees the
+ * easy handle at once: its memory is reused by the next transfer instead of
+ * piling up until delivery. */
 typedef struct ucwa_xfer {
     ucwa_work w;
     CURL *easy;
     CURLcode result;
+    void (*done)(struct ucwa_xfer *x);
 } ucwa_xfer;
 
 typedef struct ucwa_timer {

@@ -99,6 +99,17 @@ static void release_curl(ucwa_req *r)
     }
 }
 
+/* x.done: the status and effective URL read, the easy handle freed */
+static void req_done(ucwa_xfer *x)
+{
+    ucwa_req *r = ucwa_container_of(x, ucwa_req, x);
+    char *eff = NULL;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &eff);
+    if (eff) r->eff_url = strdup(eff);
+    release_curl(r);
+}
+
 void ucwa_req_free(ucwa_req *r)
 {
     ucwa_work_cancel(&r->x.w);
@@ -121,6 +132,7 @@ const char *ucwa_req_start(ucwa_engine *e, ucwa_req *r, const ucwa_req_spec *s)
     }
     const ucwa_http_opts *h = &e->http;
     r->x.easy = c;
+    r->x.done = req_done;
     r->hdrs = s->hdrs;
     r->max_body = h->max_body;
     r->too_large = 0;
@@ -185,17 +197,6 @@ const char *ucwa_req_start(ucwa_engine *e, ucwa_req *r, const ucwa_req_spec *s)
         return "curl_multi_add_handle failed";
     }
     return NULL;
-}
-
-void ucwa_req_collect(ucwa_req *r)
-{
-    CURL *c = r->x.easy;
-    if (!c) return; /* cancelled: already released */
-    char *eff = NULL;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_easy_getinfo(c, CURLINFO_EFFECTIVE_URL, &eff);
-    if (eff) r->eff_url = strdup(eff);
-    release_curl(r);
 }
 
 int ucwa_req_ok(const ucwa_req *r)
@@ -383,7 +384,6 @@ void ucwa_headers(lua_State *L, int arg, int idx, struct curl_slist **out, int *
 static int req_deliver(lua_State *L, int eidx, ucwa_work *w)
 {
     ucwa_req *r = ucwa_container_of(w, ucwa_req, x.w);
-    ucwa_req_collect(r);
     if (ucwa_anchored(L, eidx, r) != LUA_TUSERDATA) { /* cannot happen: anchored while pending */
         ucwa_req_free(r);
         return LUA_OK;

@@ -33,9 +33,6 @@ typedef struct ucwa_req_spec {
 
 /* Starts r (idle) on e; NULL, or an error message (a static string). */
 const char *ucwa_req_start(ucwa_engine *e, ucwa_req *r, const ucwa_req_spec *s);
-/* First thing a deliver function does with a completed request: reads the
- * status and effective URL and frees the easy handle. */
-void ucwa_req_collect(ucwa_req *r);
 /* whether an HTTP response arrived (any status), else a transport error */
 int ucwa_req_ok(const ucwa_req *r);
 /* Cancels r and frees everything it holds (idempotent). */
