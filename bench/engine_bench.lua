@@ -10,7 +10,7 @@ package.cpath = build .. "/?.so;" .. package.cpath
 package.path = "spec/?.lua;" .. package.path
 
 local core = require "ucwa.core"
-local cjson = require "cjson"
+local bench = require "ucwa_bench"       -- the libcurl baseline (bench/easy_bench.c)
 local util = require "support.peer_util"
 local monotime = util.monotime
 
@@ -34,14 +34,14 @@ local ok, err = pcall(function()
   end
 
   -- warm up: connections, allocator
-  core._easy_bench(base .. "/ok", 200)
+  bench.easy_get(base .. "/ok", 200)
   for _ = 1, 200 do get(base .. "/ok") end
 
   -- 1. latency, interleaved rounds, best of
   local N, rounds = 2000, 5
   local best_easy, best_eng = math.huge, math.huge
   for _ = 1, rounds do
-    best_easy = math.min(best_easy, core._easy_bench(base .. "/ok", N))
+    best_easy = math.min(best_easy, bench.easy_get(base .. "/ok", N))
     local t0 = monotime()
     for _ = 1, N do get(base .. "/ok") end
     best_eng = math.min(best_eng, monotime() - t0)
@@ -75,10 +75,6 @@ local ok, err = pcall(function()
     local n, target = 0, 3000
     local ch
     ch = eng:channel{ url = base .. "/app/events?ack=1", timeout = 60,
-      parse = core.parse_events or function(body)
-        local t = cjson.decode(body)
-        return { links = { next = t._links.next } }
-      end,
       on_batch = function()
         n = n + 1
         if n == target then ch:stop() end
@@ -89,9 +85,8 @@ local ok, err = pcall(function()
     while n < target do eng:step(1) end
     local dt = monotime() - t0
     ch:close()
-    report("channel: %d batches, %.1f us per batch (%.0f/s), %.2fx the request round trip%s",
-      target, dt / target * 1e6, target / dt, dt / target / (best_eng / N),
-      core.parse_events and " (core.parse_events)" or " (cjson)")
+    report("channel: %d batches, %.1f us per batch (%.0f/s), %.2fx the request round trip",
+      target, dt / target * 1e6, target / dt, dt / target / (best_eng / N))
   end
 
   -- 3b. many channels on one engine
@@ -101,14 +96,11 @@ local ok, err = pcall(function()
     for i = 1, C do
       local last = 0
       chans[i] = eng:channel{ url = base .. "/app" .. i .. "/events?ack=1", timeout = 60,
-        parse = function(body)
-          local t = cjson.decode(body)
-          return { links = { next = t._links.next }, n = tonumber(t._links.self.href:match("ack=(%d+)")) }
-        end,
         on_batch = function(b)
           count = count + 1
-          if b.n ~= last + 1 then bad = bad + 1 end
-          last = b.n
+          local n = tonumber(b.links.self.href:match("ack=(%d+)"))
+          if n ~= last + 1 then bad = bad + 1 end
+          last = n
         end,
         on_error = function(e) error("channel error: " .. tostring(e.code)) end }
     end
@@ -180,7 +172,7 @@ local ok, err = pcall(function()
     for i = 1, M do
       chans[i] = eng:channel{ url = base .. "/hold/" .. i .. "/events?ack=1", timeout = 60,
         headers = { Authorization = "Bearer x", Accept = "application/json" },
-        parse = function() return nil, "unexpected" end, on_batch = function() end }
+        on_batch = function() end }
       chans[i]:start()
     end
     report("memory: %d waiting channels: %.0f bytes Lua heap + %.1f KiB RSS each", M, settle(kb0, rss0))

@@ -1,6 +1,7 @@
 /* libFuzzer target for the parsers of ucwa.core. One source, four targets:
  * FUZZ_FN is "parse" or "parse_events", FUZZ_CT the content type. The parse
- * sources (src/parse*.c, encode.c, date.c) are compiled in; lua-cjson is
+ * sources (src/parse*.c, encode.c, date.c, and error.c, auxlib.c they use)
+ * are compiled in; lua-cjson is
  * loaded by require from the system's Lua 5.4 cpath.
  * Each input is also run through parse_error and, when it parses, the model's
  * properties through encode("xml"/"json"). Lua errors are caught by pcall:
@@ -47,7 +48,7 @@
 #endif
 
 static lua_State *L;
-static long heap_base;  /* Lua heap in bytes after start-up */
+static long heap_base; /* Lua heap in bytes after start-up */
 
 static long lua_heap(void)
 {
@@ -61,8 +62,7 @@ enum { DRIVER = 1, CORE = 2 };
 static int traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
-    if (msg == NULL)
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     luaL_traceback(L, L, msg, 1);
     return 1;
 }
@@ -91,15 +91,17 @@ static const char driver[] =
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void)argc; (void)argv;
+    (void)argc;
+    (void)argv;
     L = luaL_newstate();
     luaL_openlibs(L);
     if (luaL_loadbuffer(L, driver, sizeof driver - 1, "=driver") != LUA_OK) {
         fprintf(stderr, "%s\n", lua_tostring(L, -1));
         abort();
-    }                    /* DRIVER */
-    lua_newtable(L);     /* CORE */
-    ucwa_open_parse(L);  /* raises (aborts) if cjson cannot be loaded */
+    }                   /* DRIVER */
+    lua_newtable(L);    /* CORE */
+    ucwa_open_error(L); /* error objects first, as core.c opens them */
+    ucwa_open_parse(L); /* raises (aborts) if cjson cannot be loaded */
     /* small limits so deep/large inputs exercise the limit paths */
     lua_getfield(L, CORE, "set_limits");
     lua_createtable(L, 0, 2);
@@ -128,17 +130,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fprintf(stderr, "Lua error escaped from ucwa.core: %s\n", lua_tostring(L, -1));
         abort();
     }
-    if (lua_gettop(L) != top + 1) {  /* only the message handler is left */
-        fprintf(stderr, "Lua stack unbalanced after the driver: %d, expected %d\n",
-                lua_gettop(L), top + 1);
+    if (lua_gettop(L) != top + 1) { /* only the message handler is left */
+        fprintf(stderr, "Lua stack unbalanced after the driver: %d, expected %d\n", lua_gettop(L), top + 1);
         abort();
     }
     lua_settop(L, top);
     if (++n % FUZZ_GC_EVERY == 0) {
         lua_gc(L, LUA_GCCOLLECT, 0);
         if (lua_heap() > heap_base + FUZZ_HEAP_SLACK) {
-            fprintf(stderr, "Lua heap grows across inputs: %ld bytes after a full collect, "
-                    "%ld after start-up\n", lua_heap(), heap_base);
+            fprintf(stderr,
+                    "Lua heap grows across inputs: %ld bytes after a full collect, "
+                    "%ld after start-up\n",
+                    lua_heap(), heap_base);
             abort();
         }
     }

@@ -330,6 +330,23 @@ describe("error objects", function()
     assert.equal(core.error_mt, getmetatable(perr))
   end)
 
+  it("are made by core.error from an error object too, which comes back as it is", function()
+    local e = core.error{ code = "NotFound" }
+    assert.equal(e, core.error(e))
+    assert.equal(core.error_mt, getmetatable(core.error(e)))
+  end)
+
+  it("leave a table with another metatable alone: core.error copies it", function()
+    local mt = { __index = function() return "x" end }
+    local t = setmetatable({ code = "Busy", status = 503 }, mt)
+    local e = core.error(t)
+    assert.are_not.equal(t, e)
+    assert.equal(mt, getmetatable(t))
+    assert.equal(core.error_mt, getmetatable(e))
+    assert.equal("503 Busy", tostring(e))
+    assert.has_error(function() core.error("NotFound") end)
+  end)
+
   it("print long fields whole (past the first buffer of tostring)", function()
     local sub, msg = string.rep("s", 3000), string.rep("m", 5000)
     assert.equal("503 Busy/" .. sub .. ": " .. msg, tostring(core.error{ status = 503, code = "Busy", subcode = sub,
@@ -356,5 +373,9 @@ describe("core.set_limits", function()
     assert.has_error(function() core.set_limits{ max_body = -1 } end)
     assert.has_error(function() core.set_limits{ max_body = "x" } end)
     assert.has_error(function() core.set_limits(5) end)
+    assert.has_error(function() core.set_limits{ max_depth = 1.5 } end)
+    local ok, err = pcall(core.set_limits, { max_dept = 3 })
+    assert.is_false(ok)
+    assert.matches("unknown option 'max_dept' (did you mean 'max_depth'?)", err, 1, true)
   end)
 end)

@@ -82,6 +82,18 @@ describe("ucwa.encode", function()
     assert.has_error(function() ucwa.encode({ n = 0 / 0 }, "xml") end)
     assert.has_error(function() ucwa.encode({ n = math.huge }, "json") end)
   end)
+
+  -- regression: the message was formatted by lua_pushfstring, which has no %02x
+  it("names a control character in XML instead of raising \"invalid option '%0' to 'lua_pushfstring'\"",
+    function()
+      local ok, err = pcall(ucwa.encode, { a = "\1" }, "xml")
+      assert.is_false(ok)
+      assert.not_matches("invalid option", err, 1, true)
+      assert.matches("ucwa.encode: a has control character 0x01, which XML cannot carry", err, 1, true)
+      ok, err = pcall(ucwa.encode, { s = "bell\7" }, "xml")
+      assert.is_false(ok)
+      assert.matches("control character 0x07", err, 1, true)
+    end)
 end)
 
 describe("ucwa.date", function()

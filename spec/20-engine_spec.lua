@@ -1,7 +1,30 @@
 -- The transport: core.engine, requests, timers, step, url helpers.
 local core = require "ucwa.core"
 local cjson = require "cjson.safe"
+local helpers = require "helpers"
 local util = require "support.peer_util"
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Runs Lua `code` in a child process (the sanitized interpreter under `make check`)
+-- with the environment `env` and, when given, a soft descriptor limit; returns its
+-- output lines (stdout and stderr) and whether it exited 0.
+local function child(code, env, nofile)
+  local file = os.tmpname()
+  local f = assert(io.open(file, "w"))
+  f:write("package.cpath = ", ("%q"):format(helpers.build .. "/?.so;"), " .. package.cpath\n", code)
+  f:close()
+  local envs = {}
+  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. quote(v) end
+  local cmd = ("%s env -u no_proxy -u NO_PROXY %s timeout -k 2 60 %s %s 2>&1"):format(
+    nofile and ("ulimit -S -n %d &&"):format(nofile) or "", table.concat(envs, " "), quote(helpers.lua), quote(file))
+  local p = assert(io.popen("sh -c " .. quote(cmd)))
+  local lines = {}
+  for l in p:lines() do lines[#lines + 1] = l end
+  local ok = p:close()
+  os.remove(file)
+  return lines, ok
+end
 
 describe("core.engine", function()
   local peer = util.use_peer()
@@ -292,16 +315,220 @@ describe("core.engine", function()
     assert.has_error(function() core.engine{ max_body = "x" } end)
   end)
 
+  it("raises argument errors naming the closest option for unknown keys", function()
+    local function err_of(f)
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      return err
+    end
+    assert.matches("bad argument #1 to 'engine' (unknown option 'max_bdy' (did you mean 'max_body'?))",
+      err_of(function() core.engine{ max_bdy = 1 } end), 1, true)
+    assert.matches("bad argument #1 to 'request' (unknown option 'callbak' (did you mean 'callback'?))",
+      err_of(function() eng:request{ url = "http://x/", callbak = print } end), 1, true)
+    assert.matches("unknown option 'zzz' (known: method, url, headers, body, timeout, callback)",
+      err_of(function() eng:request{ url = "http://x/", callback = print, zzz = 1 } end), 1, true)
+    assert.matches("option names must be strings",
+      err_of(function() core.engine{ "verify" } end), 1, true)
+  end)
+
+  -- the options nothing used are gone: error_factory (error objects come from
+  -- the one constructor, core.error) and http2 (untested)
+  it("refuses the removed options error_factory and http2", function()
+    for _, o in ipairs{ { error_factory = function(t) return t end }, { http2 = true } } do
+      local ok, err = pcall(core.engine, o)
+      assert.is_false(ok)
+      assert.matches("unknown option", err, 1, true)
+    end
+  end)
+
+  it("raises on options of the wrong type or out of range", function()
+    local cases = {
+      { { verify = "yes" }, "option 'verify' must be a boolean (got string)" },
+      { { timeout = -1 }, "option 'timeout' must be between 0 and inf (got -1)" },
+      { { timeout = 0 / 0 }, "option 'timeout' must be between" },
+      { { max_connections = 1e9 }, "option 'max_connections' must be between 0 and 1e+06" },
+      { { proxy = true }, "option 'proxy' must be a string or false" },
+      { { user_agent = "bot\0x" }, "option 'user_agent' contains a NUL byte" },
+      { { ca_file = 5 }, "option 'ca_file' must be a string (got number)" },
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = pcall(core.engine, c[1])
+      assert.is_false(ok)
+      assert.matches(c[2], err, 1, true)
+    end
+    local function req(o)
+      o.url = o.url or "http://x/"
+      o.callback = o.callback or print
+      local ok, err = pcall(function() return eng:request(o) end)
+      assert.is_false(ok)
+      return err
+    end
+    assert.matches("option 'timeout' must be between", req{ timeout = -2 }, 1, true)
+    assert.matches("option 'body' must be a string (got number)", req{ body = 5 }, 1, true)
+    assert.matches("option 'headers' must be a table", req{ headers = "x" }, 1, true)
+    assert.matches("option 'callback' must be a function", req{ callback = 1 }, 1, true)
+    assert.matches("option 'method' must be an upper-case token", req{ method = "get" }, 1, true)
+    assert.matches("option 'method' contains a NUL byte", req{ method = "GET\0X" }, 1, true)
+  end)
+
+  -- regression: C cut URLs at a NUL byte, so "http://evil\0.good.com/x" was
+  -- requested, and resolved, as "http://evil/"
+  it("refuses a URL with a NUL byte in requests and the URL helpers", function()
+    local ok, err = pcall(function() return eng:request{ url = "http://evil\0.good.com/x", callback = print } end)
+    assert.is_false(ok)
+    assert.matches("option 'url' contains a NUL byte", err, 1, true)
+    assert.equal(0, eng:stats().transfers)
+    local u, why = core.url_resolve("http://evil\0.good.com/x", "y")
+    assert.is_nil(u)
+    assert.matches("NUL byte", why, 1, true)
+    u, why = core.url_resolve("https://good.com/", "http://evil\0.good.com/x")
+    assert.is_nil(u)
+    assert.matches("NUL byte", why, 1, true)
+    u, why = core.url_with_query("http://evil\0.good.com/x", { a = 1 })
+    assert.is_nil(u)
+    assert.matches("NUL byte", why, 1, true)
+    u, why = core.url_with_query("http://good.com/x", { a = "1\0&admin=1" })
+    assert.is_nil(u)
+    assert.matches("NUL bytes", why, 1, true)
+  end)
+
   it("refuses TLS to a plain HTTP port", function()
     local _, err = util.fetch(eng, { url = "https://127.0.0.1:" .. peer.port .. "/", timeout = 5 })
     assert.is_truthy(err.code == "TlsError" or err.code == "NetworkError")
   end)
 
-  it("uses error_factory for error objects", function()
-    eng:close()
-    eng = core.engine{ error_factory = function(t) t.factory = true return t end }
+  it("makes transport errors with the one error constructor", function()
     local _, err = util.fetch(eng, { url = "http://127.0.0.1:1/" })
-    assert.is_true(err.factory)
+    assert.equal(core.error_mt, getmetatable(err))
+    assert.equal("NetworkError", err.code)
+    assert.equal("http://127.0.0.1:1/", err.url)
+    assert.is_number(err.curl_code)
+    assert.equal("NetworkError: " .. err.message, tostring(err))
+  end)
+end)
+
+describe("the descriptor limit", function()
+  local peer = util.use_peer()
+
+  -- regression: the first engine raised the process's RLIMIT_NOFILE to its hard
+  -- limit behind the host's back; now the limit is the host's, and a transfer that
+  -- cannot get a socket says so
+  it("is left as the host set it; transfers past it fail with TooManyOpenFiles", function()
+    local lines, ok = child(([[
+      local core = require "ucwa.core"
+      local function nofile()
+        for l in io.lines("/proc/self/limits") do
+          local soft = l:match("^Max open files%%s+(%%d+)")
+          if soft then return soft end
+        end
+      end
+      local before = nofile()
+      local eng = core.engine{ timeout = 10 }
+      print("limit", before, nofile())
+      local done, over, msg = 0, 0, nil
+      for i = 1, 80 do
+        eng:request{ url = %q .. "/echo?delay=1&i=" .. i, callback = function(_, e)
+          done = done + 1
+          if e and e.subcode == "TooManyOpenFiles" then over, msg = over + 1, e.code .. ": " .. e.message end
+        end }
+      end
+      while done < 80 do eng:step(0.2) end
+      eng:close()
+      print("over", over, msg)
+    ]]):format(peer.base), nil, 48)
+    assert(ok, table.concat(lines, "\n"))
+    assert.equal("limit 48 48", lines[1]:gsub("\t", " "))
+    local over, msg = lines[2]:match("^over\t(%d+)\t(.*)$")
+    assert.is_truthy(over, table.concat(lines, "\n"))
+    assert.is_true(tonumber(over) > 0)
+    assert.matches("^NetworkError: cannot open a socket: Too many open files", msg)
+    assert.matches("RLIMIT_NOFILE", msg, 1, true)
+  end)
+end)
+
+describe("core.engine through a forward proxy", function()
+  local peer = util.use_peer()
+  local proxy = util.use_peer("http_proxy.py")
+
+  -- the proxy's own counts (asked directly, not through it)
+  local function proxied()
+    local e = core.engine{ proxy = false }
+    local r = assert(util.fetch(e, { url = proxy.base .. "/_proxy" }))
+    e:close()
+    return cjson.decode(r.body)
+  end
+
+  before_each(function()
+    local e = core.engine{ proxy = false }
+    util.fetch(e, { method = "POST", url = proxy.base .. "/_proxy/reset" })
+    e:close()
+  end)
+
+  it("sends requests and the event channel's P-GETs through the 'proxy' option", function()
+    local eng = core.engine{ proxy = proxy.base, timeout = 10 }
+    local resp = assert(util.fetch(eng, { url = peer.base .. "/echo?via=proxy", headers = { ["X-Test"] = "p" } }))
+    assert.equal(200, resp.status)
+    local e = cjson.decode(resp.body)
+    assert.equal("/echo?via=proxy", e.path)
+    assert.equal("p", e.headers["x-test"])
+    resp = assert(util.fetch(eng, { method = "POST", url = peer.base .. "/echo?status=201", body = "b" }))
+    assert.equal(201, resp.status)
+    local n, ch = 0, nil
+    ch = eng:channel{ url = peer.base .. "/proxyapp/events?ack=1", on_batch = function()
+      n = n + 1
+      if n == 2 then ch:stop() end
+    end }
+    ch:start()
+    util.wait(eng, function() return n == 2 end)
+    eng:close()
+    -- (the P-GET for batch 3 went out before on_batch(2) stopped the channel: it
+    -- may have reached the proxy)
+    local st = proxied()
+    assert.is_true(st.requests == 4 or st.requests == 5, "requests: " .. st.requests)
+    assert.same({ peer.base .. "/echo?via=proxy", peer.base .. "/echo?status=201",
+      peer.base .. "/proxyapp/events?ack=1&timeout=180", peer.base .. "/proxyapp/events?ack=2&timeout=180" },
+      { table.unpack(st.urls, 1, 4) })
+  end)
+
+  it("tunnels HTTPS through the proxy (CONNECT), verifying the server's certificate", function()
+    local dir = util.make_cert()
+    local tls = util.start("http_peer.py", ("--tls %s/cert.pem %s/key.pem"):format(dir, dir))
+    local ok, err = pcall(function()
+      local url = "https://127.0.0.1:" .. tls.port .. "/echo?tls"
+      local eng = core.engine{ proxy = proxy.base, ca_file = dir .. "/cert.pem" }
+      local resp = assert(util.fetch(eng, { url = url }))
+      assert.equal(200, resp.status)
+      assert.equal("/echo?tls", cjson.decode(resp.body).path)
+      eng:close()
+      eng = core.engine{ proxy = proxy.base }    -- the system store does not know it
+      local _, terr = util.fetch(eng, { url = url })
+      assert.equal("TlsError", terr.code)
+      eng:close()
+      local st = proxied()
+      assert.equal(2, st.connects)
+      assert.equal(0, st.requests)
+    end)
+    tls.stop()
+    os.execute("rm -rf " .. dir)
+    assert(ok, err)
+  end)
+
+  it("goes direct with proxy = false even when http_proxy is set; the environment's proxy otherwise", function()
+    local lines, ok = child(([[
+      local core = require "ucwa.core"
+      local function get(opts)
+        local eng = core.engine(opts)
+        local got
+        eng:request{ url = %q, callback = function(r, e) got = r and r.status or e.code end }
+        while not got do eng:step(0.1) end
+        eng:close()
+        return got
+      end
+      print(get{ proxy = false }, get{})
+    ]]):format(peer.base .. "/echo?env"), { http_proxy = proxy.base })
+    assert(ok, table.concat(lines, "\n"))
+    assert.equal("200\t200", lines[1])
+    assert.same({ peer.base .. "/echo?env" }, proxied().urls)
   end)
 end)
 

@@ -3,13 +3,7 @@ local core = require "ucwa.core"
 local cjson = require "cjson.safe"
 local util = require "support.peer_util"
 
-local parse = util.parse_batch
-
-local function parse_error(body, _, status)
-  local t = cjson.decode(body)
-  if type(t) ~= "table" then return nil end
-  return { code = t.code, subcode = t.subcode, message = t.message, status = status }
-end
+local batch_n = util.batch_n
 
 describe("eng:channel", function()
   local peer = util.use_peer()
@@ -44,11 +38,9 @@ describe("eng:channel", function()
     local o = {
       url = peer.base .. app .. "/events?ack=1",
       headers = { Accept = "application/json" },
-      parse = parse,
-      parse_error = parse_error,
       backoff = { initial = 0.01, max = 0.04 },
       on_batch = function(b, url)
-        rec.batches[#rec.batches + 1] = b.n
+        rec.batches[#rec.batches + 1] = batch_n(b)
         rec.urls[#rec.urls + 1] = url
         if upto and #rec.batches >= upto then rec.ch:stop() end
       end,
@@ -99,11 +91,11 @@ describe("eng:channel", function()
     local seen, ends = {}, {}
     local rec
     rec = channel{ on_batch = function(b)
-      seen[#seen + 1] = { n = b.n, pending = rec.ch:pending(), transfers = eng:stats().transfers }
+      seen[#seen + 1] = { n = batch_n(b), pending = rec.ch:pending(), transfers = eng:stats().transfers }
       local t = util.monotime()
       while util.monotime() - t < 0.03 do end   -- let the peer log the next request
-      ends[b.n] = util.monotime()
-      if b.n == 3 then rec.ch:stop() end
+      ends[batch_n(b)] = util.monotime()
+      if batch_n(b) == 3 then rec.ch:stop() end
     end }
     rec.ch:start()
     util.wait(eng, function() return #seen == 3 end)
@@ -167,7 +159,7 @@ describe("eng:channel", function()
 
   it("reports 409 PGetReplaced for its current P-GET and retries the same URL", function()
     script{ {}, { status = 409, body = '{"code":"Conflict","subcode":"PGetReplaced"}' } }
-    local rec = channel({ parse_error = false }, 3)
+    local rec = channel(nil, 3)
     rec.ch:start()
     util.wait(eng, function() return #rec.batches == 3 end)
     assert.same({ 1, 2, 3 }, rec.batches)
@@ -181,7 +173,7 @@ describe("eng:channel", function()
     script{ { status = 409, ctype = "application/xml",
               body = '<?xml version="1.0"?><error xmlns="http://schemas.microsoft.com/rtc/2012/03/ucwa">'
                 .. '<code>Conflict</code><subcode>PGetReplaced</subcode></error>' } }
-    local rec = channel({ parse_error = false }, 1)
+    local rec = channel(nil, 1)
     rec.ch:start()
     util.wait(eng, function() return #rec.batches == 1 end)
     assert.equal("PGetReplaced", rec.errors[1].subcode)
@@ -264,9 +256,10 @@ describe("eng:channel", function()
   it("propagates an on_batch error out of step with the next P-GET already sent", function()
     local rec
     rec = channel({ on_batch = function(b)
-      rec.batches[#rec.batches + 1] = b.n
-      if b.n == 2 then error("bot bug") end
-      if b.n == 3 then rec.ch:stop() end
+      local n = batch_n(b)
+      rec.batches[#rec.batches + 1] = n
+      if n == 2 then error("bot bug") end
+      if n == 3 then rec.ch:stop() end
     end })
     rec.ch:start()
     local err
@@ -311,19 +304,56 @@ describe("eng:channel", function()
     rec.ch:close()
   end)
 
-  it("works with core.parse_events when it exists", function()
-    if not core.parse_events then return pending("core.parse_events not built yet") end
-    local got = {}
-    local ch
-    ch = eng:channel{ url = peer.base .. app .. "/events?ack=1", parse = core.parse_events,
-      backoff = { initial = 0.01, max = 0.02 },
-      on_batch = function(b)
-        got[#got + 1] = b.links.self and b.links.self.href
-        if #got == 2 then ch:stop() end
-      end }
-    ch:start()
-    util.wait(eng, function() return #got == 2 end)
-    assert.matches("ack=2", got[2])
+  it("reads batches with core.parse_events: the model of the batch, links and senders", function()
+    local got
+    local rec = channel({ on_batch = function(b) got = b end }, 1)
+    rec.ch:start()
+    util.wait(eng, function() return got ~= nil end)
+    rec.ch:stop()
+    assert.matches("ack=1", got.links.self.href)
+    assert.matches("ack=2", got.links.next.href)
+    assert.equal("me", got.senders[1].rel)
+    assert.equal("updated", got.senders[1].events[1].type)
+  end)
+
+  -- regression: the channel named a 502 BadGateway while core.parse_error said
+  -- ServiceFailure; one status table now (ErrorCode_ref.md has no BadGateway)
+  it("names a body-less 502 ServiceFailure, as core.parse_error does", function()
+    script{ { status = 502, body = "" } }
+    local rec = channel(nil, 1)
+    rec.ch:start()
+    util.wait(eng, function() return #rec.batches == 1 end)
+    assert.equal(502, rec.errors[1].status)
+    assert.equal("ServiceFailure", rec.errors[1].code)
+    assert.equal(core.parse_error("", "application/json", 502).code, rec.errors[1].code)
+    assert.equal(core.error_mt, getmetatable(rec.errors[1]))
+    assert.equal("502 ServiceFailure: HTTP 502", tostring(rec.errors[1]))
+  end)
+
+  it("gives a fatal HTTP error the body, its content type and the URL", function()
+    script{ { status = 403, body = '{"code":"Forbidden","subcode":"NoScope","message":"no"}' } }
+    local rec = channel()
+    rec.ch:start()
+    util.wait(eng, function() return #rec.errors == 1 end)
+    local e = rec.errors[1]
+    assert.same({ 403, "Forbidden", "NoScope", "no", "application/json", true },
+      { e.status, e.code, e.subcode, e.message, e.content_type, e.fatal })
+    assert.matches("NoScope", e.body)
+    assert.equal(peer.base .. app .. "/events?ack=1&timeout=180", e.url)
+  end)
+
+  -- regression: a server link with a NUL byte was cut there by C ("http://evil\0.good/x"
+  -- followed as "http://evil")
+  it("refuses an event link with a NUL byte and retries the batch", function()
+    script{ { href = "http://evil\0.good.com" .. app .. "/events?ack=2" } }
+    local rec = channel(nil, 1)
+    rec.ch:start()
+    util.wait(eng, function() return #rec.errors >= 1 end)
+    rec.ch:stop()
+    assert.equal("BadLink", rec.errors[1].code)
+    assert.matches("NUL", rec.errors[1].message)
+    assert.is_true(rec.errors[1].retrying)
+    for _, l in ipairs(log()) do assert.matches("^" .. app .. "/events%?ack=1", l.path) end
   end)
 
   -- regression: a next P-GET that completed inside the send kick was freed with
@@ -331,10 +361,10 @@ describe("eng:channel", function()
   it("runs back to back against a peer that answers at once", function()
     local fast = util.start("peer_fast.lua")
     local n, last, ch = 0, 0, nil
-    ch = eng:channel{ url = fast.base .. "/app/events?ack=1", parse = parse,
+    ch = eng:channel{ url = fast.base .. "/app/events?ack=1",
       on_batch = function(b)
         n = n + 1
-        local ack = tonumber(b.links.self.href:match("ack=(%d+)"))
+        local ack = batch_n(b)
         assert(ack == last + 1, "out of order")
         last = ack
         if n == 300 then ch:stop() end
@@ -346,19 +376,42 @@ describe("eng:channel", function()
     assert.equal(300, last)
   end)
 
-  it("validates its options", function()
-    assert.has_error(function() eng:channel{ url = "x", on_batch = print } end)
-    assert.has_error(function() eng:channel{ url = peer.base, parse = parse } end)
-    assert.has_error(function() eng:channel{ url = "/relative", parse = parse, on_batch = print } end)
-    assert.has_error(function() eng:channel{ url = peer.base, parse = parse, on_batch = print,
-      headers = { ["Bad:Name"] = "x" } } end)
+  it("validates its options: unknown keys, types and ranges are argument errors", function()
+    local base = { url = peer.base .. "/e", on_batch = print }
+    local function try(extra)
+      local o = {}
+      for k, v in pairs(base) do o[k] = v end
+      for k, v in pairs(extra) do o[k] = v end
+      local ok, err = pcall(function() return eng:channel(o) end)
+      assert.is_false(ok)
+      assert.matches("^[^\n]*bad argument #1 to 'channel'", err)
+      return err
+    end
+    assert.matches("unknown option 'on_batc' %(did you mean 'on_batch'%?%)", try{ on_batc = print })
+    -- the parse functions are the core's, no longer options
+    assert.matches("unknown option 'parse'", try{ parse = core.parse_events })
+    assert.matches("unknown option 'parse_error'", try{ parse_error = false })
+    assert.matches("unknown option 'backoff.inital' %(did you mean 'backoff.initial'%?%)",
+      try{ backoff = { inital = 1 } })
+    assert.matches("option 'on_batch' must be a function", try{ on_batch = false })
+    assert.matches("option 'url' must be a string", try{ url = 1 })
+    assert.matches("option 'url' is not a URL", try{ url = "/relative" })
+    assert.matches("option 'url' contains a NUL byte", try{ url = peer.base .. "\0.x/e" })
+    assert.matches("option 'timeout' must be between", try{ timeout = -1 })
+    assert.matches("option 'grace' must be a number", try{ grace = "20" })
+    assert.matches("option 'initial' must be between", try{ backoff = { initial = 0 } })
+    assert.matches("option 'max' must be between", try{ backoff = { initial = 2, max = 1 } })
+    assert.matches("option 'low' must be a boolean, number or string", try{ low = {} })
+    assert.matches("bad header name", try{ headers = { ["Bad:Name"] = "x" } })
+    assert.matches("header 'X': value contains CR, LF or NUL", try{ headers = { X = "a\r\nb" } })
+    assert.has_error(function() eng:channel{ url = peer.base } end)
   end)
 
   it("lets an unreachable engine with a running channel be collected", function()
     local weak = setmetatable({}, { __mode = "v" })
     do
       local e = core.engine()
-      local ch = e:channel{ url = peer.base .. app .. "/events?ack=1", parse = parse, on_batch = function() end }
+      local ch = e:channel{ url = peer.base .. app .. "/events?ack=1", on_batch = function() end }
       script{ { delay = 1 } }
       ch:start()
       e:step(0.05)

@@ -30,9 +30,9 @@ describe("host loop", function()
     eng:timer(0.05, function() got.timers[#got.timers + 1] = "a" end)
     eng:timer(0.02, function() got.timers[#got.timers + 1] = "b" end)
     local ch
-    ch = eng:channel{ url = peer.base .. "/app/events?ack=1", parse = util.parse_batch,
+    ch = eng:channel{ url = peer.base .. "/app/events?ack=1",
       on_batch = function(b)
-        got.batches[#got.batches + 1] = b.n
+        got.batches[#got.batches + 1] = util.batch_n(b)
         if #got.batches == 5 then ch:stop() end
       end }
     ch:start()

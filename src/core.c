@@ -1,13 +1,21 @@
-/* luaopen_ucwa_core: the module table, filled in by each part of the core. */
+/* luaopen_ucwa_core: the module table, filled in by each part of the core.
+ * The order matters twice: error objects before anything that makes them,
+ * and the parser and the engine class before the event channel, which takes
+ * parse_events and parse_error as upvalues and adds a method to the engine. */
 #include "ucwa.h"
 
 int luaopen_ucwa_core(lua_State *L)
 {
     lua_newtable(L);
+    ucwa_open_error(L);
     ucwa_open_parse(L);
-    ucwa_open_engine(L);
-    ucwa_open_util(L);
-    lua_pushliteral(L, "0.2.0");   /* the rockspec's version (spec/01) */
+    ucwa_open_loop(L);
+    ucwa_open_request(L);
+    ucwa_open_timer(L);
+    ucwa_open_channel(L);
+    ucwa_open_url(L);
+    ucwa_open_dataurl(L);
+    lua_pushliteral(L, "0.2.0"); /* the rockspec's version (spec/01) */
     lua_setfield(L, -2, "_VERSION");
     return 1;
 }

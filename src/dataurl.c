@@ -27,8 +27,7 @@ static int l_data_url(lua_State *L)
 
     int outlen = 0;
     char *raw = curl_easy_unescape(NULL, comma + 1, (int)(len - (size_t)(comma + 1 - s)), &outlen);
-    if (!raw)
-        return luaL_error(L, "out of memory");
+    if (!raw) return luaL_error(L, "out of memory");
     if (!base64) {
         lua_pushlstring(L, raw, (size_t)outlen);
         curl_free(raw);
@@ -41,8 +40,7 @@ static int l_data_url(lua_State *L)
         if (ctx) {
             EVP_DecodeInit(ctx);
             rc = EVP_DecodeUpdate(ctx, out, &n1, (const unsigned char *)raw, outlen);
-            if (rc >= 0)
-                rc = EVP_DecodeFinal(ctx, out + n1, &n2);
+            if (rc >= 0) rc = EVP_DecodeFinal(ctx, out + n1, &n2);
             EVP_ENCODE_CTX_free(ctx);
         }
         curl_free(raw);
@@ -60,7 +58,7 @@ static int l_data_url(lua_State *L)
     return 2;
 }
 
-void ucwa_open_util(lua_State *L)
+void ucwa_open_dataurl(lua_State *L)
 {
     lua_pushcfunction(L, l_data_url);
     lua_setfield(L, -2, "data_url");

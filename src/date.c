@@ -9,15 +9,14 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "model.h"
+#include "parse.h"
 
 static int digits(const char **p, const char *end, int n, long *out)
 {
     long v = 0;
     int i;
     for (i = 0; i < n; i++) {
-        if (*p >= end || **p < '0' || **p > '9')
-            return -1;
+        if (*p >= end || **p < '0' || **p > '9') return -1;
         v = v * 10 + (**p - '0');
         (*p)++;
     }
@@ -39,9 +38,8 @@ static long long days_from_civil(long y, long m, long d)
 
 static int days_in_month(long y, long m)
 {
-    static const int dm[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
-        return 29;
+    static const int dm[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)) return 29;
     return dm[m - 1];
 }
 
@@ -59,21 +57,17 @@ static int aspnet(lua_State *L, const char *s, size_t len)
     if (len >= 7 && !memcmp(p, "\\/Date(", 7))
         p += 7;
     else
-        p += 6;  /* "/Date(" */
-    if (p < end && (*p == '-' || *p == '+'))
-        neg = *p++ == '-';
+        p += 6; /* "/Date(" */
+    if (p < end && (*p == '-' || *p == '+')) neg = *p++ == '-';
     while (p < end && *p >= '0' && *p <= '9') {
-        if (++nd > 17)
-            return bad(L, s, len);
+        if (++nd > 17) return bad(L, s, len);
         ms = ms * 10 + (*p++ - '0');
     }
-    if (!nd)
-        return bad(L, s, len);
+    if (!nd) return bad(L, s, len);
     if (p < end && (*p == '+' || *p == '-')) {
         long off;
         p++;
-        if (digits(&p, end, 4, &off) < 0 || off / 100 > 23 || off % 100 > 59)
-            return bad(L, s, len);
+        if (digits(&p, end, 4, &off) < 0 || off / 100 > 23 || off % 100 > 59) return bad(L, s, len);
     }
     if (end - p == 2 && !memcmp(p, ")/", 2))
         ;
@@ -81,8 +75,7 @@ static int aspnet(lua_State *L, const char *s, size_t len)
         ;
     else
         return bad(L, s, len);
-    if (neg)
-        ms = -ms;
+    if (neg) ms = -ms;
     if (ms % 1000 == 0)
         lua_pushinteger(L, ms / 1000);
     else
@@ -98,19 +91,16 @@ static int iso8601(lua_State *L, const char *s, size_t len)
     int sign = 0;
     long long t;
 
-    if (digits(&p, end, 4, &y) < 0 || p >= end || *p++ != '-' || digits(&p, end, 2, &mo) < 0 ||
-        p >= end || *p++ != '-' || digits(&p, end, 2, &d) < 0)
+    if (digits(&p, end, 4, &y) < 0 || p >= end || *p++ != '-' || digits(&p, end, 2, &mo) < 0 || p >= end ||
+        *p++ != '-' || digits(&p, end, 2, &d) < 0)
         return bad(L, s, len);
-    if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo))
-        return bad(L, s, len);
+    if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo)) return bad(L, s, len);
     if (p < end && (*p == 'T' || *p == 't' || *p == ' ')) {
         p++;
-        if (digits(&p, end, 2, &h) < 0 || p >= end || *p++ != ':' || digits(&p, end, 2, &mi) < 0)
-            return bad(L, s, len);
+        if (digits(&p, end, 2, &h) < 0 || p >= end || *p++ != ':' || digits(&p, end, 2, &mi) < 0) return bad(L, s, len);
         if (p < end && *p == ':') {
             p++;
-            if (digits(&p, end, 2, &sec) < 0)
-                return bad(L, s, len);
+            if (digits(&p, end, 2, &sec) < 0) return bad(L, s, len);
             if (p < end && (*p == '.' || *p == ',')) {
                 double scale = 0.1;
                 int nd = 0;
@@ -120,28 +110,21 @@ static int iso8601(lua_State *L, const char *s, size_t len)
                     scale /= 10;
                     nd++;
                 }
-                if (!nd)
-                    return bad(L, s, len);
+                if (!nd) return bad(L, s, len);
             }
         }
-        if (h > 24 || mi > 59 || sec > 60 || (h == 24 && (mi || sec || frac > 0)))
-            return bad(L, s, len);
+        if (h > 24 || mi > 59 || sec > 60 || (h == 24 && (mi || sec || frac > 0))) return bad(L, s, len);
         if (p < end && (*p == 'Z' || *p == 'z')) {
             p++;
         } else if (p < end && (*p == '+' || *p == '-')) {
             sign = *p++ == '-' ? -1 : 1;
-            if (digits(&p, end, 2, &oh) < 0)
-                return bad(L, s, len);
-            if (p < end && *p == ':')
-                p++;
-            if (p < end && digits(&p, end, 2, &om) < 0)
-                return bad(L, s, len);
-            if (oh > 23 || om > 59)
-                return bad(L, s, len);
+            if (digits(&p, end, 2, &oh) < 0) return bad(L, s, len);
+            if (p < end && *p == ':') p++;
+            if (p < end && digits(&p, end, 2, &om) < 0) return bad(L, s, len);
+            if (oh > 23 || om > 59) return bad(L, s, len);
         }
     }
-    if (p != end)
-        return bad(L, s, len);
+    if (p != end) return bad(L, s, len);
     t = days_from_civil(y, mo, d) * 86400LL + h * 3600LL + mi * 60LL + sec;
     t -= sign * (oh * 3600LL + om * 60LL);
     if (frac > 0)
@@ -155,10 +138,8 @@ int ucwa_l_date(lua_State *L)
 {
     size_t len;
     const char *s;
-    if (lua_type(L, 1) != LUA_TSTRING)
-        return luaL_typeerror(L, 1, "string");
+    if (lua_type(L, 1) != LUA_TSTRING) return luaL_typeerror(L, 1, "string");
     s = lua_tolstring(L, 1, &len);
-    if ((len >= 6 && !memcmp(s, "/Date(", 6)) || (len >= 7 && !memcmp(s, "\\/Date(", 7)))
-        return aspnet(L, s, len);
+    if ((len >= 6 && !memcmp(s, "/Date(", 6)) || (len >= 7 && !memcmp(s, "\\/Date(", 7))) return aspnet(L, s, len);
     return iso8601(L, s, len);
 }

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
+#include "parse.h"
 
 #define UCWA_NS "http://schemas.microsoft.com/rtc/2012/03/ucwa"
 
@@ -21,21 +21,25 @@ static size_t utf8_len(const unsigned char *p, const unsigned char *end)
 {
     unsigned c = p[0], cp;
     size_t n, i;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) { n = 2; cp = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) { n = 3; cp = c & 0x0F; }
-    else if (c >= 0xF0 && c <= 0xF4) { n = 4; cp = c & 0x07; }
-    else return 0;
-    if ((size_t)(end - p) < n)
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+    } else
         return 0;
+    if ((size_t)(end - p) < n) return 0;
     for (i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
+        if ((p[i] & 0xC0) != 0x80) return 0;
         cp = (cp << 6) | (p[i] & 0x3F);
     }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF) || cp == 0xFFFE || cp == 0xFFFF)
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF) ||
+        cp == 0xFFFE || cp == 0xFFFF)
         return 0;
     return n;
 }
@@ -46,28 +50,46 @@ static void add_escaped(lua_State *L, luaL_Buffer *b, const char *s, size_t len,
     while (p < end) {
         const unsigned char *q = p;
         /* copy a run of plain bytes at once */
-        while (q < end && *q >= 0x20 && *q < 0x80 && *q != '&' && *q != '<' && *q != '>' && *q != '"')
-            q++;
-        if (q > p)
-            luaL_addlstring(b, (const char *)p, (size_t)(q - p));
+        while (q < end && *q >= 0x20 && *q < 0x80 && *q != '&' && *q != '<' && *q != '>' && *q != '"') q++;
+        if (q > p) luaL_addlstring(b, (const char *)p, (size_t)(q - p));
         p = q;
-        if (p >= end)
-            break;
+        if (p >= end) break;
         switch (*p) {
-        case '&': luaL_addstring(b, "&amp;"); p++; continue;
-        case '<': luaL_addstring(b, "&lt;"); p++; continue;
-        case '>': luaL_addstring(b, "&gt;"); p++; continue;
-        case '"': luaL_addstring(b, "&quot;"); p++; continue;
-        case '\t': luaL_addstring(b, "&#9;"); p++; continue;
-        case '\n': luaL_addstring(b, "&#10;"); p++; continue;
-        case '\r': luaL_addstring(b, "&#13;"); p++; continue;
+        case '&':
+            luaL_addstring(b, "&amp;");
+            p++;
+            continue;
+        case '<':
+            luaL_addstring(b, "&lt;");
+            p++;
+            continue;
+        case '>':
+            luaL_addstring(b, "&gt;");
+            p++;
+            continue;
+        case '"':
+            luaL_addstring(b, "&quot;");
+            p++;
+            continue;
+        case '\t':
+            luaL_addstring(b, "&#9;");
+            p++;
+            continue;
+        case '\n':
+            luaL_addstring(b, "&#10;");
+            p++;
+            continue;
+        case '\r':
+            luaL_addstring(b, "&#13;");
+            p++;
+            continue;
         }
-        if (*p < 0x20)
-            luaL_error(L, "ucwa.encode: %s has control character 0x%02x, which XML cannot carry", what, *p);
+        if (*p < 0x20) ucwa_raise(L, "ucwa.encode: %s has control character 0x%02x, which XML cannot carry", what, *p);
         {
             size_t n = utf8_len(p, end);
             if (!n)
-                luaL_error(L, "ucwa.encode: %s is not valid UTF-8 (byte %d)", what, (int)(p - (const unsigned char *)s) + 1);
+                ucwa_raise(L, "ucwa.encode: %s is not valid UTF-8 (byte %d)", what,
+                           (int)(p - (const unsigned char *)s) + 1);
             luaL_addlstring(b, (const char *)p, n);
             p += n;
         }
@@ -90,18 +112,14 @@ static int scalar_text(lua_State *L, char tmp[64], const char **s, size_t *len, 
             snprintf(tmp, 64, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, -1));
         } else {
             lua_Number d = lua_tonumber(L, -1);
-            if (d != d || d - d != 0)
-                luaL_error(L, "ucwa.encode: %s is not a finite number", what);
+            if (d != d || d - d != 0) ucwa_raise(L, "ucwa.encode: %s is not a finite number", what);
             snprintf(tmp, 64, "%.17g", (double)d);
         }
         *s = tmp;
         *len = strlen(tmp);
         break;
-    case LUA_TSTRING:
-        *s = lua_tolstring(L, -1, len);
-        break;
-    default:
-        return 0;
+    case LUA_TSTRING: *s = lua_tolstring(L, -1, len); break;
+    default: return 0;
     }
     lua_pop(L, 1);
     return 1;
@@ -133,24 +151,24 @@ static int encode_xml(lua_State *L)
     lua_pushnil(L);
     while (lua_next(L, t)) {
         if (lua_type(L, -2) != LUA_TSTRING)
-            luaL_error(L, "ucwa.encode: XML property names must be strings (got a %s key)", luaL_typename(L, -2));
+            ucwa_raise(L, "ucwa.encode: XML property names must be strings (got a %s key)", luaL_typename(L, -2));
         if (lua_type(L, -1) == LUA_TTABLE) {
             lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
             int arr = lua_gettop(L);
             lua_pushnil(L);
             while (lua_next(L, arr)) {
                 if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n)
-                    luaL_error(L, "ucwa.encode: XML property '%s' is a table that is not a list",
+                    ucwa_raise(L, "ucwa.encode: XML property '%s' is a table that is not a list",
                                lua_tostring(L, arr - 1));
                 if (lua_type(L, -1) == LUA_TTABLE || (!is_null(L, -1) && lua_type(L, -1) > LUA_TSTRING) ||
                     lua_isnil(L, -1))
-                    luaL_error(L, "ucwa.encode: XML property '%s' has a %s item", lua_tostring(L, arr - 1),
+                    ucwa_raise(L, "ucwa.encode: XML property '%s' has a %s item", lua_tostring(L, arr - 1),
                                luaL_typename(L, -1));
                 lua_pop(L, 1);
             }
         } else if (!is_null(L, -1) && lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER &&
                    lua_type(L, -1) != LUA_TBOOLEAN) {
-            luaL_error(L, "ucwa.encode: XML property '%s' is a %s", lua_tostring(L, -2), luaL_typename(L, -1));
+            ucwa_raise(L, "ucwa.encode: XML property '%s' is a %s", lua_tostring(L, -2), luaL_typename(L, -1));
         }
         lua_pop(L, 1);
         lua_pushvalue(L, -1);
@@ -181,11 +199,12 @@ static int encode_xml(lua_State *L)
                 lua_remove(L, -2);
                 if (is_null(L, -1)) {
                     lua_pop(L, 1);
-                    luaL_addstring(&b, "<item xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:nil=\"true\" />");
+                    luaL_addstring(&b,
+                                   "<item xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:nil=\"true\" />");
                     continue;
                 }
                 if (!scalar_text(L, tmp, &s, &len, k))
-                    luaL_error(L, "ucwa.encode: item %d of XML property '%s' is not a scalar", (int)j, k);
+                    ucwa_raise(L, "ucwa.encode: item %d of XML property '%s' is not a scalar", (int)j, k);
                 luaL_addstring(&b, "<item>");
                 add_escaped(L, &b, s, len, k);
                 luaL_addstring(&b, "</item>");
@@ -194,11 +213,10 @@ static int encode_xml(lua_State *L)
             continue;
         }
         if (is_null(L, -1)) {
-            lua_pop(L, 1);  /* null: left out, as a nil would be */
+            lua_pop(L, 1); /* null: left out, as a nil would be */
             continue;
         }
-        if (!scalar_text(L, tmp, &s, &len, k))
-            luaL_error(L, "ucwa.encode: XML property '%s' is not a scalar", k);
+        if (!scalar_text(L, tmp, &s, &len, k)) ucwa_raise(L, "ucwa.encode: XML property '%s' is not a scalar", k);
         luaL_addstring(&b, "\n  <property name=\"");
         add_escaped(L, &b, k, strlen(k), "a property name");
         luaL_addstring(&b, "\">");
@@ -218,15 +236,13 @@ int ucwa_l_encode(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     fmt = luaL_optlstring(L, 2, "json", &n);
     lua_settop(L, 1);
-    if (!strcmp(fmt, "xml"))
-        return encode_xml(L);
-    if (strcmp(fmt, "json"))
-        return luaL_argerror(L, 2, "expected \"json\" or \"xml\"");
+    if (!strcmp(fmt, "xml")) return encode_xml(L);
+    if (strcmp(fmt, "json")) return luaL_argerror(L, 2, "expected \"json\" or \"xml\"");
     lua_pushvalue(L, lua_upvalueindex(UV_ENCODE));
     lua_pushvalue(L, 1);
     lua_call(L, 1, 2);
     if (lua_type(L, -2) != LUA_TSTRING)
-        return luaL_error(L, "ucwa.encode: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "cannot encode");
+        return ucwa_raise(L, "ucwa.encode: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "cannot encode");
     lua_pop(L, 1);
     lua_pushliteral(L, "application/json");
     return 2;

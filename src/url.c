@@ -5,11 +5,16 @@
  *       params: name -> string|number|true (set/replace), false (remove).
  *       Other parameters (ack=...) are kept byte for byte; new ones are appended
  *       in name order with CURLU_APPENDQUERY|CURLU_URLENCODE. */
-#define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
+#include <curl/curl.h>
 
-#include "engine.h"
+#include "ucwa.h"
+#include "url.h"
+
+/* C strings end at a NUL, so a NUL inside a Lua string would cut the URL
+ * short: "http://evil\0.good.com/x" would be "http://evil". Refused. */
+static const char NUL_BYTE[] = "URL contains a NUL byte";
 
 static char *dup_curl(char *s)
 {
@@ -23,7 +28,10 @@ static char *get_url(CURLU *h, const char **err)
 {
     char *s = NULL;
     CURLUcode rc = curl_url_get(h, CURLUPART_URL, &s, 0);
-    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); return NULL; }
+    if (rc != CURLUE_OK) {
+        *err = curl_url_strerror(rc);
+        return NULL;
+    }
     char *out = dup_curl(s);
     if (!out) *err = "out of memory";
     return out;
@@ -34,19 +42,31 @@ char *ucwa_url_resolve(const char *base, const char *ref, const char **err)
     CURLU *h = curl_url();
     char *out = NULL;
     CURLUcode rc;
-    if (!h) { *err = "out of memory"; return NULL; }
+    if (!h) {
+        *err = "out of memory";
+        return NULL;
+    }
     rc = curl_url_set(h, CURLUPART_URL, base, 0);
-    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+    if (rc != CURLUE_OK) {
+        *err = curl_url_strerror(rc);
+        goto done;
+    }
     /* libcurl 7.88 mishandles "" and "#frag" (drops the last segment): do them here */
     if (ref[0] == '\0' || ref[0] == '#') {
         curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0);
         if (ref[0] == '#' && ref[1]) {
             rc = curl_url_set(h, CURLUPART_FRAGMENT, ref + 1, 0);
-            if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+            if (rc != CURLUE_OK) {
+                *err = curl_url_strerror(rc);
+                goto done;
+            }
         }
     } else {
         rc = curl_url_set(h, CURLUPART_URL, ref, CURLU_URLENCODE);
-        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+        if (rc != CURLUE_OK) {
+            *err = curl_url_strerror(rc);
+            goto done;
+        }
     }
     out = get_url(h, err);
 done:
@@ -79,11 +99,18 @@ char *ucwa_url_with_query(lua_State *L, const char *url, int idx, const char **e
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING) { lua_pop(L, 1); *err = "parameter names must be strings"; return NULL; }
+        if (lua_type(L, -1) != LUA_TSTRING || strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1)) {
+            lua_pop(L, 1);
+            *err = "parameter names must be strings without NUL bytes";
+            return NULL;
+        }
         nn++;
     }
     names = calloc(nn ? nn : 1, sizeof *names);
-    if (!names) { *err = "out of memory"; return NULL; }
+    if (!names) {
+        *err = "out of memory";
+        return NULL;
+    }
     nn = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
@@ -93,16 +120,25 @@ char *ucwa_url_with_query(lua_State *L, const char *url, int idx, const char **e
     qsort(names, nn, sizeof *names, cmp_str);
 
     h = curl_url();
-    if (!h) { *err = "out of memory"; goto done; }
+    if (!h) {
+        *err = "out of memory";
+        goto done;
+    }
     rc = curl_url_set(h, CURLUPART_URL, url, 0);
-    if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+    if (rc != CURLUE_OK) {
+        *err = curl_url_strerror(rc);
+        goto done;
+    }
     if (curl_url_get(h, CURLUPART_QUERY, &q, 0) != CURLUE_OK) q = NULL;
     if (curl_url_get(h, CURLUPART_FRAGMENT, &frag, 0) != CURLUE_OK) frag = NULL;
 
     /* drop the segments the params replace; keep every other byte as it was */
     size_t ql = q ? strlen(q) : 0, nl = 0;
     nq = malloc(ql + 1);
-    if (!nq) { *err = "out of memory"; goto done; }
+    if (!nq) {
+        *err = "out of memory";
+        goto done;
+    }
     const char *p = q ? q : "";
     while (*p) {
         const char *e = strchr(p, '&');
@@ -123,34 +159,74 @@ char *ucwa_url_with_query(lua_State *L, const char *url, int idx, const char **e
         curl_url_set(h, CURLUPART_QUERY, NULL, 0);
         curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0);
         rc = curl_url_get(h, CURLUPART_URL, &bare, 0);
-        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+        if (rc != CURLUE_OK) {
+            *err = curl_url_strerror(rc);
+            goto done;
+        }
         size_t bl = strlen(bare), fl = frag ? strlen(frag) : 0;
         full = malloc(bl + nl + fl + 3);
-        if (!full) { *err = "out of memory"; goto done; }
+        if (!full) {
+            *err = "out of memory";
+            goto done;
+        }
         memcpy(full, bare, bl);
         size_t o = bl;
-        if (nl) { full[o++] = '?'; memcpy(full + o, nq, nl); o += nl; }
-        if (frag) { full[o++] = '#'; memcpy(full + o, frag, fl); o += fl; }
+        if (nl) {
+            full[o++] = '?';
+            memcpy(full + o, nq, nl);
+            o += nl;
+        }
+        if (frag) {
+            full[o++] = '#';
+            memcpy(full + o, frag, fl);
+            o += fl;
+        }
         full[o] = '\0';
         rc = curl_url_set(h, CURLUPART_URL, full, 0);
-        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+        if (rc != CURLUE_OK) {
+            *err = curl_url_strerror(rc);
+            goto done;
+        }
     }
 
     for (i = 0; i < nn; i++) {
         lua_getfield(L, idx, names[i]);
         int t = lua_type(L, -1);
-        if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) { lua_pop(L, 1); continue; }
-        if (t == LUA_TBOOLEAN) lua_pushfstring(L, "%s=true", names[i]);
-        else if (lua_isinteger(L, -1)) lua_pushfstring(L, "%s=%I", names[i], lua_tointeger(L, -1));
+        if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+            lua_pop(L, 1);
+            continue;
+        }
+        if (t == LUA_TBOOLEAN)
+            lua_pushfstring(L, "%s=true", names[i]);
+        else if (lua_isinteger(L, -1))
+            lua_pushfstring(L, "%s=%I", names[i], lua_tointeger(L, -1));
         else if (t == LUA_TNUMBER) {
-            double d = lua_tonumber(L, -1);
-            if (d == (double)(long long)d) lua_pushfstring(L, "%s=%I", names[i], (lua_Integer)d);
-            else lua_pushfstring(L, "%s=%f", names[i], d);
-        } else if (t == LUA_TSTRING) lua_pushfstring(L, "%s=%s", names[i], lua_tostring(L, -1));
-        else { lua_pop(L, 1); *err = "parameter values must be strings, numbers or booleans"; goto done; }
+            lua_Number d = lua_tonumber(L, -1);
+            lua_Integer n;
+            if (lua_numbertointeger(d, &n) && d == (lua_Number)n)
+                lua_pushfstring(L, "%s=%I", names[i], n);
+            else
+                lua_pushfstring(L, "%s=%f", names[i], d);
+        } else if (t == LUA_TSTRING) {
+            size_t vl;
+            const char *v = lua_tolstring(L, -1, &vl);
+            if (strlen(v) != vl) {
+                lua_pop(L, 1);
+                *err = "parameter values must not contain NUL bytes";
+                goto done;
+            }
+            lua_pushfstring(L, "%s=%s", names[i], v);
+        } else {
+            lua_pop(L, 1);
+            *err = "parameter values must be strings, numbers or booleans";
+            goto done;
+        }
         rc = curl_url_set(h, CURLUPART_QUERY, lua_tostring(L, -1), CURLU_APPENDQUERY | CURLU_URLENCODE);
         lua_pop(L, 2);
-        if (rc != CURLUE_OK) { *err = curl_url_strerror(rc); goto done; }
+        if (rc != CURLUE_OK) {
+            *err = curl_url_strerror(rc);
+            goto done;
+        }
     }
     out = get_url(h, err);
 done:
@@ -177,18 +253,26 @@ static int push_url(lua_State *L, char *s, const char *what, const char *err)
     return 1;
 }
 
+/* a URL argument: its text, or NULL when it holds a NUL byte */
+static const char *url_arg(lua_State *L, int idx)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, idx, &n);
+    return strlen(s) == n ? s : NULL;
+}
+
 static int l_url_resolve(lua_State *L)
 {
-    const char *base = luaL_checkstring(L, 1), *ref = luaL_checkstring(L, 2), *err = NULL;
-    char *s = ucwa_url_resolve(base, ref, &err);
+    const char *base = url_arg(L, 1), *ref = url_arg(L, 2), *err = NUL_BYTE;
+    char *s = base && ref ? ucwa_url_resolve(base, ref, &err) : NULL;
     return push_url(L, s, "resolve", err);
 }
 
 static int l_url_with_query(lua_State *L)
 {
-    const char *url = luaL_checkstring(L, 1), *err = NULL;
+    const char *url = url_arg(L, 1), *err = NUL_BYTE;
     luaL_checktype(L, 2, LUA_TTABLE);
-    char *s = ucwa_url_with_query(L, url, 2, &err);
+    char *s = url ? ucwa_url_with_query(L, url, 2, &err) : NULL;
     return push_url(L, s, "build", err);
 }
 

@@ -78,7 +78,7 @@ local eng = core.engine{}
 local classes = { engine = eng, timer = eng:timer(60, function() end) }
 classes.request = eng:request{ url = "http://127.0.0.1:9/", callback = function() end }
 classes.channel = eng:channel{ url = "http://127.0.0.1:9/e", on_batch = function() end,
-                               on_error = function() end, parse = core.parse_events }
+                               on_error = function() end }
 for name, obj in pairs(classes) do
   local mt = getmetatable(obj)
   local methods = type(mt.__index) == "table" and mt.__index or mt

@@ -418,7 +418,6 @@ function Session:open_channel()
     timeout = self.options.event_timeout,
     grace = self.options.event_grace,
     backoff = self.options.backoff,
-    parse = core.parse_events,
     on_batch = function(batch)
       self:token_accepted() -- the channel got through with the token
       self.registry:dispatch(batch)

@@ -1,0 +1,110 @@
+/* Internal declarations of the parser of ucwa.core: parse.c (entry points,
+ * limits, content types, schema lookup), parse_json.c and parse_xml.c (one
+ * file per format), and encode.c / date.c, which share its upvalues and its
+ * error helper. Not part of the public API. */
+#ifndef UCWA_PARSE_H
+#define UCWA_PARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auxlib.h"
+
+/* Upvalues shared by the parse/encode functions. */
+enum {
+    UV_DECODE = 1, /* private cjson.safe instance's decode */
+    UV_ENCODE,     /* ... and encode */
+    UV_LIMITS,     /* struct ucwa_limits userdata */
+    UV_XML,        /* struct ucwa_xml userdata (the cached expat parser) */
+    UV_CJSON,      /* the private cjson.safe instance (for decode_max_depth) */
+    UV_COUNT = UV_CJSON
+};
+
+struct ucwa_limits {
+    size_t max_body; /* bytes */
+    int max_depth;   /* nesting of JSON objects/arrays or XML elements */
+};
+
+#define UCWA_DEFAULT_MAX_BODY  ((size_t)16 << 20)
+#define UCWA_DEFAULT_MAX_DEPTH 64
+#define UCWA_MAX_MAX_BODY      ((size_t)1 << 30)
+#define UCWA_MAX_MAX_DEPTH     1000
+
+/* the limits in force (from a function with the parse upvalues) */
+static inline struct ucwa_limits *ucwa_limits(lua_State *L)
+{
+    return (struct ucwa_limits *)lua_touserdata(L, lua_upvalueindex(UV_LIMITS));
+}
+
+/* ---- helpers (parse.c) */
+
+/* Pushes nil and an error object {code="ParseError", subcode=, message=};
+ * returns 2. */
+int ucwa_parse_fail(lua_State *L, const char *subcode, const char *fmt, ...) UCWA_PRINTF(3, 4);
+
+/* The type (UCWA_T_*) of property `name` of a resource `rel` (NULL: any) and
+ * of its items (*item), or -1 when the schema does not know it. */
+int ucwa_schema_prop(const char *rel, const char *name, int *item);
+/* Whether links/embedded `rel` of a resource `parent` form a collection. */
+int ucwa_schema_coll(const char *parent, const char *rel);
+
+/* Integral floats become integers, as they would print in the body. */
+static inline void ucwa_push_number(lua_State *L, lua_Number d)
+{
+    const lua_Number max_exact = 9007199254740992.0; /* 2^53 */
+    if (d >= -max_exact && d <= max_exact && d == (lua_Number)(lua_Integer)d)
+        lua_pushinteger(L, (lua_Integer)d);
+    else
+        lua_pushnumber(L, d);
+}
+
+/* Wraps the value on top in a one-element array. */
+static inline void ucwa_wrap1(lua_State *L)
+{
+    lua_createtable(L, 1, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+}
+
+/* a[0..alen) equals b, ignoring ASCII case */
+static inline int ucwa_ieq(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    return alen == blen && !strncasecmp(a, b, blen);
+}
+
+/* ---- JSON (parse_json.c) */
+
+/* Decodes the body b[0..len) (the string at stack index 1 when skipped is 0);
+ * pushes the decoded object, or nil + error (returns 2). */
+int ucwa_json_decode(lua_State *L, const char *b, size_t len, size_t skipped);
+/* The decoded object on top into a resource model / an event batch, in place
+ * of it (events: 0, or 2 with nil + error pushed). */
+void ucwa_json_resource(lua_State *L);
+int ucwa_json_events(lua_State *L);
+
+/* ---- XML (parse_xml.c) */
+
+#define UCWA_XML_MT "ucwa.xmlparser" /* the cached expat parser box */
+
+struct ucwa_xml;
+/* Pushes the parser box for this call, marked to-be-closed (see parse_xml.c). */
+struct ucwa_xml *ucwa_xml_box(lua_State *L);
+/* Pushes a new, empty box (for UV_XML), registering its metatable. */
+void ucwa_xml_new_box(lua_State *L);
+/* Parses b[0..len) (skipped bytes before it, for positions) into x's tree:
+ * 0, or 2 with nil + error pushed. */
+int ucwa_xml_parse(lua_State *L, struct ucwa_xml *x, const char *b, size_t len, size_t skipped);
+/* The tree into a resource model / an event batch (0, or 2 with nil + error
+ * pushed) / the error object of an error body (pushed). */
+void ucwa_xml_model(lua_State *L, const struct ucwa_xml *x);
+int ucwa_xml_events(lua_State *L, const struct ucwa_xml *x);
+void ucwa_xml_error(lua_State *L, const struct ucwa_xml *x);
+
+/* ---- encode.c / date.c */
+int ucwa_l_encode(lua_State *L);
+int ucwa_l_date(lua_State *L);
+
+#endif

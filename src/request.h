@@ -1,0 +1,59 @@
+/* HTTP requests on the engine (request.c): the C request that eng:request{}
+ * wraps and the event channel embeds for its P-GET, the one header
+ * validator, response tables and transport errors. */
+#ifndef UCWA_REQUEST_H
+#define UCWA_REQUEST_H
+
+#include "loop.h"
+
+typedef struct ucwa_req {
+    ucwa_xfer x; /* x.w.deliver / x.w.abandon: set by the owner */
+    struct curl_slist *hdrs;
+    ucwa_buf body;
+    ucwa_buf head; /* "name\0value\0" pairs, names lowercased */
+    size_t max_body;
+    int too_large;
+    int cancelled;  /* cancel() before delivery: deliver Cancelled */
+    int sock_errno; /* a socket could not be opened (EMFILE...) */
+    long status;
+    char *eff_url; /* malloc'd */
+    char *url;     /* malloc'd copy of the requested URL (error reports) */
+    char errbuf[CURL_ERROR_SIZE];
+} ucwa_req;
+
+typedef struct ucwa_req_spec {
+    const char *method;
+    const char *url;
+    struct curl_slist *hdrs; /* ownership passes to the request, also on failure */
+    const char *body;        /* must stay alive until the request completes */
+    size_t body_len;
+    int has_body;
+    long timeout_ms; /* 0: none */
+} ucwa_req_spec;
+
+/* Starts r (idle) on e; NULL, or an error message (a static string). */
+const char *ucwa_req_start(ucwa_engine *e, ucwa_req *r, const ucwa_req_spec *s);
+/* whether an HTTP response arrived (any status), else a transport error */
+int ucwa_req_ok(const ucwa_req *r);
+/* Cancels r and frees everything it holds (idempotent). */
+void ucwa_req_free(ucwa_req *r);
+/* lowercase header lookup in a completed request; NULL if absent (first match) */
+const char *ucwa_req_header(const ucwa_req *r, const char *name);
+
+/* pushes {status=, headers=, body=, url=} */
+void ucwa_push_response(lua_State *L, const ucwa_req *r);
+/* pushes the transport error object {code=, message=, url=, curl_code=} */
+void ucwa_push_transport_error(lua_State *L, const ucwa_req *r);
+
+/* The one header validator: 0, or why name/value (value may be NULL) cannot
+ * be sent; ucwa_header_error raises that (for argument arg; 0: a plain error),
+ * never quoting the value: it may be a token. */
+enum { UCWA_BAD_NAME = 1, UCWA_BAD_VALUE = 2 };
+int ucwa_header_check(const char *name, size_t nl, const char *value, size_t vl);
+UCWA_NORETURN void ucwa_header_error(lua_State *L, int arg, const char *name, int why);
+/* Validates the headers table at idx (nil allowed; string or number values,
+ * false skipped) for argument `arg`; with `out`, also builds the slist
+ * (sets *has_ct when a Content-Type is given). Raises on bad names/values. */
+void ucwa_headers(lua_State *L, int arg, int idx, struct curl_slist **out, int *has_ct);
+
+#endif
