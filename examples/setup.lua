@@ -164,7 +164,6 @@ function setup.environment(defaults)
     env.options.url = env.sim.url
     env.options.username = defaults.username or "bot@contoso.com"
     env.options.password = "password"
-    env.options.event_timeout = 5
     env.meeting = defaults.meeting or DEMO1
     env.seconds = defaults.seconds or 20
   end

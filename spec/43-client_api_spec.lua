@@ -33,7 +33,10 @@ describe("ucwa.client{} options", function()
   end)
 
   it("raise on a wrong type or range when the client is made, not after start()", function()
-    raises("option 'event_timeout' must be a positive number, got \"x\"", { event_timeout = "x" })
+    raises("option 'event_timeout' must be a number from 180 to 1800, got \"x\"", { event_timeout = "x" })
+    -- regression: event_timeout = 60 was sent as is (the documented range is 180..1800)
+    raises("option 'event_timeout' must be a number from 180 to 1800, got 60", { event_timeout = 60 })
+    raises("option 'aggregation.low' must be a number from 5 to 1800, got 2", { aggregation = { low = 2 } })
     raises("option 'timeout' must be a positive number", { timeout = 0 })
     raises("option 'format' must be \"json\" or \"xml\"", { format = "yaml" })
     raises("option 'engine' must be an engine made by ucwa.engine{}", { engine = "x" })
@@ -76,6 +79,7 @@ describe("ucwa.client{} options", function()
     local c = ucwa.client(opts{
       format = "xml", user_agent = "bot/1", culture = "en-GB", verify = true, proxy = false, max_body = 1e6,
       timeout = 5, event_timeout = 180, event_grace = 5, backoff = { initial = 1, max = 10 },
+      aggregation = { low = 600, medium = 300 },
       activity_interval = 60, available = false, log = function() end,
     })
     assert.equal("new", c.state)

@@ -9,9 +9,20 @@ local drive = E.drive
 
 local TOTAL = { json = 10000, xml = 3000 }
 
+-- These specs drive ucwa-sim's short P-GETs, below the documented minimum
+-- of the event channel's timeout (180 s), so a P-GET slower than the
+-- client's own deadline happens within the test.
+local options = require "ucwa.options"
+local function short_event_timeouts()
+  local saved = options.EVENT_TIMEOUT.min
+  options.EVENT_TIMEOUT.min = 0.1
+  finally(function() options.EVENT_TIMEOUT.min = saved end)
+end
+
 for _, format in ipairs{ "json", "xml" } do
   describe("session under faults (" .. format .. ")", function()
     it("delivers " .. TOTAL[format] .. " events exactly once, in order, and carries on", function()
+      short_event_timeouts()
       local sim = simmod.start{ step_delay = 0.01, min_timeout = 0.1 }
       finally(function() sim:stop() end)
       local client = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password",
@@ -143,6 +154,7 @@ describe("sign-in and token faults reach the error handler", function()
     local saved = session.MAX_REFUSED_TOKENS
     session.MAX_REFUSED_TOKENS = 3
     finally(function() session.MAX_REFUSED_TOKENS = saved end)
+    short_event_timeouts()
     sim = simmod.start{ step_delay = 0, min_timeout = 0.1 }
     local c, errs, lines = new_client{ event_timeout = 1, event_grace = 0.5 }
     local ready = false

@@ -282,23 +282,45 @@ function Conversation:send(text, opts, cb)
       msg.html = html and text or nil
       msg.conversation = self
       session.registry:track(msg, opid)
-      session:send({ method = "POST", url = href, raw_body = text, query = { operationId = opid },
-                     content_type = html and "text/html;charset=utf-8" or "text/plain;charset=utf-8" },
-        function(model, e, resp)
-          if e then
-            session.registry:untrack(msg)
-            msg:_fail(e)
-            return done(nil, e)
-          end
-          if type(model) == "table" then msg:_update(model) end
-          if not msg.href then
-            msg.href = resp and resp.headers.location
-            session.registry:register(msg)
-          end
-          done(msg)
-        end)
+      -- one POST at a time per conversation: servers post messages sent in
+      -- parallel out of order
+      self:_serially(function(release)
+        session:send({ method = "POST", url = href, raw_body = text, query = { operationId = opid },
+                       content_type = html and "text/html;charset=utf-8" or "text/plain;charset=utf-8" },
+          function(model, e, resp)
+            release()
+            if e then
+              session.registry:untrack(msg)
+              msg:_fail(e)
+              return done(nil, e)
+            end
+            if type(model) == "table" then msg:_update(model) end
+            if not msg.href then
+              msg.href = resp and resp.headers.location
+              session.registry:register(msg)
+            end
+            done(msg)
+          end)
+      end)
     end)
   end)
+end
+
+-- Runs job(release) now, or once the jobs before it have called release.
+function Conversation:_serially(job)
+  local queue = rawget(self, "_send_queue")
+  if queue then
+    queue[#queue + 1] = job
+    return
+  end
+  queue = {}
+  self._send_queue = queue
+  local function release()
+    local nxt = table.remove(queue, 1)
+    if nxt then return nxt(release) end
+    self._send_queue = nil
+  end
+  job(release)
 end
 
 --- Tells the others the bot is typing (POST `setIsTyping`). `cb(true, err)`.
@@ -355,7 +377,8 @@ function Conversation:_read_message(msg)
   if stamp ~= nil then
     msg.time = type(stamp) == "number" and stamp or (core.date(stamp))
   end
-  local plink = msg.links.participant
+  -- the sender: its participant, else (messages outside meetings) its contact
+  local plink = msg.links.participant or msg.links.contact
   if plink and plink[1] then plink = plink[1] end
   local sender = plink and (self._people[session:absolute(plink.href)]
                             or participant_for(session, "participant", plink))

@@ -3,6 +3,7 @@
 -- An invitation is an operation: events started, updated, completed; after
 -- completion `status` is "Success" or "Failure" and `reason` says why.
 -- @module ucwa.invitation
+local core = require "ucwa.core"
 local errors = require "ucwa.errors"
 local resource = require "ucwa.resource"
 local util = require "ucwa.util"
@@ -21,11 +22,21 @@ function Invitation:accept(cb)
   return self:_post("accept", nil, cb, { sessionContext = util.uuid() })
 end
 
---- Declines an incoming invitation; reason is "Local", "Global" or "Unknown". cb(true, err).
+--- The reasons a decline may give (CallDeclineReason in the reference).
+invitation.DECLINE_REASONS = {}
+for _, r in ipairs{ "CodecMismatch", "EncryptionMismatch", "Global", "InsufficientBandwidth",
+                    "InsufficientBandwidthRerouteOverPstn", "InvalidMediaOffer", "IPv6NotSupported", "Local",
+                    "MediaAllocationFailure", "MediaConnectivityFailure", "Unknown", "UnsupportedMedia" } do
+  invitation.DECLINE_REASONS[r] = true
+end
+
+--- Declines an incoming invitation; reason is one of DECLINE_REASONS ("Local",
+-- "Global", "Unknown" ...). cb(true, err).
 function Invitation:decline(reason, cb)
   if type(reason) == "function" then reason, cb = nil, reason end
-  if reason ~= nil and reason ~= "Local" and reason ~= "Global" and reason ~= "Unknown" then
-    error("bad argument #1 to 'decline' (\"Local\", \"Global\" or \"Unknown\" expected)", 2)
+  if reason ~= nil and not invitation.DECLINE_REASONS[reason] then
+    error("bad argument #1 to 'decline' (a CallDeclineReason expected: \"Local\", \"Global\", \"Unknown\" ...; got "
+      .. tostring(reason) .. ")", 2)
   end
   return self:_post("decline", reason and { reason = reason } or nil, cb)
 end
@@ -56,6 +67,27 @@ end
 function Invitation:_event(ev)
   resource.Operation._event(self, ev)
   self:_check_cancel()
+end
+
+-- Links a bot acts on: an update of an invitation still in progress that
+-- carries none of them (servers send such updates) keeps the ones it had.
+local ACTIONS = { "accept", "decline", "cancel" }
+
+function Invitation:_update(model)
+  local old = rawget(self, "links")
+  resource.Resource._update(self, model)
+  local links = self.links
+  if old and links ~= old and self.properties.state == "Connecting" then
+    for _, rel in ipairs(ACTIONS) do
+      if links[rel] == nil then links[rel] = old[rel] end
+    end
+  end
+  -- the first message of an incoming messagingInvitation, as text
+  local href = self:link("message")
+  if href and href:match("^[Dd][Aa][Tt][Aa]:") then
+    local text = core.data_url(href)
+    if text then self.message = (text:gsub("[\r\n]+$", "")) end
+  end
 end
 
 --- The conversation of the invitation (the embedded one, or a GET). cb(conv, err).

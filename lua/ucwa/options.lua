@@ -48,6 +48,13 @@ end
 local function non_negative(v)
   if type(v) ~= "number" or v ~= v or v < 0 then return "a number >= 0" end
 end
+local function between(lo, hi)
+  return function(v)
+    if type(v) ~= "number" or v ~= v or v < lo.min or v > hi.max then
+      return ("a number from %s to %s"):format(lo.min, hi.max)
+    end
+  end
+end
 local function one_of(...)
   local set, list = {}, {}
   for _, s in ipairs{ ... } do set[s] = true; list[#list + 1] = '"' .. s .. '"' end
@@ -89,11 +96,17 @@ function options.check(t, spec, fname, level, prefix)
       local want = checker(v)
       if want then
         fail(("option '%s%s' must be %s, got %s"):format(prefix, k, want,
-          type(v) == "string" and ('"' .. v .. '"') or type(v)))
+          type(v) == "string" and ('"' .. v .. '"') or type(v) == "number" and tostring(v) or type(v)))
       end
     end
   end
 end
+
+--- The documented ranges of the event channel's query parameters, seconds
+-- (events_ref.md). The specs lower `EVENT_TIMEOUT.min` to drive ucwa-sim's
+-- short P-GETs; bots have no reason to.
+options.EVENT_TIMEOUT = { min = 180, max = 1800 }
+options.AGGREGATION = { min = 5, max = 1800 }
 
 --- The options of ucwa.client{} and what each takes.
 options.CLIENT = {
@@ -103,7 +116,10 @@ options.CLIENT = {
   format = one_of("json", "xml"),
   user_agent = string_, culture = string_,
   verify = boolean_, ca_file = string_, proxy = string_or_false, max_body = positive,
-  timeout = positive, event_timeout = positive, event_grace = non_negative,
+  timeout = positive, event_timeout = between(options.EVENT_TIMEOUT, options.EVENT_TIMEOUT),
+  event_grace = non_negative,
+  aggregation = { low = between(options.AGGREGATION, options.AGGREGATION),
+                  medium = between(options.AGGREGATION, options.AGGREGATION) },
   backoff = { initial = positive, max = positive },
   activity_interval = positive, available = boolean_,
   engine = engine_, log = function_,

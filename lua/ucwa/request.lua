@@ -7,6 +7,11 @@ local errors = require "ucwa.errors"
 
 local request = {}
 
+--- The resource version the client asks for on every UCWA request
+-- (Versioning.md: X-MS-RequiresMinResourceVersion); a server that cannot
+-- honour it answers 404 APIVersionNotSupported.
+request.MIN_RESOURCE_VERSION = "2"
+
 --- Sends one request for `session`; calls done(model_or_true, err, response).
 --
 -- `spec`: `method`, `url` (absolute, or relative to the application),
@@ -28,6 +33,7 @@ function request.send(session, spec, done, retried)
     return done(nil, errors.new{ code = "BadResponse", subcode = "BadLink", message = tostring(why) })
   end
   local headers = { Accept = spec.accept or session.accept }
+  if spec.auth ~= false then headers["X-MS-RequiresMinResourceVersion"] = request.MIN_RESOURCE_VERSION end
   local body, ctype = spec.raw_body, spec.content_type
   if spec.body ~= nil then body, ctype = core.encode(spec.body, session.format) end
   if ctype then headers["Content-Type"] = ctype end
@@ -51,6 +57,11 @@ function request.send(session, spec, done, retried)
       local rtype = resp.headers["content-type"]
       if status >= 400 then
         local err = core.parse_error(resp.body, rtype, status)
+        if err.subcode == "APIVersionNotSupported" then
+          err.message = "the server cannot honour resource version " .. request.MIN_RESOURCE_VERSION
+            .. " (X-MS-RequiresMinResourceVersion): it is older than Skype for Business Server 2015, or failed"
+            .. " over to such a server" .. (err.message and (" (" .. tostring(err.message) .. ")") or "")
+        end
         if err.subcode == "ApplicationNotFound" and spec.app ~= false then
           session:application_lost(err)
         end

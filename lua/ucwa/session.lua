@@ -42,6 +42,7 @@ function session.new(client, o)
       display_name = o.anonymous and o.anonymous.display_name,
       user_agent = o.user_agent, culture = o.culture,
       timeout = o.timeout, event_timeout = o.event_timeout, event_grace = o.event_grace,
+      aggregation = o.aggregation or {},
       backoff = o.backoff, activity_interval = o.activity_interval, available = o.available,
     },
     engine = o.engine,
@@ -414,8 +415,10 @@ function Session:open_channel()
   if self.channel then self.channel:close() end
   self.channel = self.engine:channel{
     url = url,
-    headers = { Authorization = self:authorization(url), Accept = self.accept },
+    headers = { Authorization = self:authorization(url), Accept = self.accept,
+                ["X-MS-RequiresMinResourceVersion"] = request.MIN_RESOURCE_VERSION },
     timeout = self.options.event_timeout,
+    low = self.options.aggregation.low, medium = self.options.aggregation.medium,
     grace = self.options.event_grace,
     backoff = self.options.backoff,
     on_batch = function(batch)

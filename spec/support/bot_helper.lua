@@ -21,7 +21,7 @@ local clients = {}
 
 -- A client for `user` in `format`, started; errors collected in c.errors.
 function H.client(sim, user, format, opts)
-  local o = { url = sim.url, username = user, password = "password", format = format, event_timeout = 2 }
+  local o = { url = sim.url, username = user, password = "password", format = format }
   for k, v in pairs(opts or {}) do o[k] = v end
   local c = ucwa.client(o)
   c.errors = {}
