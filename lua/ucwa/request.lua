@@ -62,7 +62,8 @@ function request.send(session, spec, done, retried)
             .. " (X-MS-RequiresMinResourceVersion): it is older than Skype for Business Server 2015, or failed"
             .. " over to such a server" .. (err.message and (" (" .. tostring(err.message) .. ")") or "")
         end
-        if err.subcode == "ApplicationNotFound" and spec.app ~= false then
+        if (err.subcode == "ApplicationNotFound" or err.subcode == "InactiveApplicationExpired")
+           and spec.app ~= false then
           session:application_lost(err)
         end
         return done(nil, err, resp)

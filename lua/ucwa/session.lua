@@ -400,7 +400,18 @@ function Session:schedule_activity()
     local href = resource.embedded_link(app, "me", "reportMyActivity") or app:link("reportMyActivity")
     if href then
       self:send({ method = "POST", url = href }, function(_, err)
-        if err and err.subcode ~= "ApplicationNotFound" then self:report(err) end
+        if not err or err.subcode == "ApplicationNotFound" or err.subcode == "InactiveApplicationExpired" then
+          return -- (a lost application is being created again)
+        end
+        if err.subcode == "MakeMeAvailableRequired" then
+          -- the server forgot the bot's availability: ask again, then carry on
+          self:log("warn", "reportMyActivity: MakeMeAvailableRequired; sending makeMeAvailable again")
+          return self.async:spawn(function()
+            local ok, e = self:make_me_available()
+            if not ok then self:report(e) end
+          end)
+        end
+        self:report(err)
       end)
     end
     if self.state == "ready" then self:schedule_activity() end
@@ -505,19 +516,34 @@ end
 -- ------------------------------------------------------------------------
 -- Losing and recovering the application
 
---- 404 ApplicationNotFound: create the application again and tell the bot.
+--- Failed attempts at re-creating the application on its cached URL before
+-- the whole sign-in (autodiscovery included) runs again.
+session.REDISCOVER_AFTER = 3
+
+--- 404 ApplicationNotFound (or InactiveApplicationExpired): create the
+-- application again and tell the bot.
 function Session:application_lost(err)
   if self.state ~= "ready" then return end
   self:set_state("recovering")
   if self.channel then self.channel:close(); self.channel = nil end
   self.registry:session_lost("ApplicationNotFound", errors.new{ status = 404, code = "NotFound",
     subcode = "ApplicationNotFound", message = "the application was lost before the operation completed" })
+  local rediscover, failures = false, 0
   self:retry(function()
-    local ok, e = self:establish()
-    if ok then self:emit("resumed", { reason = "ApplicationNotFound", error = err }) end
+    -- the cached applications URL first; after it refused (403, 502) or
+    -- failed a few times, the whole sign-in again: the pool may have moved
+    local ok, e
+    if rediscover then ok, e = self:signin() else ok, e = self:establish() end
+    if ok then self:emit("resumed", { reason = err.subcode or "ApplicationNotFound", error = err }) end
     return ok, e
   end, function(e)
+    failures = failures + 1
+    if e and (e.status == 403 or e.status == 502) or failures >= session.REDISCOVER_AFTER then
+      rediscover = true
+    end
+    if self.state ~= "closed" then self:set_state("recovering") end
     self:log("warn", "re-creating the application failed: " .. tostring(e))
+    if e then e.retrying = true; self:report(e) end
     return true
   end)
 end
@@ -526,6 +552,15 @@ end
 function Session:channel_error(err)
   if not err.fatal then
     return self:log("warn", "event channel: " .. tostring(err.message or err.code) .. " (retrying)")
+  end
+  if err.subcode == "PGetReplaced" then
+    -- A P-GET of someone else's replaced ours: another process drives this
+    -- application. Fighting over it would replace theirs in turn: stop.
+    if self.channel then self.channel:stop() end
+    err.retrying = false
+    err.message = "another client replaced this event channel's pending GET (another process drives the "
+      .. "same application); the channel is stopped"
+    return self:report(err)
   end
   if err.status == 401 and self:can_renew() then
     self:renew_token(function(ok, e)
