@@ -1,0 +1,793 @@
+-- ucwa-sim: conversations: what each application sees of a meeting
+-- (conversation_ref.md, participant_ref.md, lobby_ref.md, messaging_ref.md,
+-- message_ref.md, setIsTyping_ref.md, typingParticipants_ref.md).
+--
+-- An application in a meeting has one conversation, with its own hrefs.  The
+-- meeting's members (meetings.lua) are shown through it as participants;
+-- every change to the membership is told to the conversations that can see
+-- it: the roster, the lobby (leaders only), roles, messages and typing.
+--
+-- Fields other modules read: conv.id, .href, .app, .meeting, .member (its
+-- own member, once it joins), .state ("Connecting" | "Incoming" | "InLobby" |
+-- "Connected" | "Disconnected"), .subject, .importance, .threadId, .closed.
+-- The operation that brings a conversation into its meeting (an
+-- onlineMeetingInvitation, invitations.lua) hooks itself in as
+-- conv.operation, an object with :connected() and :closed(reason, quiet)
+-- (true if the operation failed just now).
+local host = require "ucwasim.host"
+local config = require "config"
+local directory = require "directory"
+local events = require "events"
+local fmt = require "formats"
+local meetings = require "meetings"
+local reply = require "reply"
+local timers = require "timers"
+
+local M = {}
+
+-- Why a conversation or an invitation ends: `reason` on its events.
+M.REASONS = {
+  denied = { code = "Forbidden", subcode = "Denied",
+    message = "The lobby participant was denied from the conference." },
+  canceled = { code = "LocalFailure", subcode = "Canceled", message = "The invitation was cancelled." },
+  timeout = { code = "Timeout", subcode = "Timeout", message = "The invitation timed out." },
+  ended = { code = "RemoteFailure", subcode = "Ended", message = "The conference has finished." },
+  notfound = { code = "NotFound", subcode = "DestinationNotFound", message = "The meeting could not be found." },
+  declined = { code = "LocalFailure", subcode = "Declined", message = "The invitation was declined." },
+  elsewhere = { code = "LocalFailure", subcode = "Canceled",
+    message = "The invitation was answered on another endpoint." },
+  removed = { code = "RemoteFailure", subcode = "Removed", message = "The user was removed from the conference." },
+  ejected = { code = "RemoteFailure", subcode = "Removed",
+    message = "The participant was ejected from the conference by a leader." },
+}
+local REASONS = M.REASONS
+
+-- app -> { convs = { id -> conv }, seq = n }; weak, so that a deleted
+-- application's entry goes with it.
+local by_app = setmetatable({}, { __mode = "k" })
+local typing = {} -- meeting -> { key -> { member=, timer= } } while that member types
+
+local function convs_of(app)
+  local t = by_app[app]
+  if not t then
+    t = { convs = {}, seq = 0 }
+    by_app[app] = t
+  end
+  return t
+end
+
+-- A new conversation of `app` in `meeting`.  opts: subject, importance,
+-- threadId, state (default the meeting's, "Normal", the meeting's thread,
+-- "Connecting").
+function M.new(app, meeting, opts)
+  local t = convs_of(app)
+  t.seq = t.seq + 1
+  local id = string.format("%x", t.seq) .. host.random(2)
+  local conv = {
+    id = id,
+    app = app,
+    meeting = meeting,
+    href = app.href .. "/communication/conversations/" .. id,
+    state = opts.state or "Connecting",
+    subject = opts.subject or meeting.subject,
+    importance = opts.importance or "Normal",
+    threadId = opts.threadId or meeting.thread,
+    created = host.wallclock(),
+    timers = {},
+    messages = {},
+    msg_seq = 0,
+  }
+  t.convs[id] = conv
+  return conv
+end
+
+function M.get(app, id)
+  return convs_of(app).convs[id]
+end
+
+-- How many conversations `app` has.
+function M.count(app)
+  local n = 0
+  for _ in pairs(convs_of(app).convs) do n = n + 1 end
+  return n
+end
+
+-- Is `app` in `meeting` already (a conversation not closed)?
+function M.in_meeting(app, meeting)
+  for _, c in pairs(convs_of(app).convs) do
+    if c.meeting == meeting and not c.closed then return true end
+  end
+  return false
+end
+
+-- Runs fn after `delay` unless the conversation has closed by then.
+function M.later(conv, delay, fn)
+  local t = timers.after(delay, function()
+    if not conv.closed then fn() end
+  end)
+  conv.timers[#conv.timers + 1] = t
+  return t
+end
+
+function M.cancel_timers(conv)
+  for _, t in ipairs(conv.timers) do timers.cancel(t) end
+  conv.timers = {}
+end
+
+---------------------------------------------------------------------------
+-- the meeting as one conversation sees it
+
+local function phref(conv, member)
+  return conv.href .. "/participants/" .. member.key
+end
+M.participant_href = phref
+
+-- The collection a member is in: lobby, leaders or attendees.
+local function in_rel(member)
+  if member.state == "lobby" then return "lobby" end
+  if member.role == "Leader" then return "leaders" end
+  return "attendees"
+end
+
+-- Does the conversation's own member lead the meeting (and is it in)?
+local function is_leader(conv)
+  return conv.member and conv.member.role == "Leader" and conv.member.state == "in"
+end
+
+-- Can the conversation see member m?  Leaders see the lobby, everyone else
+-- only who is in, and itself.
+local function visible(conv, m)
+  if not meetings.present(conv.meeting, m) then return false end
+  if m.conv == conv or m.state == "in" then return true end
+  return m.state == "lobby" and is_leader(conv)
+end
+
+-- The members the conversation sees, in join order; `which`: only those in
+-- that collection.
+local function roster(conv, which)
+  local list = {}
+  for _, m in ipairs(meetings.members(conv.meeting)) do
+    if visible(conv, m) and (which == nil or in_rel(m) == which) then
+      list[#list + 1] = m
+    end
+  end
+  return list
+end
+
+-- The connected conversations of the meeting's members, but `except`.
+local function viewers(meeting, except)
+  local list = {}
+  for _, m in ipairs(meetings.members(meeting)) do
+    if m.conv and m.conv ~= except and m.state == "in" and m.conv.state == "Connected" then
+      list[#list + 1] = m.conv
+    end
+  end
+  return list
+end
+
+---------------------------------------------------------------------------
+-- resources
+
+function M.participant_resource(conv, m)
+  local h = phref(conv, m)
+  local app = conv.app
+  local res = fmt.resource("participant", h)
+    :prop("anonymous", m.anonymous and true or false)
+    :prop("inLobby", m.state == "lobby")
+    :prop("local", m.conv == conv)
+    :prop("name", m.name)
+    :prop("organizer", m.key == conv.meeting.organizer)
+    :prop("role", m.role)
+    :prop("sourceNetwork", m.anonymous and "PublicCloud" or "SameEnterprise")
+    :prop("uri", m.uri)
+  if m.state == "lobby" and m.conv ~= conv and is_leader(conv) then
+    res:link("admit", h .. "/admit"):link("reject", h .. "/reject")
+  end
+  if m.state == "in" and m ~= conv.member and is_leader(conv) then
+    if m.role == "Leader" then res:link("demote", h .. "/demote") end
+    res:link("eject", h .. "/eject")
+    if m.role ~= "Leader" then res:link("promote", h .. "/promote") end
+  end
+  if not m.anonymous then
+    res:link("contact", app.href .. "/people/" .. m.key)
+  end
+  res:link("conversation", conv.href)
+  if m.conv == conv then
+    res:link("me", app.href .. "/me")
+  end
+  res:link("participantMessaging", h .. "/participantMessaging")
+  return res
+end
+
+local function conv_resource(conv)
+  local h = conv.href
+  local connected = conv.state == "Connected"
+  local res = fmt.resource("conversation", h)
+    :prop("activeModalities", connected and { "Messaging" } or {})
+    :prop("audienceMessaging", "Enabled")
+    :prop("audienceMute", "Disabled")
+    :prop("created", fmt.date(conv.created))
+    :prop("importance", conv.importance)
+    :prop("participantCount", #roster(conv))
+    :prop("readLocally", true)
+    :prop("recording", false)
+    :prop("state", conv.state)
+    :prop("subject", conv.subject)
+    :prop("threadId", conv.threadId)
+    :link("attendees", h .. "/attendees")
+    :link("leaders", h .. "/leaders")
+    :link("lobby", h .. "/lobby")
+  if conv.member then
+    res:link("localParticipant", phref(conv, conv.member), conv.member.name)
+  end
+  res:link("messaging", h .. "/messaging")
+    :link("onlineMeeting", h .. "/onlineMeeting")
+    :link("participants", h .. "/participants")
+  return res
+end
+M.resource = conv_resource
+
+local function messaging_resource(conv)
+  local h = conv.href .. "/messaging"
+  local connected = conv.state == "Connected"
+  local res = fmt.resource("messaging", h)
+    :prop("negotiatedMessageFormats", { "Plain", "Html" })
+    :prop("state", connected and "Connected" or "Disconnected")
+    :link("conversation", conv.href)
+  if connected then
+    res:link("sendMessage", h .. "/messages")
+      :link("setIsTyping", h .. "/setIsTyping")
+      :link("stopMessaging", h .. "/stopMessaging")
+      :link("typingParticipants", conv.href .. "/participants/typingParticipants")
+  end
+  return res
+end
+
+local function message_resource(conv, msg)
+  local res = fmt.resource("message", msg.href)
+    :prop("direction", msg.direction)
+    :prop("operationId", msg.operationId)
+    :prop("timeStamp", fmt.date(msg.time))
+  if msg.from and not msg.from.anonymous then
+    res:link("contact", conv.app.href .. "/people/" .. msg.from.key)
+  end
+  if msg.from then
+    res:link("participant", phref(conv, msg.from), msg.from.name)
+  end
+  res:link("messaging", conv.href .. "/messaging")
+  if msg.html then
+    res:link("htmlMessage", "data:text/html;charset=utf-8," .. fmt.urlencode(msg.html))
+  end
+  res:link("plainMessage", "data:text/plain;charset=utf-8," .. fmt.urlencode(msg.text))
+  return res
+end
+
+local function online_meeting_resource(conv)
+  local meeting = conv.meeting
+  local org = directory.user(meeting.organizer)
+  return fmt.resource("onlineMeeting", conv.href .. "/onlineMeeting")
+    :prop("onlineMeetingUri", meeting.uri)
+    :prop("onlineMeetingId", meeting.id)
+    :prop("subject", meeting.subject)
+    :prop("organizerUri", "sip:" .. meeting.organizer)
+    :prop("organizerName", org and org.name or meeting.organizer)
+    :prop("lobbyBypassForPhoneUsers", "Disabled")
+    :prop("automaticLeaderAssignment", "Disabled")
+    :link("conversation", conv.href)
+end
+
+-- lobby embeds its participants (lobby_ref); attendees, leaders and
+-- participants link to them (attendees_ref, leaders_ref).
+local function collection_resource(conv, rel, which)
+  local res = fmt.resource(rel, conv.href .. "/" .. rel)
+  local list = {}
+  for _, m in ipairs(roster(conv, which)) do
+    if rel == "lobby" then
+      list[#list + 1] = M.participant_resource(conv, m)
+    else
+      list[#list + 1] = { href = phref(conv, m), title = m.name }
+    end
+  end
+  if rel == "lobby" then
+    return res:embed_list("participant", list)
+  end
+  return res:link_list("participant", list)
+end
+
+---------------------------------------------------------------------------
+-- events
+
+-- An event from the application's `communication` sender.
+function M.emit_communication(app, type_, rel, href, res, extra)
+  local ev = { type = type_, link = { rel = rel, href = href }, resource = res }
+  for k, v in pairs(extra or {}) do ev[k] = v end
+  events.emit(app, "high", "communication", app.href .. "/communication", ev)
+end
+
+-- An event from the conversation's own sender.
+local function emit_conv(conv, type_, link, res, extra)
+  local ev = { type = type_, link = link, resource = res }
+  for k, v in pairs(extra or {}) do ev[k] = v end
+  events.emit(conv.app, "high", "conversation", conv.href, ev)
+end
+
+-- `added`/`updated`/`deleted participant` m, in the collection m is in now.
+local function participant_event(conv, type_, m, embed, reason)
+  emit_conv(conv, type_, { rel = "participant", href = phref(conv, m), title = m.name },
+    embed and M.participant_resource(conv, m) or nil,
+    { ["in"] = { rel = in_rel(m), href = conv.href .. "/" .. in_rel(m) }, reason = reason })
+end
+M.participant_event = participant_event
+
+-- The same participant event (embedded) to every viewer but `except`.
+local function tell_viewers(meeting, except, type_, m)
+  for _, v in ipairs(viewers(meeting, except)) do
+    participant_event(v, type_, m, true)
+  end
+end
+
+-- `updated conversation` (embedded) to the conversation's application.
+function M.emit_updated(conv)
+  M.emit_communication(conv.app, "updated", "conversation", conv.href, conv_resource(conv))
+end
+
+local function emit_messaging_updated(conv)
+  emit_conv(conv, "updated", { rel = "messaging", href = conv.href .. "/messaging" }, messaging_resource(conv))
+end
+
+---------------------------------------------------------------------------
+-- typing: the others get `added participant` in typingParticipants, and
+-- `deleted` after --typing-timeout without another setIsTyping, when the
+-- participant sends a message or when it leaves.
+
+local function typing_in(meeting)
+  local t = typing[meeting]
+  if not t then
+    t = {}
+    typing[meeting] = t
+  end
+  return t
+end
+
+local function is_typing(meeting, m)
+  local t = typing_in(meeting)[m.key]
+  return t ~= nil and t.member == m
+end
+M.is_typing = is_typing
+
+local function typing_event(meeting, m, type_)
+  for _, v in ipairs(viewers(meeting, m.conv)) do
+    emit_conv(v, type_, { rel = "participant", href = phref(v, m), title = m.name }, nil,
+      { ["in"] = { rel = "typingParticipants", href = v.href .. "/participants/typingParticipants" } })
+  end
+end
+
+-- m stops typing (if it was); returns whether it was.
+local function typing_stop(meeting, m)
+  local list = typing_in(meeting)
+  local t = list[m.key]
+  if not t or t.member ~= m then return false end
+  timers.cancel(t.timer)
+  list[m.key] = nil
+  if meetings.present(meeting, m) and m.state == "in" then
+    typing_event(meeting, m, "deleted")
+  end
+  return true
+end
+
+-- m is typing (again): the timer restarts.
+local function typing_start(meeting, m)
+  local list = typing_in(meeting)
+  local t = list[m.key]
+  if t and t.member ~= m then
+    timers.cancel(t.timer)
+    t = nil
+  end
+  if t then
+    timers.cancel(t.timer)
+  else
+    t = { member = m }
+    list[m.key] = t
+    typing_event(meeting, m, "added")
+  end
+  t.timer = timers.after(config.get("typing-timeout"), function()
+    if list[m.key] == t then typing_stop(meeting, m) end
+  end)
+end
+
+-- A participant types or stops (control API): nil and a message if it is not in.
+function M.set_typing(meeting, key, on)
+  local m = meetings.member(meeting, key)
+  if not m or m.state ~= "in" then return nil, "no such participant in the meeting" end
+  if on then typing_start(meeting, m) else typing_stop(meeting, m) end
+  return true
+end
+
+---------------------------------------------------------------------------
+-- membership
+
+-- A new member: in the lobby (leaders are told) or straight in (nobody is
+-- told here: see connected and virtual_join).
+local function enter(meeting, m, lobby)
+  meetings.enter(meeting, m, lobby and "lobby" or "in")
+  if lobby then
+    for _, v in ipairs(viewers(meeting, m.conv)) do
+      if is_leader(v) then participant_event(v, "added", m, true) end
+    end
+  end
+end
+M.enter = enter
+
+-- Removes a member from its meeting, telling the others who could see it.
+local function leave(meeting, m, reason)
+  if not meetings.present(meeting, m) then return end
+  typing_stop(meeting, m)
+  for _, v in ipairs(viewers(meeting, m.conv)) do
+    if m.state == "in" or (m.state == "lobby" and is_leader(v)) then
+      participant_event(v, "deleted", m, false, reason)
+    end
+  end
+  meetings.leave(meeting, m)
+end
+
+-- Ends a conversation: its operation (if still running) completes with
+-- `reason`, then the conversation is deleted.  quiet: the application is
+-- gone, nothing is told to it.
+local function close(conv, reason, quiet)
+  if conv.closed then return end
+  local app = conv.app
+  M.cancel_timers(conv)
+  if conv.member then
+    leave(conv.meeting, conv.member)
+  end
+  conv.closed = true
+  conv.state = "Disconnected"
+  local failed_now = conv.operation and conv.operation:closed(reason, quiet)
+  if not quiet then
+    M.emit_communication(app, "deleted", "conversation", conv.href, nil,
+      { reason = (not failed_now) and reason or nil })
+  end
+  convs_of(app).convs[conv.id] = nil
+end
+M.close = close
+
+-- A connected conversation loses its meeting (ended, ejected): messaging
+-- and the conversation go Disconnected, then the conversation is deleted.
+local function disconnect(conv, reason)
+  if conv.closed then return end
+  if conv.state == "Connected" then
+    conv.state = "Disconnected"
+    emit_messaging_updated(conv)
+    M.emit_updated(conv)
+  end
+  close(conv, reason)
+end
+
+-- Takes m out of its meeting: its application's conversation closes with
+-- `reason`, a virtual participant just leaves.
+local function remove(meeting, m, reason)
+  if m.conv then close(m.conv, reason) else leave(meeting, m) end
+end
+M.remove = remove
+
+-- m is about to enter: another endpoint of the same user already there is
+-- removed (RemoteFailure / Removed).
+function M.take_seat(meeting, m)
+  local old = meetings.member(meeting, m.key)
+  if not old then return end
+  if old.conv and old.conv ~= m.conv then close(old.conv, REASONS.removed) else leave(meeting, old) end
+end
+
+-- The conversation's member is in: it gets the roster and Connected
+-- messaging, its operation completes, and the others see it arrive.
+local function connected(conv)
+  local meeting, me = conv.meeting, conv.member
+  conv.state = "Connected"
+  participant_event(conv, "added", me, true)
+  for _, m in ipairs(roster(conv)) do
+    if m ~= me then participant_event(conv, "added", m, true) end
+  end
+  emit_messaging_updated(conv)
+  M.emit_updated(conv)
+  if conv.operation then conv.operation:connected() end
+  tell_viewers(meeting, conv, "added", me)
+end
+M.connected = connected
+
+-- A virtual participant (control API) joins, in the lobby or straight in.
+function M.virtual_join(meeting, m, lobby)
+  enter(meeting, m, lobby)
+  if not lobby then tell_viewers(meeting, nil, "added", m) end
+end
+
+-- The member `key` of the meeting; a directory user who is not there joins
+-- first, as a virtual participant, straight in.  nil and a message if there
+-- is no such user.
+function M.bring_in(meeting, key)
+  local m = meetings.member(meeting, key)
+  if m then return m end
+  local u = directory.user(key)
+  if not u then return nil, "unknown user " .. tostring(key) end
+  m = meetings.new_member(meeting, u, nil)
+  M.virtual_join(meeting, m, false)
+  return m
+end
+
+-- Lets a lobby member in.  Returns false if m is not in the lobby.
+function M.admit(meeting, m)
+  if not meetings.present(meeting, m) or m.state ~= "lobby" then return false end
+  for _, v in ipairs(viewers(meeting, m.conv)) do
+    if is_leader(v) then participant_event(v, "deleted", m, false) end
+  end
+  local conv = m.conv
+  if conv then
+    M.cancel_timers(conv)
+    participant_event(conv, "deleted", m, false)
+    meetings.seat(meeting, m)
+    connected(conv)
+  else
+    meetings.seat(meeting, m)
+    tell_viewers(meeting, nil, "added", m)
+  end
+  return true
+end
+
+-- Turns a lobby member away (Forbidden / Denied).
+function M.reject(meeting, m)
+  if not meetings.present(meeting, m) or m.state ~= "lobby" then return false end
+  remove(meeting, m, REASONS.denied)
+  return true
+end
+
+-- Changes a member's role (Leader / Attendee): everyone in gets `updated
+-- participant` in leaders or attendees; a new leader sees the lobby.
+function M.set_role(meeting, m, role)
+  if not meetings.present(meeting, m) or m.role == role then return false end
+  meetings.set_role(meeting, m, role)
+  if m.state ~= "in" then return true end
+  tell_viewers(meeting, nil, "updated", m)
+  if m.conv and m.conv.state == "Connected" and role == "Leader" then
+    for _, other in ipairs(roster(m.conv, "lobby")) do
+      participant_event(m.conv, "added", other, true)
+    end
+  end
+  return true
+end
+
+-- A leader ejects a member: its application's conversation ends
+-- (RemoteFailure / Removed, "ejected"); the others get `deleted participant`.
+function M.eject(meeting, m)
+  if not meetings.present(meeting, m) then return false end
+  if m.conv then disconnect(m.conv, REASONS.ejected) else leave(meeting, m) end
+  return true
+end
+
+-- The meeting ends: every conversation in it, or still joining or ringing,
+-- is disconnected (RemoteFailure / Ended).
+function M.end_meeting(meeting)
+  if meeting.ended then return end
+  local list = {}
+  for _, m in ipairs(meetings.members(meeting)) do
+    if m.conv then list[#list + 1] = m.conv end
+  end
+  for _, t in pairs(by_app) do
+    for _, c in pairs(t.convs) do
+      if c.meeting == meeting and not c.member then list[#list + 1] = c end
+    end
+  end
+  meetings.mark_ended(meeting)
+  for _, conv in ipairs(list) do
+    disconnect(conv, REASONS.ended)
+  end
+  for _, t in pairs(typing_in(meeting)) do timers.cancel(t.timer) end
+  typing[meeting] = nil
+  meetings.clear_members(meeting)
+end
+
+-- The application is gone (deleted, expired, forgotten or reset for
+-- resume): its conversations close without telling it.
+function M.app_gone(app)
+  local t = convs_of(app)
+  for _, conv in pairs(t.convs) do
+    close(conv, nil, true)
+  end
+  t.convs = {}
+end
+
+---------------------------------------------------------------------------
+-- messaging
+
+local function deliver_message(meeting, from, text, html, except)
+  for _, v in ipairs(viewers(meeting, except)) do
+    v.msg_seq = v.msg_seq + 1
+    local msg = { href = v.href .. "/messaging/messages/" .. v.msg_seq, direction = "Incoming",
+      time = host.wallclock(), from = from, text = text, html = html }
+    v.messages[v.msg_seq] = msg
+    emit_conv(v, "completed", { rel = "message", href = msg.href }, message_resource(v, msg), { status = "Success" })
+  end
+end
+
+-- A participant (virtual or not) says something to everyone else (control
+-- API): nil and a message if it is not in the meeting.
+function M.say(meeting, from_key, text, html)
+  local from = meetings.member(meeting, from_key)
+  if not from or from.state ~= "in" then return nil, "no such participant in the meeting" end
+  typing_stop(meeting, from)
+  deliver_message(meeting, from, text, html, from.conv)
+  return true
+end
+
+-- POST <conv>/messaging/messages (text/plain or text/html)
+local function send_message(ctx, conv)
+  local req = ctx.req
+  local app = conv.app
+  if not directory.has_scope(app.scopes, "Conversations.Initiate") then
+    return reply.missing_scope(ctx, "Conversations.Initiate")
+  end
+  if conv.state ~= "Connected" then
+    return reply.error(ctx, 409, "Conflict", nil, "The conversation is not connected.")
+  end
+  if req.too_large then
+    return reply.error(ctx, 413, "EntityTooLarge", nil, "The request is too large.")
+  end
+  local ct = (req.headers["content-type"] or ""):lower()
+  local text, html
+  if ct:find("^text/plain") then
+    text = fmt.clean(req.body)
+  elseif ct:find("^text/html") then
+    html = fmt.clean(req.body)
+    text = fmt.strip_html(html)
+  else
+    return reply.error(ctx, 415, "UnsupportedMediaType", nil, "sendMessage takes text/plain or text/html.")
+  end
+  local opid = req.query.operationId
+  if opid and #opid > 50 then
+    return reply.bad_parameter(ctx, "The operationId exceeds 50 characters.")
+  end
+  conv.msg_seq = conv.msg_seq + 1
+  local msg = { href = conv.href .. "/messaging/messages/" .. conv.msg_seq, direction = "Outgoing",
+    time = host.wallclock(), from = conv.member, text = text, html = html, operationId = opid }
+  conv.messages[conv.msg_seq] = msg
+  emit_conv(conv, "started", { rel = "message", href = msg.href }, message_resource(conv, msg))
+  M.later(conv, 0, function()
+    emit_conv(conv, "completed", { rel = "message", href = msg.href }, message_resource(conv, msg),
+      { status = "Success" })
+    typing_stop(conv.meeting, conv.member)
+    deliver_message(conv.meeting, conv.member, text, html, conv)
+  end)
+  return reply.created(msg.href)
+end
+
+-- POST <conv>/messaging/setIsTyping
+local function set_is_typing(ctx, conv)
+  local scopes = conv.app.scopes
+  if not directory.has_scope(scopes, "Conversations.Initiate")
+      and not directory.has_scope(scopes, "Conversations.Receive") then
+    return reply.missing_scope(ctx, "Conversations.Initiate and Receive")
+  end
+  if conv.state ~= "Connected" or not conv.member or conv.member.state ~= "in" then
+    return reply.error(ctx, 409, "Conflict", nil, "The conversation is not connected.")
+  end
+  typing_start(conv.meeting, conv.member)
+  return reply.no_content()
+end
+
+---------------------------------------------------------------------------
+-- routes under <conv>
+
+-- POST <participant>/admit, /reject, /eject, /promote, /demote
+local function leader_action(ctx, conv, target, action)
+  local meeting = conv.meeting
+  if action == "admit" or action == "reject" then
+    if not is_leader(conv) then
+      return reply.error(ctx, 403, "Forbidden", nil, "Only leaders can admit or reject lobby participants.")
+    end
+    if target.state ~= "lobby" then
+      return reply.error(ctx, 409, "Conflict", nil, "The participant is not in the lobby.")
+    end
+    if action == "admit" then M.admit(meeting, target) else M.reject(meeting, target) end
+    return reply.no_content()
+  end
+  if not is_leader(conv) then
+    return reply.error(ctx, 403, "Forbidden", nil, "Only leaders can eject, promote or demote participants.")
+  end
+  if target == conv.member or target.state ~= "in" then
+    return reply.error(ctx, 409, "Conflict", nil, "The participant is not an other participant in the meeting.")
+  end
+  if action == "eject" then
+    M.eject(meeting, target)
+  else
+    local role = action == "promote" and "Leader" or "Attendee"
+    if target.role == role then
+      return reply.error(ctx, 409, "Conflict", nil, "The participant is already " .. role:lower() .. ".")
+    end
+    M.set_role(meeting, target, role)
+  end
+  return reply.no_content()
+end
+
+local LEADER_ACTIONS = { admit = true, reject = true, eject = true, promote = true, demote = true }
+local COLLECTIONS = { participants = true, lobby = true, attendees = true, leaders = true }
+
+local function typing_participants(ctx, conv)
+  local list = {}
+  for _, x in ipairs(roster(conv)) do
+    if is_typing(conv.meeting, x) and x ~= conv.member then
+      list[#list + 1] = { href = phref(conv, x), title = x.name }
+    end
+  end
+  return reply.resource(ctx, 200, fmt.resource("typingParticipants", conv.href .. "/participants/typingParticipants")
+    :link_list("participant", list))
+end
+
+-- <conv><rest>
+function M.route(ctx, conv, rest)
+  if rest == "" then
+    return reply.by_method(ctx, {
+      GET = function() return reply.resource(ctx, 200, conv_resource(conv)) end,
+      DELETE = function()
+        close(conv) -- a running invitation completes as cancelled
+        return reply.no_content()
+      end,
+    })
+  end
+  local rel = rest:match("^/(%a+)$")
+  if rel and COLLECTIONS[rel] then
+    return reply.by_method(ctx, { GET = function()
+      return reply.resource(ctx, 200, collection_resource(conv, rel, rel ~= "participants" and rel or nil))
+    end })
+  end
+  if rest == "/participants/typingParticipants" then
+    return reply.by_method(ctx, { GET = typing_participants }, ctx, conv)
+  end
+  local key, action = rest:match("^/participants/([^/]+)(.*)$")
+  if key then
+    local target = meetings.member(conv.meeting, key)
+    if not target or not visible(conv, target) then return reply.not_found(ctx) end
+    if action == "" then
+      return reply.by_method(ctx, { GET = function()
+        return reply.resource(ctx, 200, M.participant_resource(conv, target))
+      end })
+    end
+    action = action:match("^/(%a+)$")
+    if not LEADER_ACTIONS[action] then return reply.not_found(ctx) end
+    return reply.by_method(ctx, { POST = leader_action }, ctx, conv, target, action)
+  end
+  if rest == "/messaging" then
+    return reply.by_method(ctx, { GET = function() return reply.resource(ctx, 200, messaging_resource(conv)) end })
+  elseif rest == "/messaging/messages" then
+    return reply.by_method(ctx, { POST = send_message }, ctx, conv)
+  elseif rest == "/messaging/stopMessaging" then
+    return reply.by_method(ctx, { POST = reply.no_content })
+  elseif rest == "/messaging/setIsTyping" then
+    return reply.by_method(ctx, { POST = set_is_typing }, ctx, conv)
+  end
+  local n = rest:match("^/messaging/messages/(%d+)$")
+  if n then
+    return reply.by_method(ctx, { GET = function()
+      local msg = conv.messages[tonumber(n)]
+      if not msg then return reply.not_found(ctx) end
+      return reply.resource(ctx, 200, message_resource(conv, msg))
+    end })
+  end
+  if rest == "/onlineMeeting" then
+    return reply.by_method(ctx, { GET = function() return reply.resource(ctx, 200, online_meeting_resource(conv)) end })
+  end
+  return reply.not_found(ctx)
+end
+
+-- GET <app>/communication/conversations
+function M.list_route(ctx, app)
+  return reply.by_method(ctx, { GET = function()
+    local t = convs_of(app)
+    local ids = {}
+    for id in pairs(t.convs) do ids[#ids + 1] = id end
+    table.sort(ids)
+    local list = {}
+    for i, id in ipairs(ids) do list[i] = { href = t.convs[id].href } end
+    return reply.resource(ctx, 200, fmt.resource("conversations", app.href .. "/communication/conversations")
+      :link_list("conversation", list))
+  end })
+end
+
+return M
