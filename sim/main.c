@@ -74,7 +74,6 @@ struct req {
 /* The Lua handle of a suspended request: a full userdata. */
 struct box {
 	struct req *r;
-	unsigned long long id;
 };
 
 static struct {
@@ -86,7 +85,6 @@ static struct {
 	int resumed; /* a connection was resumed since the last MHD_run */
 	int stopping; /* SIGTERM/SIGINT: requests are refused, not dispatched */
 	struct box *current; /* the box of the request being dispatched */
-	unsigned long long next_id;
 	size_t nsuspended;
 } G;
 
@@ -343,19 +341,6 @@ static int l_drop(lua_State *L)
 	return 1;
 }
 
-static int l_alive(lua_State *L)
-{
-	lua_pushboolean(L, suspended_req(L) != NULL);
-	return 1;
-}
-
-static int l_box_id(lua_State *L)
-{
-	struct box *b = check_box(L);
-	lua_pushinteger(L, (lua_Integer)b->id);
-	return 1;
-}
-
 static int l_now(lua_State *L)
 {
 	lua_pushnumber(L, now_mono());
@@ -433,8 +418,6 @@ static int l_log(lua_State *L)
 static const luaL_Reg sim_funcs[] = {
 	{"respond", l_respond},
 	{"drop", l_drop},
-	{"alive", l_alive},
-	{"id", l_box_id},
 	{"now", l_now},
 	{"wallclock", l_wallclock},
 	{"wall_seconds", l_wall_seconds},
@@ -533,7 +516,6 @@ static int call_handler(lua_State *L)
 
 	b = lua_newuserdatauv(L, sizeof *b, 0); /* index 5 */
 	b->r = NULL;
-	b->id = ++G.next_id;
 	luaL_setmetatable(L, BOX_MT);
 	G.current = b;
 	lua_getfield(L, LUA_REGISTRYINDEX, "ucwa-sim.handle");

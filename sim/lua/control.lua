@@ -13,6 +13,7 @@ local faults = require "faults"
 local fmt = require "formats"
 local invitations = require "invitations"
 local meetings = require "meetings"
+local participants = require "participants"
 local reply = require "reply"
 local stats = require "stats"
 
@@ -38,7 +39,7 @@ local function meeting_info(m)
   for _, x in ipairs(meetings.members(m)) do
     members[#members + 1] = { key = x.key, name = x.name, uri = x.uri, state = x.state, role = x.role,
       virtual = x.conv == nil, app = x.conv and x.conv.app.id or nil, anonymous = x.anonymous,
-      typing = conversations.is_typing(m, x) }
+      typing = participants.is_typing(m, x) }
   end
   return { id = m.id, uri = m.uri, key = m.key, organizer = m.organizer, subject = m.subject,
     lobby = m.lobby, ended = m.ended, members = members }
@@ -141,7 +142,7 @@ local function speaker(m, from)
     return norm(from) or nil, "from must be a user name"
   end
   if m.ended then return nil, "the meeting has ended" end
-  local member, err = conversations.bring_in(m, m.organizer)
+  local member, err = participants.bring_in(m, m.organizer)
   if not member then return nil, err end
   return member.key
 end
@@ -162,12 +163,12 @@ local function meeting_action(m, action, t)
     local member = meetings.new_member(m, rec, nil, t.name)
     local lobby = meetings.needs_lobby(m, member)
     if t.lobby ~= nil then lobby = t.lobby and true or false end
-    conversations.virtual_join(m, member, lobby)
+    participants.virtual_join(m, member, lobby)
     return answer(200, { key = member.key, state = member.state })
   elseif action == "/promote" or action == "/demote" then
     local member = named_member(m, t)
     if not member then return fail(404, "no such participant") end
-    conversations.set_role(m, member, action == "/promote" and "Leader" or "Attendee")
+    participants.set_role(m, member, action == "/promote" and "Leader" or "Attendee")
     return answer(200, { key = member.key, role = member.role })
   elseif action == "/leave" then
     local member = named_member(m, t)
@@ -202,7 +203,7 @@ local function meeting_action(m, action, t)
     local from, err = speaker(m, t.from)
     local on = t.typing ~= false
     local ok
-    if from then ok, err = conversations.set_typing(m, from, on) end
+    if from then ok, err = participants.set_typing(m, from, on) end
     if not ok then return fail(409, err) end
     return answer(200, { key = from, typing = on })
   elseif action == "/message" then

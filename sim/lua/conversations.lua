@@ -1,11 +1,10 @@
--- ucwa-sim: conversations: what each application sees of a meeting
--- (conversation_ref.md, participant_ref.md, lobby_ref.md, messaging_ref.md,
--- message_ref.md, setIsTyping_ref.md, typingParticipants_ref.md).
+-- ucwa-sim: conversations (conversation_ref.md, messaging_ref.md,
+-- message_ref.md, setIsTyping_ref.md): an application's view of one meeting,
+-- from joining to leaving, with messaging, and the moves that end or start
+-- someone's presence in a meeting (lobby admit / reject, eject, the meeting's
+-- end).  Who the conversation sees in it is participants.lua.
 --
--- An application in a meeting has one conversation, with its own hrefs.  The
--- meeting's members (meetings.lua) are shown through it as participants;
--- every change to the membership is told to the conversations that can see
--- it: the roster, the lobby (leaders only), roles, messages and typing.
+-- An application in a meeting has one conversation, with its own hrefs.
 --
 -- Fields other modules read: conv.id, .href, .app, .meeting, .member (its
 -- own member, once it joins), .state ("Connecting" | "Incoming" | "InLobby" |
@@ -15,13 +14,16 @@
 -- conv.operation, an object with :connected() and :closed(reason, quiet)
 -- (true if the operation failed just now).
 local host = require "ucwasim.host"
-local config = require "config"
 local directory = require "directory"
 local events = require "events"
 local fmt = require "formats"
 local meetings = require "meetings"
+local participants = require "participants"
 local reply = require "reply"
 local timers = require "timers"
+
+local is_leader, viewers = participants.is_leader, participants.viewers
+local leave, emit_conv = participants.leave, participants.conversation_event
 
 local M = {}
 
@@ -45,7 +47,6 @@ local REASONS = M.REASONS
 -- app -> { convs = { id -> conv }, seq = n }; weak, so that a deleted
 -- application's entry goes with it.
 local by_app = setmetatable({}, { __mode = "k" })
-local typing = {} -- meeting -> { key -> { member=, timer= } } while that member types
 
 local function convs_of(app)
   local t = by_app[app]
@@ -115,89 +116,7 @@ function M.cancel_timers(conv)
 end
 
 ---------------------------------------------------------------------------
--- the meeting as one conversation sees it
-
-local function phref(conv, member)
-  return conv.href .. "/participants/" .. member.key
-end
-M.participant_href = phref
-
--- The collection a member is in: lobby, leaders or attendees.
-local function in_rel(member)
-  if member.state == "lobby" then return "lobby" end
-  if member.role == "Leader" then return "leaders" end
-  return "attendees"
-end
-
--- Does the conversation's own member lead the meeting (and is it in)?
-local function is_leader(conv)
-  return conv.member and conv.member.role == "Leader" and conv.member.state == "in"
-end
-
--- Can the conversation see member m?  Leaders see the lobby, everyone else
--- only who is in, and itself.
-local function visible(conv, m)
-  if not meetings.present(conv.meeting, m) then return false end
-  if m.conv == conv or m.state == "in" then return true end
-  return m.state == "lobby" and is_leader(conv)
-end
-
--- The members the conversation sees, in join order; `which`: only those in
--- that collection.
-local function roster(conv, which)
-  local list = {}
-  for _, m in ipairs(meetings.members(conv.meeting)) do
-    if visible(conv, m) and (which == nil or in_rel(m) == which) then
-      list[#list + 1] = m
-    end
-  end
-  return list
-end
-
--- The connected conversations of the meeting's members, but `except`.
-local function viewers(meeting, except)
-  local list = {}
-  for _, m in ipairs(meetings.members(meeting)) do
-    if m.conv and m.conv ~= except and m.state == "in" and m.conv.state == "Connected" then
-      list[#list + 1] = m.conv
-    end
-  end
-  return list
-end
-
----------------------------------------------------------------------------
 -- resources
-
-function M.participant_resource(conv, m)
-  local h = phref(conv, m)
-  local app = conv.app
-  local res = fmt.resource("participant", h)
-    :prop("anonymous", m.anonymous and true or false)
-    :prop("inLobby", m.state == "lobby")
-    :prop("local", m.conv == conv)
-    :prop("name", m.name)
-    :prop("organizer", m.key == conv.meeting.organizer)
-    :prop("role", m.role)
-    :prop("sourceNetwork", m.anonymous and "PublicCloud" or "SameEnterprise")
-    :prop("uri", m.uri)
-  if m.state == "lobby" and m.conv ~= conv and is_leader(conv) then
-    res:link("admit", h .. "/admit"):link("reject", h .. "/reject")
-  end
-  if m.state == "in" and m ~= conv.member and is_leader(conv) then
-    if m.role == "Leader" then res:link("demote", h .. "/demote") end
-    res:link("eject", h .. "/eject")
-    if m.role ~= "Leader" then res:link("promote", h .. "/promote") end
-  end
-  if not m.anonymous then
-    res:link("contact", app.href .. "/people/" .. m.key)
-  end
-  res:link("conversation", conv.href)
-  if m.conv == conv then
-    res:link("me", app.href .. "/me")
-  end
-  res:link("participantMessaging", h .. "/participantMessaging")
-  return res
-end
 
 local function conv_resource(conv)
   local h = conv.href
@@ -208,7 +127,7 @@ local function conv_resource(conv)
     :prop("audienceMute", "Disabled")
     :prop("created", fmt.date(conv.created))
     :prop("importance", conv.importance)
-    :prop("participantCount", #roster(conv))
+    :prop("participantCount", #participants.roster(conv))
     :prop("readLocally", true)
     :prop("recording", false)
     :prop("state", conv.state)
@@ -218,7 +137,7 @@ local function conv_resource(conv)
     :link("leaders", h .. "/leaders")
     :link("lobby", h .. "/lobby")
   if conv.member then
-    res:link("localParticipant", phref(conv, conv.member), conv.member.name)
+    res:link("localParticipant", participants.href(conv, conv.member), conv.member.name)
   end
   res:link("messaging", h .. "/messaging")
     :link("onlineMeeting", h .. "/onlineMeeting")
@@ -252,7 +171,7 @@ local function message_resource(conv, msg)
     res:link("contact", conv.app.href .. "/people/" .. msg.from.key)
   end
   if msg.from then
-    res:link("participant", phref(conv, msg.from), msg.from.name)
+    res:link("participant", participants.href(conv, msg.from), msg.from.name)
   end
   res:link("messaging", conv.href .. "/messaging")
   if msg.html then
@@ -276,24 +195,6 @@ local function online_meeting_resource(conv)
     :link("conversation", conv.href)
 end
 
--- lobby embeds its participants (lobby_ref); attendees, leaders and
--- participants link to them (attendees_ref, leaders_ref).
-local function collection_resource(conv, rel, which)
-  local res = fmt.resource(rel, conv.href .. "/" .. rel)
-  local list = {}
-  for _, m in ipairs(roster(conv, which)) do
-    if rel == "lobby" then
-      list[#list + 1] = M.participant_resource(conv, m)
-    else
-      list[#list + 1] = { href = phref(conv, m), title = m.name }
-    end
-  end
-  if rel == "lobby" then
-    return res:embed_list("participant", list)
-  end
-  return res:link_list("participant", list)
-end
-
 ---------------------------------------------------------------------------
 -- events
 
@@ -304,28 +205,6 @@ function M.emit_communication(app, type_, rel, href, res, extra)
   events.emit(app, "high", "communication", app.href .. "/communication", ev)
 end
 
--- An event from the conversation's own sender.
-local function emit_conv(conv, type_, link, res, extra)
-  local ev = { type = type_, link = link, resource = res }
-  for k, v in pairs(extra or {}) do ev[k] = v end
-  events.emit(conv.app, "high", "conversation", conv.href, ev)
-end
-
--- `added`/`updated`/`deleted participant` m, in the collection m is in now.
-local function participant_event(conv, type_, m, embed, reason)
-  emit_conv(conv, type_, { rel = "participant", href = phref(conv, m), title = m.name },
-    embed and M.participant_resource(conv, m) or nil,
-    { ["in"] = { rel = in_rel(m), href = conv.href .. "/" .. in_rel(m) }, reason = reason })
-end
-M.participant_event = participant_event
-
--- The same participant event (embedded) to every viewer but `except`.
-local function tell_viewers(meeting, except, type_, m)
-  for _, v in ipairs(viewers(meeting, except)) do
-    participant_event(v, type_, m, true)
-  end
-end
-
 -- `updated conversation` (embedded) to the conversation's application.
 function M.emit_updated(conv)
   M.emit_communication(conv.app, "updated", "conversation", conv.href, conv_resource(conv))
@@ -333,101 +212,6 @@ end
 
 local function emit_messaging_updated(conv)
   emit_conv(conv, "updated", { rel = "messaging", href = conv.href .. "/messaging" }, messaging_resource(conv))
-end
-
----------------------------------------------------------------------------
--- typing: the others get `added participant` in typingParticipants, and
--- `deleted` after --typing-timeout without another setIsTyping, when the
--- participant sends a message or when it leaves.
-
-local function typing_in(meeting)
-  local t = typing[meeting]
-  if not t then
-    t = {}
-    typing[meeting] = t
-  end
-  return t
-end
-
-local function is_typing(meeting, m)
-  local t = typing_in(meeting)[m.key]
-  return t ~= nil and t.member == m
-end
-M.is_typing = is_typing
-
-local function typing_event(meeting, m, type_)
-  for _, v in ipairs(viewers(meeting, m.conv)) do
-    emit_conv(v, type_, { rel = "participant", href = phref(v, m), title = m.name }, nil,
-      { ["in"] = { rel = "typingParticipants", href = v.href .. "/participants/typingParticipants" } })
-  end
-end
-
--- m stops typing (if it was); returns whether it was.
-local function typing_stop(meeting, m)
-  local list = typing_in(meeting)
-  local t = list[m.key]
-  if not t or t.member ~= m then return false end
-  timers.cancel(t.timer)
-  list[m.key] = nil
-  if meetings.present(meeting, m) and m.state == "in" then
-    typing_event(meeting, m, "deleted")
-  end
-  return true
-end
-
--- m is typing (again): the timer restarts.
-local function typing_start(meeting, m)
-  local list = typing_in(meeting)
-  local t = list[m.key]
-  if t and t.member ~= m then
-    timers.cancel(t.timer)
-    t = nil
-  end
-  if t then
-    timers.cancel(t.timer)
-  else
-    t = { member = m }
-    list[m.key] = t
-    typing_event(meeting, m, "added")
-  end
-  t.timer = timers.after(config.get("typing-timeout"), function()
-    if list[m.key] == t then typing_stop(meeting, m) end
-  end)
-end
-
--- A participant types or stops (control API): nil and a message if it is not in.
-function M.set_typing(meeting, key, on)
-  local m = meetings.member(meeting, key)
-  if not m or m.state ~= "in" then return nil, "no such participant in the meeting" end
-  if on then typing_start(meeting, m) else typing_stop(meeting, m) end
-  return true
-end
-
----------------------------------------------------------------------------
--- membership
-
--- A new member: in the lobby (leaders are told) or straight in (nobody is
--- told here: see connected and virtual_join).
-local function enter(meeting, m, lobby)
-  meetings.enter(meeting, m, lobby and "lobby" or "in")
-  if lobby then
-    for _, v in ipairs(viewers(meeting, m.conv)) do
-      if is_leader(v) then participant_event(v, "added", m, true) end
-    end
-  end
-end
-M.enter = enter
-
--- Removes a member from its meeting, telling the others who could see it.
-local function leave(meeting, m, reason)
-  if not meetings.present(meeting, m) then return end
-  typing_stop(meeting, m)
-  for _, v in ipairs(viewers(meeting, m.conv)) do
-    if m.state == "in" or (m.state == "lobby" and is_leader(v)) then
-      participant_event(v, "deleted", m, false, reason)
-    end
-  end
-  meetings.leave(meeting, m)
 end
 
 -- Ends a conversation: its operation (if still running) completes with
@@ -483,51 +267,32 @@ end
 local function connected(conv)
   local meeting, me = conv.meeting, conv.member
   conv.state = "Connected"
-  participant_event(conv, "added", me, true)
-  for _, m in ipairs(roster(conv)) do
-    if m ~= me then participant_event(conv, "added", m, true) end
+  participants.event(conv, "added", me, true)
+  for _, m in ipairs(participants.roster(conv)) do
+    if m ~= me then participants.event(conv, "added", m, true) end
   end
   emit_messaging_updated(conv)
   M.emit_updated(conv)
   if conv.operation then conv.operation:connected() end
-  tell_viewers(meeting, conv, "added", me)
+  participants.tell_viewers(meeting, conv, "added", me)
 end
 M.connected = connected
-
--- A virtual participant (control API) joins, in the lobby or straight in.
-function M.virtual_join(meeting, m, lobby)
-  enter(meeting, m, lobby)
-  if not lobby then tell_viewers(meeting, nil, "added", m) end
-end
-
--- The member `key` of the meeting; a directory user who is not there joins
--- first, as a virtual participant, straight in.  nil and a message if there
--- is no such user.
-function M.bring_in(meeting, key)
-  local m = meetings.member(meeting, key)
-  if m then return m end
-  local u = directory.user(key)
-  if not u then return nil, "unknown user " .. tostring(key) end
-  m = meetings.new_member(meeting, u, nil)
-  M.virtual_join(meeting, m, false)
-  return m
-end
 
 -- Lets a lobby member in.  Returns false if m is not in the lobby.
 function M.admit(meeting, m)
   if not meetings.present(meeting, m) or m.state ~= "lobby" then return false end
   for _, v in ipairs(viewers(meeting, m.conv)) do
-    if is_leader(v) then participant_event(v, "deleted", m, false) end
+    if is_leader(v) then participants.event(v, "deleted", m, false) end
   end
   local conv = m.conv
   if conv then
     M.cancel_timers(conv)
-    participant_event(conv, "deleted", m, false)
+    participants.event(conv, "deleted", m, false)
     meetings.seat(meeting, m)
     connected(conv)
   else
     meetings.seat(meeting, m)
-    tell_viewers(meeting, nil, "added", m)
+    participants.tell_viewers(meeting, nil, "added", m)
   end
   return true
 end
@@ -536,21 +301,6 @@ end
 function M.reject(meeting, m)
   if not meetings.present(meeting, m) or m.state ~= "lobby" then return false end
   remove(meeting, m, REASONS.denied)
-  return true
-end
-
--- Changes a member's role (Leader / Attendee): everyone in gets `updated
--- participant` in leaders or attendees; a new leader sees the lobby.
-function M.set_role(meeting, m, role)
-  if not meetings.present(meeting, m) or m.role == role then return false end
-  meetings.set_role(meeting, m, role)
-  if m.state ~= "in" then return true end
-  tell_viewers(meeting, nil, "updated", m)
-  if m.conv and m.conv.state == "Connected" and role == "Leader" then
-    for _, other in ipairs(roster(m.conv, "lobby")) do
-      participant_event(m.conv, "added", other, true)
-    end
-  end
   return true
 end
 
@@ -579,8 +329,7 @@ function M.end_meeting(meeting)
   for _, conv in ipairs(list) do
     disconnect(conv, REASONS.ended)
   end
-  for _, t in pairs(typing_in(meeting)) do timers.cancel(t.timer) end
-  typing[meeting] = nil
+  participants.typing_over(meeting)
   meetings.clear_members(meeting)
 end
 
@@ -612,7 +361,7 @@ end
 function M.say(meeting, from_key, text, html)
   local from = meetings.member(meeting, from_key)
   if not from or from.state ~= "in" then return nil, "no such participant in the meeting" end
-  typing_stop(meeting, from)
+  participants.typing_stop(meeting, from)
   deliver_message(meeting, from, text, html, from.conv)
   return true
 end
@@ -652,7 +401,7 @@ local function send_message(ctx, conv)
   M.later(conv, 0, function()
     emit_conv(conv, "completed", { rel = "message", href = msg.href }, message_resource(conv, msg),
       { status = "Success" })
-    typing_stop(conv.meeting, conv.member)
+    participants.typing_stop(conv.meeting, conv.member)
     deliver_message(conv.meeting, conv.member, text, html, conv)
   end)
   return reply.created(msg.href)
@@ -668,7 +417,7 @@ local function set_is_typing(ctx, conv)
   if conv.state ~= "Connected" or not conv.member or conv.member.state ~= "in" then
     return reply.error(ctx, 409, "Conflict", nil, "The conversation is not connected.")
   end
-  typing_start(conv.meeting, conv.member)
+  participants.typing_start(conv.meeting, conv.member)
   return reply.no_content()
 end
 
@@ -701,24 +450,13 @@ local function leader_action(ctx, conv, target, action)
     if target.role == role then
       return reply.error(ctx, 409, "Conflict", nil, "The participant is already " .. role:lower() .. ".")
     end
-    M.set_role(meeting, target, role)
+    participants.set_role(meeting, target, role)
   end
   return reply.no_content()
 end
 
 local LEADER_ACTIONS = { admit = true, reject = true, eject = true, promote = true, demote = true }
 local COLLECTIONS = { participants = true, lobby = true, attendees = true, leaders = true }
-
-local function typing_participants(ctx, conv)
-  local list = {}
-  for _, x in ipairs(roster(conv)) do
-    if is_typing(conv.meeting, x) and x ~= conv.member then
-      list[#list + 1] = { href = phref(conv, x), title = x.name }
-    end
-  end
-  return reply.resource(ctx, 200, fmt.resource("typingParticipants", conv.href .. "/participants/typingParticipants")
-    :link_list("participant", list))
-end
 
 -- <conv><rest>
 function M.route(ctx, conv, rest)
@@ -734,19 +472,21 @@ function M.route(ctx, conv, rest)
   local rel = rest:match("^/(%a+)$")
   if rel and COLLECTIONS[rel] then
     return reply.by_method(ctx, { GET = function()
-      return reply.resource(ctx, 200, collection_resource(conv, rel, rel ~= "participants" and rel or nil))
+      return reply.resource(ctx, 200, participants.collection(conv, rel, rel ~= "participants" and rel or nil))
     end })
   end
   if rest == "/participants/typingParticipants" then
-    return reply.by_method(ctx, { GET = typing_participants }, ctx, conv)
+    return reply.by_method(ctx, { GET = function()
+      return reply.resource(ctx, 200, participants.typing_resource(conv))
+    end })
   end
   local key, action = rest:match("^/participants/([^/]+)(.*)$")
   if key then
     local target = meetings.member(conv.meeting, key)
-    if not target or not visible(conv, target) then return reply.not_found(ctx) end
+    if not target or not participants.visible(conv, target) then return reply.not_found(ctx) end
     if action == "" then
       return reply.by_method(ctx, { GET = function()
-        return reply.resource(ctx, 200, M.participant_resource(conv, target))
+        return reply.resource(ctx, 200, participants.resource(conv, target))
       end })
     end
     action = action:match("^/(%a+)$")

@@ -17,6 +17,7 @@ local conversations = require "conversations"
 local directory = require "directory"
 local fmt = require "formats"
 local meetings = require "meetings"
+local participants = require "participants"
 local reply = require "reply"
 
 local M = {}
@@ -52,7 +53,7 @@ local function inv_resource(inv)
     res:link("message", "data:text/plain;charset=utf-8," .. fmt.urlencode(inv.message))
   end
   if inv.from then
-    res:link("from", conversations.participant_href(conv, inv.from), inv.from.name)
+    res:link("from", participants.href(conv, inv.from), inv.from.name)
   end
   if not inv.done then
     if inv.direction == "Incoming" then
@@ -63,7 +64,7 @@ local function inv_resource(inv)
   end
   res:link("conversation", conv.href)
   if inv.direction == "Incoming" and inv.from then
-    res:embed("from", conversations.participant_resource(conv, inv.from))
+    res:embed("from", participants.resource(conv, inv.from))
   end
   return res
 end
@@ -128,22 +129,23 @@ end
 ---------------------------------------------------------------------------
 -- joinOnlineMeeting / startOnlineMeeting
 
--- The join's second step: the lobby, or straight in.
-local function join_step(conv, inv)
+-- The conversation's member arrives in the meeting: in the lobby if
+-- `may_wait` and the meeting keeps it there, else straight in.
+local function arrive(conv, inv, may_wait)
   local meeting, m = conv.meeting, conv.member
   if meeting.ended then
     conversations.close(conv, REASONS.ended)
     return
   end
   conversations.take_seat(meeting, m)
-  if not meetings.needs_lobby(meeting, m) then
-    conversations.enter(meeting, m, false)
+  if not (may_wait and meetings.needs_lobby(meeting, m)) then
+    participants.enter(meeting, m, false)
     conversations.connected(conv)
     return
   end
-  conversations.enter(meeting, m, true)
+  participants.enter(meeting, m, true)
   conv.state = "InLobby"
-  conversations.participant_event(conv, "added", m, true)
+  participants.event(conv, "added", m, true)
   conversations.emit_updated(conv)
   emit(inv, "updated")
   conversations.later(conv, config.get("lobby-timeout"), function()
@@ -231,7 +233,7 @@ local function join(ctx, app)
     if meeting.ended then
       conversations.close(conv, REASONS.notfound)
     else
-      join_step(conv, inv)
+      arrive(conv, inv, true)
     end
   end)
   return reply.created(inv.href)
@@ -246,7 +248,7 @@ end
 -- and a message.
 function M.invite(meeting, from_key, to_username, targets, message)
   if meeting.ended then return nil, "the meeting has ended" end
-  local from, err = conversations.bring_in(meeting, from_key)
+  local from, err = participants.bring_in(meeting, from_key)
   if not from then return nil, err end
   if #targets == 0 then return nil, to_username .. " has no available application" end
   record_seq = record_seq + 1
@@ -279,10 +281,7 @@ function M.record(id)
   return r and { id = r.id, state = r.state, reason = r.reason, from = r.from, to = r.to, meeting = r.meeting }
 end
 
-local function accept(ctx, app, inv)
-  if not directory.has_scope(app.scopes, "Conversations.Receive") then
-    return reply.missing_scope(ctx, "Conversations.Receive")
-  end
+local function accept(_, app, inv)
   local conv, meeting = inv.conv, inv.conv.meeting
   if meeting.ended then
     conversations.close(conv, REASONS.ended)
@@ -299,22 +298,11 @@ local function accept(ctx, app, inv)
   conv.member = me
   conv.state = "Connecting"
   conversations.cancel_timers(conv)
-  conversations.later(conv, config.get("step-delay"), function()
-    if meeting.ended then
-      conversations.close(conv, REASONS.ended)
-      return
-    end
-    conversations.take_seat(meeting, me)
-    conversations.enter(meeting, me, false)
-    conversations.connected(conv)
-  end)
+  conversations.later(conv, config.get("step-delay"), function() arrive(conv, inv, false) end)
   return reply.no_content()
 end
 
-local function decline(ctx, app, inv)
-  if not directory.has_scope(app.scopes, "Conversations.Receive") then
-    return reply.missing_scope(ctx, "Conversations.Receive")
-  end
+local function decline(ctx, _, inv)
   local input, refusal = reply.input(ctx, true)
   if not input then return table.unpack(refusal) end
   local why = reply.field(input, "reason")
@@ -364,6 +352,9 @@ function M.route(ctx, app, rest)
     if not act then return reply.not_found(ctx) end
     if inv.done then
       return reply.error(ctx, 409, "Conflict", nil, "The invitation has already completed.")
+    end
+    if inv.direction == "Incoming" and not directory.has_scope(app.scopes, "Conversations.Receive") then
+      return reply.missing_scope(ctx, "Conversations.Receive")
     end
     return act(ctx, app, inv)
   end })
