@@ -522,50 +522,47 @@ function fmt.array(list)
 end
 
 local function is_sequence(t)
-  local n = #t
-  if n == 0 then return false end
-  local count = 0
-  for _ in pairs(t) do count = count + 1 end
-  return count == n
+  return t[1] ~= nil and next(t, #t) == nil
 end
 
+-- Has the table no table in it?
+local function flat(t)
+  for _, x in pairs(t) do
+    if type(x) == "table" then return false end
+  end
+  return true
+end
+
+-- Scalars and flat tables go to lua-cjson whole (as it would write them);
+-- the rest is written here, so that lists marked with fmt.array stay
+-- arrays when they are empty.
 local function jplain(v, out)
-  local t = type(v)
-  if t == "table" then
-    if getmetatable(v) == ARRAY or is_sequence(v) then
-      out[#out + 1] = "["
-      for i, x in ipairs(v) do
-        if i > 1 then out[#out + 1] = "," end
-        jplain(x, out)
-      end
-      out[#out + 1] = "]"
-    else
-      local keys = {}
-      for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-      table.sort(keys)
-      out[#out + 1] = "{"
-      for i, k in ipairs(keys) do
-        if i > 1 then out[#out + 1] = "," end
-        local x = v[k]
-        if x == nil then x = v[tonumber(k)] end
-        out[#out + 1] = jstr(k) .. ":"
-        jplain(x, out)
-      end
-      out[#out + 1] = "}"
+  local array = type(v) == "table" and getmetatable(v) == ARRAY
+  if type(v) ~= "table" or (not array and next(v) == nil) or (next(v) ~= nil and flat(v)) then
+    out[#out + 1] = cjson.encode(v)
+  elseif array or is_sequence(v) then
+    out[#out + 1] = "["
+    for i, x in ipairs(v) do
+      if i > 1 then out[#out + 1] = "," end
+      jplain(x, out)
     end
-  elseif t == "string" then
-    out[#out + 1] = jstr(v)
-  elseif t == "number" then
-    out[#out + 1] = jnum(v)
-  elseif t == "boolean" then
-    out[#out + 1] = v and "true" or "false"
+    out[#out + 1] = "]"
   else
-    out[#out + 1] = "null"
+    out[#out + 1] = "{"
+    local first = true
+    for k, x in pairs(v) do
+      if not first then out[#out + 1] = "," end
+      first = false
+      out[#out + 1] = cjson.encode(tostring(k))
+      out[#out + 1] = ":"
+      jplain(x, out)
+    end
+    out[#out + 1] = "}"
   end
 end
 
--- A Lua value as JSON: objects with sorted keys, sequences and fmt.array
--- lists as arrays.
+-- A Lua value as JSON: sequences and fmt.array lists as arrays (empty
+-- ones too), other tables as objects.
 function fmt.json(v)
   local out = {}
   jplain(v, out)
