@@ -259,15 +259,10 @@ local function report_my_activity(ctx, app)
   return reply.no_content()
 end
 
--- A resource that only answers GET.
-local function get_only(ctx, build, extra)
-  return reply.by_method(ctx, { GET = function() return reply.resource(ctx, 200, build(), extra) end })
-end
-
 -- <app>/communication<rest>
 local function communication_route(ctx, app, rest)
   if rest == "" then
-    return get_only(ctx, function() return communication_resource(app) end, { ETag = tostring(app.etag) })
+    return reply.get_only(ctx, function() return communication_resource(app) end, { ETag = tostring(app.etag) })
   end
   local inv_rest = rest:match("^/onlineMeetingInvitations(.*)$")
   if inv_rest then
@@ -296,19 +291,19 @@ local function app_route(ctx, app, rest)
   elseif rest == "/events" then
     return reply.by_method(ctx, { GET = events.get }, ctx, app)
   elseif rest == "/me" then
-    return get_only(ctx, function() return me_resource(app) end)
+    return reply.get_only(ctx, function() return me_resource(app) end)
   elseif rest == "/me/makeMeAvailable" then
     return reply.by_method(ctx, { POST = make_me_available }, ctx, app)
   elseif rest == "/me/reportMyActivity" then
     return reply.by_method(ctx, { POST = report_my_activity }, ctx, app)
   elseif rest == "/me/presence" and app.available then
-    return get_only(ctx, function()
+    return reply.get_only(ctx, function()
       return fmt.resource("presence", app.href .. "/me/presence"):prop("availability", "Online")
     end)
   elseif rest == "/reportMyNetwork" then
     return reply.by_method(ctx, { POST = reply.no_content })
   elseif rest == "/people" then
-    return get_only(ctx, function() return people_resource(app) end)
+    return reply.get_only(ctx, function() return people_resource(app) end)
   elseif rest:sub(1, 14) == "/communication" then
     return communication_route(ctx, app, rest:sub(15))
   end

@@ -44,24 +44,19 @@ M.REASONS = {
 }
 local REASONS = M.REASONS
 
--- app -> { convs = { id -> conv }, seq = n }; weak, so that a deleted
--- application's entry goes with it.
-local by_app = setmetatable({}, { __mode = "k" })
-
-local function convs_of(app)
-  local t = by_app[app]
-  if not t then
-    t = { convs = {}, seq = 0 }
-    by_app[app] = t
-  end
-  return t
-end
+-- app -> { convs = { id -> conv }, seq = n }, made on first use; weak, so
+-- that a deleted application's entry goes with it.
+local of_app = setmetatable({}, { __mode = "k", __index = function(t, app)
+  local v = { convs = {}, seq = 0 }
+  t[app] = v
+  return v
+end })
 
 -- A new conversation of `app` in `meeting`.  opts: subject, importance,
 -- threadId, state (default the meeting's, "Normal", the meeting's thread,
 -- "Connecting").
 function M.new(app, meeting, opts)
-  local t = convs_of(app)
+  local t = of_app[app]
   t.seq = t.seq + 1
   local id = string.format("%x", t.seq) .. host.random(2)
   local conv = {
@@ -83,19 +78,19 @@ function M.new(app, meeting, opts)
 end
 
 function M.get(app, id)
-  return convs_of(app).convs[id]
+  return of_app[app].convs[id]
 end
 
 -- How many conversations `app` has.
 function M.count(app)
   local n = 0
-  for _ in pairs(convs_of(app).convs) do n = n + 1 end
+  for _ in pairs(of_app[app].convs) do n = n + 1 end
   return n
 end
 
 -- Is `app` in `meeting` already (a conversation not closed)?
 function M.in_meeting(app, meeting)
-  for _, c in pairs(convs_of(app).convs) do
+  for _, c in pairs(of_app[app].convs) do
     if c.meeting == meeting and not c.closed then return true end
   end
   return false
@@ -231,7 +226,7 @@ local function close(conv, reason, quiet)
     M.emit_communication(app, "deleted", "conversation", conv.href, nil,
       { reason = (not failed_now) and reason or nil })
   end
-  convs_of(app).convs[conv.id] = nil
+  of_app[app].convs[conv.id] = nil
 end
 M.close = close
 
@@ -320,7 +315,7 @@ function M.end_meeting(meeting)
   for _, m in ipairs(meetings.members(meeting)) do
     if m.conv then list[#list + 1] = m.conv end
   end
-  for _, t in pairs(by_app) do
+  for _, t in pairs(of_app) do
     for _, c in pairs(t.convs) do
       if c.meeting == meeting and not c.member then list[#list + 1] = c end
     end
@@ -336,7 +331,7 @@ end
 -- The application is gone (deleted, expired, forgotten or reset for
 -- resume): its conversations close without telling it.
 function M.app_gone(app)
-  local t = convs_of(app)
+  local t = of_app[app]
   for _, conv in pairs(t.convs) do
     close(conv, nil, true)
   end
@@ -346,13 +341,23 @@ end
 ---------------------------------------------------------------------------
 -- messaging
 
+-- Keeps `msg` as the conversation's next message (its href and time set).
+local function add_message(conv, msg)
+  conv.msg_seq = conv.msg_seq + 1
+  msg.href = conv.href .. "/messaging/messages/" .. conv.msg_seq
+  msg.time = host.wallclock()
+  conv.messages[conv.msg_seq] = msg
+  return msg
+end
+
+local function message_event(conv, type_, msg, extra)
+  emit_conv(conv, type_, { rel = "message", href = msg.href }, message_resource(conv, msg), extra)
+end
+
 local function deliver_message(meeting, from, text, html, except)
   for _, v in ipairs(viewers(meeting, except)) do
-    v.msg_seq = v.msg_seq + 1
-    local msg = { href = v.href .. "/messaging/messages/" .. v.msg_seq, direction = "Incoming",
-      time = host.wallclock(), from = from, text = text, html = html }
-    v.messages[v.msg_seq] = msg
-    emit_conv(v, "completed", { rel = "message", href = msg.href }, message_resource(v, msg), { status = "Success" })
+    local msg = add_message(v, { direction = "Incoming", from = from, text = text, html = html })
+    message_event(v, "completed", msg, { status = "Success" })
   end
 end
 
@@ -393,14 +398,11 @@ local function send_message(ctx, conv)
   if opid and #opid > 50 then
     return reply.bad_parameter(ctx, "The operationId exceeds 50 characters.")
   end
-  conv.msg_seq = conv.msg_seq + 1
-  local msg = { href = conv.href .. "/messaging/messages/" .. conv.msg_seq, direction = "Outgoing",
-    time = host.wallclock(), from = conv.member, text = text, html = html, operationId = opid }
-  conv.messages[conv.msg_seq] = msg
-  emit_conv(conv, "started", { rel = "message", href = msg.href }, message_resource(conv, msg))
+  local msg = add_message(conv,
+    { direction = "Outgoing", from = conv.member, text = text, html = html, operationId = opid })
+  message_event(conv, "started", msg)
   M.later(conv, 0, function()
-    emit_conv(conv, "completed", { rel = "message", href = msg.href }, message_resource(conv, msg),
-      { status = "Success" })
+    message_event(conv, "completed", msg, { status = "Success" })
     participants.typing_stop(conv.meeting, conv.member)
     deliver_message(conv.meeting, conv.member, text, html, conv)
   end)
@@ -471,30 +473,26 @@ function M.route(ctx, conv, rest)
   end
   local rel = rest:match("^/(%a+)$")
   if rel and COLLECTIONS[rel] then
-    return reply.by_method(ctx, { GET = function()
-      return reply.resource(ctx, 200, participants.collection(conv, rel, rel ~= "participants" and rel or nil))
-    end })
+    return reply.get_only(ctx, function()
+      return participants.collection(conv, rel, rel ~= "participants" and rel or nil)
+    end)
   end
   if rest == "/participants/typingParticipants" then
-    return reply.by_method(ctx, { GET = function()
-      return reply.resource(ctx, 200, participants.typing_resource(conv))
-    end })
+    return reply.get_only(ctx, function() return participants.typing_resource(conv) end)
   end
   local key, action = rest:match("^/participants/([^/]+)(.*)$")
   if key then
     local target = meetings.member(conv.meeting, key)
     if not target or not participants.visible(conv, target) then return reply.not_found(ctx) end
     if action == "" then
-      return reply.by_method(ctx, { GET = function()
-        return reply.resource(ctx, 200, participants.resource(conv, target))
-      end })
+      return reply.get_only(ctx, function() return participants.resource(conv, target) end)
     end
     action = action:match("^/(%a+)$")
     if not LEADER_ACTIONS[action] then return reply.not_found(ctx) end
     return reply.by_method(ctx, { POST = leader_action }, ctx, conv, target, action)
   end
   if rest == "/messaging" then
-    return reply.by_method(ctx, { GET = function() return reply.resource(ctx, 200, messaging_resource(conv)) end })
+    return reply.get_only(ctx, function() return messaging_resource(conv) end)
   elseif rest == "/messaging/messages" then
     return reply.by_method(ctx, { POST = send_message }, ctx, conv)
   elseif rest == "/messaging/stopMessaging" then
@@ -511,23 +509,22 @@ function M.route(ctx, conv, rest)
     end })
   end
   if rest == "/onlineMeeting" then
-    return reply.by_method(ctx, { GET = function() return reply.resource(ctx, 200, online_meeting_resource(conv)) end })
+    return reply.get_only(ctx, function() return online_meeting_resource(conv) end)
   end
   return reply.not_found(ctx)
 end
 
 -- GET <app>/communication/conversations
 function M.list_route(ctx, app)
-  return reply.by_method(ctx, { GET = function()
-    local t = convs_of(app)
+  return reply.get_only(ctx, function()
+    local t = of_app[app]
     local ids = {}
     for id in pairs(t.convs) do ids[#ids + 1] = id end
     table.sort(ids)
     local list = {}
     for i, id in ipairs(ids) do list[i] = { href = t.convs[id].href } end
-    return reply.resource(ctx, 200, fmt.resource("conversations", app.href .. "/communication/conversations")
-      :link_list("conversation", list))
-  end })
+    return fmt.resource("conversations", app.href .. "/communication/conversations"):link_list("conversation", list)
+  end)
 end
 
 return M

@@ -24,17 +24,13 @@ local M = {}
 
 local REASONS = conversations.REASONS
 
-local by_app = setmetatable({}, { __mode = "k" }) -- app -> { invs = { n -> inv }, seq = n }
+-- app -> { invs = { n -> inv }, seq = n }, made on first use (weak keys).
+local of_app = setmetatable({}, { __mode = "k", __index = function(t, app)
+  local v = { invs = {}, seq = 0 }
+  t[app] = v
+  return v
+end })
 local records, record_seq = {}, 0 -- incoming invitations, for the control API
-
-local function invs_of(app)
-  local t = by_app[app]
-  if not t then
-    t = { invs = {}, seq = 0 }
-    by_app[app] = t
-  end
-  return t
-end
 
 local function inv_resource(inv)
   local conv = inv.conv
@@ -73,6 +69,13 @@ local function emit(inv, type_, extra)
   conversations.emit_communication(inv.conv.app, type_, "onlineMeetingInvitation", inv.href, inv_resource(inv), extra)
 end
 
+-- An invitation starts: `started onlineMeetingInvitation`, `added conversation`.
+local function announce(inv)
+  emit(inv, "started")
+  local conv = inv.conv
+  conversations.emit_communication(conv.app, "added", "conversation", conv.href, conversations.resource(conv))
+end
+
 -- The invitation's end, whichever way its conversation goes.
 local operation = {}
 operation.__index = operation
@@ -109,7 +112,7 @@ end
 
 -- A new invitation, the operation of conversation `conv`.
 local function new_inv(app, conv, direction)
-  local t = invs_of(app)
+  local t = of_app[app]
   t.seq = t.seq + 1
   local inv = setmetatable({
     n = t.seq,
@@ -227,8 +230,7 @@ local function join(ctx, app)
   conv.member = me
   inv.from = me
   inv.to = meeting.uri
-  emit(inv, "started")
-  conversations.emit_communication(app, "added", "conversation", conv.href, conversations.resource(conv))
+  announce(inv)
   conversations.later(conv, config.get("step-delay"), function()
     if meeting.ended then
       conversations.close(conv, REASONS.notfound)
@@ -263,8 +265,7 @@ function M.invite(meeting, from_key, to_username, targets, message)
     inv.message = message
     inv.record = record
     record.invs[#record.invs + 1] = inv
-    emit(inv, "started")
-    conversations.emit_communication(app, "added", "conversation", conv.href, conversations.resource(conv))
+    announce(inv)
     conversations.later(conv, config.get("invite-timeout"), function()
       if not inv.done then
         record.state = "NoAnswer"
@@ -342,10 +343,10 @@ function M.route(ctx, app, rest)
     return reply.by_method(ctx, { POST = join }, ctx, app)
   end
   local n, action = rest:match("^/(%d+)(.*)$")
-  local inv = n and invs_of(app).invs[tonumber(n)]
+  local inv = n and of_app[app].invs[tonumber(n)]
   if not inv then return reply.not_found(ctx) end
   if action == "" then
-    return reply.by_method(ctx, { GET = function() return reply.resource(ctx, 200, inv_resource(inv)) end })
+    return reply.get_only(ctx, function() return inv_resource(inv) end)
   end
   return reply.by_method(ctx, { POST = function()
     local act = ACTIONS[inv.direction][action]
@@ -362,7 +363,7 @@ end
 
 -- The application is gone: so are its invitations.
 function M.app_gone(app)
-  invs_of(app).invs = {}
+  of_app[app].invs = {}
 end
 
 return M

@@ -15,7 +15,12 @@ local timers = require "timers"
 
 local M = {}
 
-local typing = {} -- meeting -> { member -> timer } while that member types
+-- meeting -> { member -> timer } while that member types, made on first use.
+local typing = setmetatable({}, { __index = function(t, meeting)
+  local v = {}
+  t[meeting] = v
+  return v
+end })
 
 ---------------------------------------------------------------------------
 -- the meeting as one conversation sees it
@@ -169,18 +174,8 @@ M.tell_viewers = tell_viewers
 -- `deleted` after --typing-timeout without another setIsTyping, when the
 -- participant sends a message or when it leaves.
 
--- member -> timer of the members typing in `meeting`.
-local function typing_in(meeting)
-  local t = typing[meeting]
-  if not t then
-    t = {}
-    typing[meeting] = t
-  end
-  return t
-end
-
 function M.is_typing(meeting, m)
-  return typing_in(meeting)[m] ~= nil
+  return typing[meeting][m] ~= nil
 end
 
 local function typing_event(meeting, m, type_)
@@ -192,7 +187,7 @@ end
 
 -- m stops typing (if it was).
 local function typing_stop(meeting, m)
-  local list = typing_in(meeting)
+  local list = typing[meeting]
   if not list[m] then return end
   timers.cancel(list[m])
   list[m] = nil
@@ -203,7 +198,7 @@ end
 
 -- m is typing (again): the timer restarts.
 local function typing_start(meeting, m)
-  local list = typing_in(meeting)
+  local list = typing[meeting]
   if list[m] then
     timers.cancel(list[m])
   else
@@ -217,7 +212,7 @@ M.typing_stop = typing_stop
 
 -- The meeting has ended: nobody types any more.
 function M.typing_over(meeting)
-  for _, t in pairs(typing_in(meeting)) do timers.cancel(t) end
+  for _, t in pairs(typing[meeting]) do timers.cancel(t) end
   typing[meeting] = nil
 end
 

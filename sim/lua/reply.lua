@@ -94,6 +94,11 @@ function M.by_method(ctx, handlers, ...)
     { Allow = table.concat(allow, ", ") })
 end
 
+-- A resource that only answers GET: build() makes it (200, headers `extra`).
+function M.get_only(ctx, build, extra)
+  return M.by_method(ctx, { GET = function() return M.resource(ctx, 200, build(), extra) end })
+end
+
 -- The request body as UCWA input (JSON or XML): a table of name -> value,
 -- or nil and the refusal.  optional: an empty body is an empty input.
 function M.input(ctx, optional)
