@@ -289,19 +289,19 @@ local function app_route(ctx, app, rest)
       end,
     })
   elseif rest == "/events" then
-    return reply.by_method(ctx, { GET = events.get }, ctx, app)
+    return reply.only(ctx, "GET", events.get, ctx, app)
   elseif rest == "/me" then
     return reply.get_only(ctx, function() return me_resource(app) end)
   elseif rest == "/me/makeMeAvailable" then
-    return reply.by_method(ctx, { POST = make_me_available }, ctx, app)
+    return reply.only(ctx, "POST", make_me_available, ctx, app)
   elseif rest == "/me/reportMyActivity" then
-    return reply.by_method(ctx, { POST = report_my_activity }, ctx, app)
+    return reply.only(ctx, "POST", report_my_activity, ctx, app)
   elseif rest == "/me/presence" and app.available then
     return reply.get_only(ctx, function()
       return fmt.resource("presence", app.href .. "/me/presence"):prop("availability", "Online")
     end)
   elseif rest == "/reportMyNetwork" then
-    return reply.by_method(ctx, { POST = reply.no_content })
+    return reply.only(ctx, "POST", reply.no_content)
   elseif rest == "/people" then
     return reply.get_only(ctx, function() return people_resource(app) end)
   elseif rest:sub(1, 14) == "/communication" then
@@ -322,7 +322,7 @@ function M.route(ctx)
   local tok, refusal = auth.authenticate(req)
   if not tok then return table.unpack(refusal) end
   if collection then
-    return reply.by_method(ctx, { POST = create }, ctx, tok, path == M.ANON_PATH)
+    return reply.only(ctx, "POST", create, ctx, tok, path == M.ANON_PATH)
   end
   local app = apps[id]
   if not app or app.href ~= "/ucwa/" .. kind .. "/v1/applications/" .. id then

@@ -457,6 +457,13 @@ local function leader_action(ctx, conv, target, action)
   return reply.no_content()
 end
 
+-- GET <conv>/messaging/messages/<n>
+local function get_message(ctx, conv, n)
+  local msg = conv.messages[n]
+  if not msg then return reply.not_found(ctx) end
+  return reply.resource(ctx, 200, message_resource(conv, msg))
+end
+
 local LEADER_ACTIONS = { admit = true, reject = true, eject = true, promote = true, demote = true }
 local COLLECTIONS = { participants = true, lobby = true, attendees = true, leaders = true }
 
@@ -489,24 +496,20 @@ function M.route(ctx, conv, rest)
     end
     action = action:match("^/(%a+)$")
     if not LEADER_ACTIONS[action] then return reply.not_found(ctx) end
-    return reply.by_method(ctx, { POST = leader_action }, ctx, conv, target, action)
+    return reply.only(ctx, "POST", leader_action, ctx, conv, target, action)
   end
   if rest == "/messaging" then
     return reply.get_only(ctx, function() return messaging_resource(conv) end)
   elseif rest == "/messaging/messages" then
-    return reply.by_method(ctx, { POST = send_message }, ctx, conv)
+    return reply.only(ctx, "POST", send_message, ctx, conv)
   elseif rest == "/messaging/stopMessaging" then
-    return reply.by_method(ctx, { POST = reply.no_content })
+    return reply.only(ctx, "POST", reply.no_content)
   elseif rest == "/messaging/setIsTyping" then
-    return reply.by_method(ctx, { POST = set_is_typing }, ctx, conv)
+    return reply.only(ctx, "POST", set_is_typing, ctx, conv)
   end
   local n = rest:match("^/messaging/messages/(%d+)$")
   if n then
-    return reply.by_method(ctx, { GET = function()
-      local msg = conv.messages[tonumber(n)]
-      if not msg then return reply.not_found(ctx) end
-      return reply.resource(ctx, 200, message_resource(conv, msg))
-    end })
+    return reply.only(ctx, "GET", get_message, ctx, conv, tonumber(n))
   end
   if rest == "/onlineMeeting" then
     return reply.get_only(ctx, function() return online_meeting_resource(conv) end)

@@ -337,10 +337,23 @@ local ACTIONS = {
 ---------------------------------------------------------------------------
 -- routes
 
+-- POST <invitation>/accept, /decline (incoming) or /cancel (outgoing)
+local function act_on(ctx, app, inv, action)
+  local act = ACTIONS[inv.direction][action]
+  if not act then return reply.not_found(ctx) end
+  if inv.done then
+    return reply.error(ctx, 409, "Conflict", nil, "The invitation has already completed.")
+  end
+  if inv.direction == "Incoming" and not directory.has_scope(app.scopes, "Conversations.Receive") then
+    return reply.missing_scope(ctx, "Conversations.Receive")
+  end
+  return act(ctx, app, inv)
+end
+
 -- <app>/communication/onlineMeetingInvitations<rest>
 function M.route(ctx, app, rest)
   if rest == "" then
-    return reply.by_method(ctx, { POST = join }, ctx, app)
+    return reply.only(ctx, "POST", join, ctx, app)
   end
   local n, action = rest:match("^/(%d+)(.*)$")
   local inv = n and of_app[app].invs[tonumber(n)]
@@ -348,17 +361,7 @@ function M.route(ctx, app, rest)
   if action == "" then
     return reply.get_only(ctx, function() return inv_resource(inv) end)
   end
-  return reply.by_method(ctx, { POST = function()
-    local act = ACTIONS[inv.direction][action]
-    if not act then return reply.not_found(ctx) end
-    if inv.done then
-      return reply.error(ctx, 409, "Conflict", nil, "The invitation has already completed.")
-    end
-    if inv.direction == "Incoming" and not directory.has_scope(app.scopes, "Conversations.Receive") then
-      return reply.missing_scope(ctx, "Conversations.Receive")
-    end
-    return act(ctx, app, inv)
-  end })
+  return reply.only(ctx, "POST", act_on, ctx, app, inv, action)
 end
 
 -- The application is gone: so are its invitations.

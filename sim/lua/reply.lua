@@ -81,6 +81,11 @@ end
 
 local METHOD_ORDER = { "GET", "POST", "PUT", "DELETE" }
 
+local function method_not_allowed(ctx, allow)
+  return M.error(ctx, 405, "MethodNotAllowed", nil, "The requested HTTP method is not supported for this resource.",
+    { Allow = allow })
+end
+
 -- Calls handlers[method](...) for the request's method, or answers 405 with
 -- the methods `handlers` has in Allow.
 function M.by_method(ctx, handlers, ...)
@@ -90,13 +95,19 @@ function M.by_method(ctx, handlers, ...)
   for _, m in ipairs(METHOD_ORDER) do
     if handlers[m] then allow[#allow + 1] = m end
   end
-  return M.error(ctx, 405, "MethodNotAllowed", nil, "The requested HTTP method is not supported for this resource.",
-    { Allow = table.concat(allow, ", ") })
+  return method_not_allowed(ctx, table.concat(allow, ", "))
+end
+
+-- Calls fn(...) if the request's method is `method`, else answers 405.
+function M.only(ctx, method, fn, ...)
+  if ctx.req.method == method then return fn(...) end
+  return method_not_allowed(ctx, method)
 end
 
 -- A resource that only answers GET: build() makes it (200, headers `extra`).
 function M.get_only(ctx, build, extra)
-  return M.by_method(ctx, { GET = function() return M.resource(ctx, 200, build(), extra) end })
+  if ctx.req.method ~= "GET" then return method_not_allowed(ctx, "GET") end
+  return M.resource(ctx, 200, build(), extra)
 end
 
 -- The request body as UCWA input (JSON or XML): a table of name -> value,

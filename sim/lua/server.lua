@@ -52,9 +52,9 @@ local function route(ctx)
   local path = ctx.req.path
   local lpath = path:lower()
   if lpath == AUTODISCOVER or lpath == AUTODISCOVER .. "/" or path == "/" then
-    return reply.by_method(ctx, { GET = root }, ctx)
+    return reply.only(ctx, "GET", root, ctx)
   elseif lpath == USER_PATH:lower() then
-    return reply.by_method(ctx, { GET = user }, ctx)
+    return reply.only(ctx, "GET", user, ctx)
   elseif lpath == XFRAME_PATH then
     return xframe()
   elseif path == auth.TOKEN_PATH then
