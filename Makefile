@@ -40,13 +40,17 @@ $(BUILD)/ucwa/core.so: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(SAN) -o $@ $^ $(CURL_LIBS)
 
-# The simulator's Lua is compiled in through a generated, committed header.
-sim/sim_script.h: sim/embed.lua $(wildcard sim/sim_*.lua)
-	$(LUA) sim/embed.lua $@ $(wildcard sim/sim_*.lua)
+# The simulator's Lua modules (sim/lua/*.lua) are compiled in through a
+# header generated into the build tree, never committed.
+SIM_LUA  := $(sort $(wildcard sim/lua/*.lua))
 
-$(BUILD)/obj/sim/%.o: sim/%.c $(wildcard sim/*.h) sim/sim_script.h
+$(BUILD)/gen/sim_script.h: sim/embed.lua $(SIM_LUA)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(SIM_CFLAGS) -Isim -I$(BUILD)/gen -c $< -o $@
+	$(LUA) sim/embed.lua $@ $(SIM_LUA)
+
+$(BUILD)/obj/sim/%.o: sim/%.c $(wildcard sim/*.h) $(BUILD)/gen/sim_script.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(SIM_CFLAGS) -I$(BUILD)/gen -c $< -o $@
 
 $(BUILD)/ucwa-sim: $(SIM_OBJ)
 	@mkdir -p $(dir $@)

@@ -2,8 +2,9 @@
  * ucwa-sim: a UCWA 2.0 server simulator.
  *
  * The C host: libmicrohttpd in the main thread (epoll, external loop), one
- * embedded lua_State that owns every resource and scenario (sim_*.lua, built
- * in through sim_script.h), a self-pipe for SIGTERM/SIGINT.
+ * embedded lua_State that owns every resource and scenario (the modules in
+ * sim/lua/, built in through sim_script.h, which the build generates; the
+ * entry point is the module "server"), a self-pipe for SIGTERM/SIGINT.
  *
  * Each request is handed to the Lua function `handle(req)` once its body has
  * arrived.  It answers with (status, headers, body), or with "suspend" (the
@@ -11,6 +12,10 @@
  * Lua answers it through sim.respond(box, ...)), or with "drop" (the
  * connection is closed without a response).  Timers live in Lua; the loop
  * asks Lua for the next deadline and sleeps in poll() until then.
+ *
+ * Stopping: once SIGTERM/SIGINT arrives no request reaches Lua any more (new
+ * ones get 503), so none can be suspended again, and every suspended one is
+ * closed before MHD_stop_daemon(), which aborts if any is left.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +38,10 @@
 #include <lualib.h>
 
 #include "sim_script.h"
+
+#ifndef UCWA_VERSION
+#define UCWA_VERSION "0.1.0" /* the same as ucwa.core._VERSION (spec 39) */
+#endif
 
 #define BODY_LIMIT (4u * 1024u * 1024u)
 #define BOX_MT "ucwa-sim.request"
@@ -65,7 +74,6 @@ struct req {
 /* The Lua handle of a suspended request: a full userdata. */
 struct box {
 	struct req *r;
-	unsigned long long id;
 };
 
 static struct {
@@ -75,8 +83,8 @@ static struct {
 	int sigpipe[2];
 	int verbose;
 	int resumed; /* a connection was resumed since the last MHD_run */
+	int stopping; /* SIGTERM/SIGINT: requests are refused, not dispatched */
 	struct box *current; /* the box of the request being dispatched */
-	unsigned long long next_id;
 	size_t nsuspended;
 } G;
 
@@ -333,19 +341,6 @@ static int l_drop(lua_State *L)
 	return 1;
 }
 
-static int l_alive(lua_State *L)
-{
-	lua_pushboolean(L, suspended_req(L) != NULL);
-	return 1;
-}
-
-static int l_box_id(lua_State *L)
-{
-	struct box *b = check_box(L);
-	lua_pushinteger(L, (lua_Integer)b->id);
-	return 1;
-}
-
 static int l_now(lua_State *L)
 {
 	lua_pushnumber(L, now_mono());
@@ -423,8 +418,6 @@ static int l_log(lua_State *L)
 static const luaL_Reg sim_funcs[] = {
 	{"respond", l_respond},
 	{"drop", l_drop},
-	{"alive", l_alive},
-	{"id", l_box_id},
 	{"now", l_now},
 	{"wallclock", l_wallclock},
 	{"wall_seconds", l_wall_seconds},
@@ -523,7 +516,6 @@ static int call_handler(lua_State *L)
 
 	b = lua_newuserdatauv(L, sizeof *b, 0); /* index 5 */
 	b->r = NULL;
-	b->id = ++G.next_id;
 	luaL_setmetatable(L, BOX_MT);
 	G.current = b;
 	lua_getfield(L, LUA_REGISTRYINDEX, "ucwa-sim.handle");
@@ -619,6 +611,20 @@ static enum MHD_Result dispatch(struct req *r, const char *url, const char *meth
 	}
 }
 
+/* A request that arrives while the simulator stops: 503, and the connection
+ * closes (Lua is not asked, so nothing can be suspended any more). */
+static enum MHD_Result refuse_stopping(struct req *r)
+{
+	static const char body[] = "{\"code\":\"ServiceFailure\",\"message\":\"the simulator is stopping\"}";
+	struct MHD_Response *resp = MHD_create_response_from_buffer(
+		sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, "Content-Type", "application/json");
+	MHD_add_response_header(resp, "Connection", "close");
+	return queue(r, resp, 503);
+}
+
 static int is_form(struct MHD_Connection *c)
 {
 	const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
@@ -653,6 +659,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			*upload_size = 0;
 			return MHD_YES;
 		}
+		if (G.stopping)
+			return refuse_stopping(r);
 		return dispatch(r, url, method, version);
 	case ST_RESPONSE:
 		return queue(r, r->resp, r->status);
@@ -731,8 +739,10 @@ static void usage(FILE *out)
 "                         setIsTyping (default 5)\n"
 "  --auto-admit           admit lobby participants at once (no lobby wait)\n"
 "  --no-control           disable the /_sim control API\n"
-"  --script-dir DIR       load sim_*.lua from DIR instead of the built-in copy\n"
+"  --script-dir DIR       load the Lua modules (server.lua, ...) from DIR\n"
+"                         instead of the built-in copy (e.g. sim/lua)\n"
 "  --verbose              log requests and errors to stderr\n"
+"  --version              the version, then exit\n"
 "  --help                 this text\n",
 		out);
 }
@@ -755,6 +765,7 @@ static int parse_args(int argc, char **argv, struct opts *o, lua_State *L)
 		{"script-dir", required_argument, 0, 's'},
 		{"verbose", no_argument, 0, 'v'},
 		{"help", no_argument, 0, 'h'},
+		{"version", no_argument, 0, 'V'},
 		{"directory", required_argument, 0, 1},
 		{"token-lifetime", required_argument, 0, 1},
 		{"anon-token-lifetime", required_argument, 0, 1},
@@ -791,6 +802,10 @@ static int parse_args(int argc, char **argv, struct opts *o, lua_State *L)
 		case 's': o->script_dir = optarg; break;
 		case 'v': G.verbose = 1; break;
 		case 'h': usage(stdout); return 1;
+		case 'V':
+			printf("ucwa-sim %s\nlibmicrohttpd %s, %s\n", UCWA_VERSION, MHD_get_version(),
+			       LUA_RELEASE);
+			return 1;
 		case 1:
 			lua_pushstring(L, optarg);
 			lua_setfield(L, -2, longopts[idx].name);
@@ -870,12 +885,19 @@ static double lua_tick(lua_State *L)
 	return next;
 }
 
-static void shutdown_suspended(void)
+/* Stops serving, so that MHD_stop_daemon() finds no suspended connection:
+ * no new connection is accepted, no request reaches Lua any more (so none is
+ * suspended again), every suspended one is closed, and MHD gets a few runs
+ * to act on that and to send the answers already queued.  Returns the
+ * listening socket, now the caller's to close. */
+static MHD_socket stop_serving(void)
 {
+	MHD_socket listen_fd;
 	struct req *r;
 	int i;
 
-	/* MHD must not be stopped with suspended connections: close them. */
+	G.stopping = 1;
+	listen_fd = MHD_quiesce_daemon(G.daemon);
 	while ((r = G.suspended) != NULL) {
 		list_remove(r);
 		G.nsuspended--;
@@ -884,6 +906,7 @@ static void shutdown_suspended(void)
 	}
 	for (i = 0; i < 3; i++)
 		MHD_run(G.daemon);
+	return listen_fd;
 }
 
 int main(int argc, char **argv)
@@ -1005,13 +1028,14 @@ int main(int argc, char **argv)
 	info = MHD_get_daemon_info(G.daemon, MHD_DAEMON_INFO_EPOLL_FD);
 	epfd = info ? info->epoll_fd : -1;
 
-	/* Start the Lua side: require "sim_main" returns { handle=, tick= , init= }. */
+	/* Start the Lua side: require "server" returns { handle=, tick=, init= };
+	 * init answers true, or nil and a message for a bad option (exit 2). */
 	{
 		int base;
 		lua_pushcfunction(L, traceback);
 		base = lua_gettop(L);
 		lua_getglobal(L, "require");
-		lua_pushstring(L, "sim_main");
+		lua_pushstring(L, "server");
 		if (lua_pcall(L, 1, 1, base) != LUA_OK) {
 			fprintf(stderr, "ucwa-sim: %s\n", lua_tostring(L, -1));
 			status = 1;
@@ -1024,9 +1048,14 @@ int main(int argc, char **argv)
 		lua_getfield(L, -1, "init");
 		lua_pushvalue(L, base - 1); /* options table */
 		lua_pushstring(L, base_url);
-		if (lua_pcall(L, 2, 0, base) != LUA_OK) {
+		if (lua_pcall(L, 2, 2, base) != LUA_OK) {
 			fprintf(stderr, "ucwa-sim: %s\n", lua_tostring(L, -1));
 			status = 1;
+			goto out;
+		}
+		if (!lua_toboolean(L, -2)) {
+			fprintf(stderr, "ucwa-sim: %s\n", luaL_optstring(L, -1, "cannot start"));
+			status = 2;
 			goto out;
 		}
 		lua_settop(L, base - 1);
@@ -1069,9 +1098,11 @@ int main(int argc, char **argv)
 
 out:
 	if (G.daemon) {
-		shutdown_suspended();
+		MHD_socket listen_fd = stop_serving();
 		MHD_stop_daemon(G.daemon);
 		G.daemon = NULL;
+		if (listen_fd != MHD_INVALID_SOCKET)
+			close(listen_fd);
 	}
 	lua_close(L);
 	free(cert);

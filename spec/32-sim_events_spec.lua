@@ -175,6 +175,67 @@ describe("ucwa-sim event channel", function()
   end)
 end)
 
+-- Regression: the queue was a Lua table with holes read with `#`; past 1,000
+-- queued events (one batch) `#` could land on a hole, and the rest was lost
+-- while the state said queued=0.
+describe("ucwa-sim event queue beyond one batch", function()
+  local sim
+  C.use_sim(function(s) sim = s end)
+
+  -- Bare P-GETs (JSON, no model) until `n` events arrived or a batch comes
+  -- back empty; fails on a gap, a repeat or a reordering.  Returns the count.
+  local function drain(s, first, n)
+    local want = first
+    for _ = 1, n // 1000 + 20 do
+      local st, _, body = s:request("GET", s.events .. "&timeout=0.1")
+      assert.equal(200, st)
+      local b = cjson.decode(body)
+      s.events = b._links.next.href
+      local got = 0
+      for _, sender in ipairs(b.sender or {}) do
+        for _, e in ipairs(sender.events) do
+          local t = tonumber(e.link.title)
+          if t ~= want then error(("event %d where %d was due"):format(t, want), 0) end
+          want = want + 1
+          got = got + 1
+        end
+      end
+      if got == 0 or want - first >= n then break end
+    end
+    return want - first
+  end
+
+  local function queued(s)
+    local _, st = sim:control("GET", "/_sim/state")
+    for _, a in ipairs(st.applications) do
+      if a.id == s.app.props.id then return a.queued end
+    end
+  end
+
+  it("delivers 100,000 queued events exactly once, in order", function()
+    local s = C.session(sim, "bob@contoso.com")
+    local r = push(sim, s, 100000)
+    assert.equal(1, r.first)
+    assert.equal(100000, r.last)
+    assert.equal(100000, queued(s))
+    assert.equal(100000, drain(s, 1, 100000))
+    assert.equal(0, queued(s))
+  end)
+
+  it("loses nothing when events are queued while earlier ones drain", function()
+    local s = C.session(sim, "bob@contoso.com")
+    local next_title = 1
+    for _ = 1, 30 do
+      push(sim, s, 1700)
+      assert.equal(1000, drain(s, next_title, 1000))
+      next_title = next_title + 1000
+    end
+    assert.equal(30 * 700, queued(s))
+    assert.equal(30 * 700, drain(s, next_title, 30 * 700))
+    assert.equal(0, queued(s))
+  end)
+end)
+
 describe("ucwa-sim resume after inactivity", function()
   it("answers with a resume link after --resume-after seconds without a P-GET", function()
     local sim = C.start({ resume_after = 0.3 })

@@ -1,4 +1,5 @@
--- ucwa-sim: the two UCWA representations (PayloadFormat.md).
+-- ucwa-sim: the two UCWA representations (PayloadFormat.md), and the plain
+-- JSON of the control API.
 --
 -- Resources are built as an ordered model and written out as JSON or XML:
 --   res = { rel=, href=, props = { {name, value}, ... },
@@ -14,8 +15,6 @@ local fmt = {}
 
 local NS = "http://schemas.microsoft.com/rtc/2012/03/ucwa"
 local DATE = {}
-
-fmt.NS = NS
 
 function fmt.date(ms)
   return setmetatable({ ms = ms }, DATE)
@@ -100,7 +99,6 @@ local function jstr(s)
     return jesc[c] or string.format("\\u%04x", c:byte())
   end) .. '"'
 end
-fmt.json_string = jstr
 
 local function jnum(n)
   if math.type(n) == "integer" then
@@ -206,7 +204,6 @@ local function xstr(s)
   s = s:gsub("[%z\1-\8\11\12\14-\31]", "")
   return (s:gsub("[&<>\"']", xesc))
 end
-fmt.xml_escape = xstr
 
 local function iso8601(ms)
   local secs = ms // 1000
@@ -326,8 +323,9 @@ function fmt.events_json(batch)
   return "{" .. table.concat(parts, ",") .. "}"
 end
 
-local function xreason(r)
-  local s = "<reason><code>" .. xstr(r.code) .. "</code>"
+-- A <reason>; `top` gives it the namespace (an error body of its own).
+local function xreason(r, top)
+  local s = "<reason" .. (top and (' xmlns="' .. NS .. '"') or "") .. "><code>" .. xstr(r.code) .. "</code>"
   if r.subcode then
     s = s .. "<subcode>" .. xstr(r.subcode) .. "</subcode>"
   end
@@ -381,14 +379,7 @@ function fmt.error_json(code, subcode, message)
 end
 
 function fmt.error_xml(code, subcode, message)
-  local s = XML_DECL .. '<reason xmlns="' .. NS .. '"><code>' .. xstr(code) .. "</code>"
-  if subcode then
-    s = s .. "<subcode>" .. xstr(subcode) .. "</subcode>"
-  end
-  if message then
-    s = s .. "<message>" .. xstr(message) .. "</message>"
-  end
-  return s .. "</reason>"
+  return XML_DECL .. xreason({ code = code, subcode = subcode, message = message }, true)
 end
 
 ---------------------------------------------------------------------------
@@ -396,37 +387,8 @@ end
 
 local MAX_INPUT = 1024 * 1024
 
--- JSON object or XML <input>: returns a table of name -> value (strings,
--- numbers, booleans, arrays), or nil, message.
-function fmt.parse_input(body, content_type)
-  if #body > MAX_INPUT then
-    return nil, "request body too large"
-  end
-  if body:sub(1, 3) == "\239\187\191" then
-    body = body:sub(4)
-  end
-  local ct = (content_type or ""):lower()
-  if ct:find("xml", 1, true) then
-    return fmt.parse_xml_input(body)
-  end
-  local v = cjson.decode(body)
-  if type(v) ~= "table" or (next(v) == 1) then
-    return nil, "the body is not a JSON object"
-  end
-  local out = {}
-  for k, x in pairs(v) do
-    if type(k) == "string" then
-      if type(x) == "string" then
-        out[k] = fmt.clean(x)
-      elseif type(x) == "table" or type(x) == "number" or type(x) == "boolean" then
-        out[k] = x
-      end
-    end
-  end
-  return out
-end
-
-function fmt.parse_xml_input(body)
+-- XML <input><property name=..>, <propertyList><item>: see fmt.parse_input.
+local function parse_xml_input(body)
   local out, stack, text = {}, {}, nil
   local list_name, cur_name
   local depth = 0
@@ -496,6 +458,36 @@ function fmt.parse_xml_input(body)
   return out
 end
 
+-- JSON object or XML <input>: returns a table of name -> value (strings,
+-- numbers, booleans, arrays), or nil, message.
+function fmt.parse_input(body, content_type)
+  if #body > MAX_INPUT then
+    return nil, "request body too large"
+  end
+  if body:sub(1, 3) == "\239\187\191" then
+    body = body:sub(4)
+  end
+  local ct = (content_type or ""):lower()
+  if ct:find("xml", 1, true) then
+    return parse_xml_input(body)
+  end
+  local v = cjson.decode(body)
+  if type(v) ~= "table" or (next(v) == 1) then
+    return nil, "the body is not a JSON object"
+  end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) == "string" then
+      if type(x) == "string" then
+        out[k] = fmt.clean(x)
+      elseif type(x) == "table" or type(x) == "number" or type(x) == "boolean" then
+        out[k] = x
+      end
+    end
+  end
+  return out
+end
+
 -- Accept header -> "json" | "xml", and the content type to answer with.
 function fmt.negotiate(accept)
   accept = (accept or ""):lower()
@@ -511,6 +503,70 @@ function fmt.negotiate(accept)
     return "json", "application/vnd.microsoft.com.ucwa+json; charset=utf-8"
   end
   return "json", "application/json; charset=utf-8"
+end
+
+-- The text of an HTML message, for its plainMessage form.
+function fmt.strip_html(s)
+  return (s:gsub("<[^>]*>", ""):gsub("&lt;", "<"):gsub("&gt;", ">"):gsub("&quot;", '"'):gsub("&amp;", "&"))
+end
+
+---------------------------------------------------------------------------
+-- Plain JSON (the control API).  lua-cjson 2.1 writes an empty table as {}:
+-- lists that may be empty are marked with fmt.array so they stay [].
+
+local ARRAY = {}
+
+-- Marks `list` (default a new one) as a JSON array; returns it.
+function fmt.array(list)
+  return setmetatable(list or {}, ARRAY)
+end
+
+local function is_sequence(t)
+  return t[1] ~= nil and next(t, #t) == nil
+end
+
+-- Has the table no table in it?
+local function flat(t)
+  for _, x in pairs(t) do
+    if type(x) == "table" then return false end
+  end
+  return true
+end
+
+-- Scalars and flat tables go to lua-cjson whole (as it would write them);
+-- the rest is written here, so that lists marked with fmt.array stay
+-- arrays when they are empty.
+local function jplain(v, out)
+  local array = type(v) == "table" and getmetatable(v) == ARRAY
+  if type(v) ~= "table" or (not array and next(v) == nil) or (next(v) ~= nil and flat(v)) then
+    out[#out + 1] = cjson.encode(v)
+  elseif array or is_sequence(v) then
+    out[#out + 1] = "["
+    for i, x in ipairs(v) do
+      if i > 1 then out[#out + 1] = "," end
+      jplain(x, out)
+    end
+    out[#out + 1] = "]"
+  else
+    out[#out + 1] = "{"
+    local first = true
+    for k, x in pairs(v) do
+      if not first then out[#out + 1] = "," end
+      first = false
+      out[#out + 1] = cjson.encode(tostring(k))
+      out[#out + 1] = ":"
+      jplain(x, out)
+    end
+    out[#out + 1] = "}"
+  end
+end
+
+-- A Lua value as JSON: sequences and fmt.array lists as arrays (empty
+-- ones too), other tables as objects.
+function fmt.json(v)
+  local out = {}
+  jplain(v, out)
+  return table.concat(out)
 end
 
 -- Percent-encoding for data: URIs (RFC 2397, form style like UCWA: "Hi+Tosh%0d%0a").

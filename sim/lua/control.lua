@@ -1,0 +1,328 @@
+-- ucwa-sim: the control API under /_sim/ (JSON in, JSON out), for tests and
+-- prototyping: the state dump, scenarios (meetings, lobby, invitations,
+-- messages, typing) and fault injection.  sim/README.md documents every
+-- endpoint.  Lists in answers are always JSON arrays, empty ones too.
+local host = require "ucwasim.host"
+local cjson = require "cjson.safe"
+local applications = require "applications"
+local auth = require "auth"
+local conversations = require "conversations"
+local directory = require "directory"
+local events = require "events"
+local faults = require "faults"
+local fmt = require "formats"
+local invitations = require "invitations"
+local meetings = require "meetings"
+local participants = require "participants"
+local reply = require "reply"
+local stats = require "stats"
+
+local M = {}
+
+local base = ""
+local array = fmt.array
+local norm = directory.normalize
+
+local function answer(status, t)
+  return reply.json(status, t or {}, nil, fmt.json)
+end
+
+local function fail(status, msg)
+  return answer(status, { error = msg })
+end
+
+---------------------------------------------------------------------------
+-- the state dump
+
+local function meeting_info(m)
+  local members = array()
+  for _, x in ipairs(meetings.members(m)) do
+    members[#members + 1] = { key = x.key, name = x.name, uri = x.uri, state = x.state, role = x.role,
+      virtual = x.conv == nil, app = x.conv and x.conv.app.id or nil, anonymous = x.anonymous,
+      typing = participants.is_typing(m, x) }
+  end
+  return { id = m.id, uri = m.uri, key = m.key, organizer = m.organizer, subject = m.subject,
+    lobby = m.lobby, ended = m.ended, members = members }
+end
+
+local function state()
+  local apps = array()
+  local queued, pgets = 0, 0
+  for _, app in ipairs(applications.list()) do
+    local info = applications.info(app)
+    apps[#apps + 1] = info
+    queued = queued + info.queued
+    if info.pget then pgets = pgets + 1 end
+  end
+  local list = array()
+  for _, m in ipairs(meetings.list()) do
+    list[#list + 1] = meeting_info(m)
+  end
+  return {
+    base = base,
+    applications = apps,
+    application_count = #apps,
+    pgets_held = pgets,
+    suspended_requests = host.suspended(),
+    connections = host.connections(),
+    events_queued = queued,
+    tokens = auth.count(),
+    meetings = list,
+    stats = stats.snapshot(),
+    faults = faults.describe(),
+  }
+end
+
+---------------------------------------------------------------------------
+-- actions
+
+local function count_of(t, default)
+  local n = tonumber(t.count or default)
+  if not n or n < 0 or n ~= math.floor(n) then return nil end
+  return n
+end
+
+local PRIORITIES = { realtime = true, high = true, medium = true, low = true }
+
+-- count, priority from a body, or nil and the refusal.
+local function event_args(t)
+  local n = count_of(t, 1)
+  if not n or n > 1000000 then return nil, fail(400, "count must be a whole number up to 1000000") end
+  local prio = t.priority or "high"
+  if not PRIORITIES[prio] then return nil, fail(400, "priority must be realtime, high, medium or low") end
+  return n, prio
+end
+
+local synthetic_seq = setmetatable({}, { __mode = "k" }) -- app -> last sequence number
+
+-- Queues n synthetic events (`updated note`, titled 1, 2, ...); returns the
+-- first and last numbers.
+local function synthetic(app, n, prio)
+  local first = (synthetic_seq[app] or 0) + 1
+  local last = first + n - 1
+  local me, note = app.href .. "/me", app.href .. "/me/note"
+  for i = first, last do
+    events.emit(app, prio, "me", me, { type = "updated", link = { rel = "note", href = note, title = tostring(i) } })
+  end
+  synthetic_seq[app] = last
+  return first, last
+end
+
+local function app_action(app, action, t)
+  if action == "forget" then
+    applications.delete(app, "The application resource does not exist.")
+    return answer(200, { forgotten = app.id })
+  elseif action == "resync" then
+    events.resync(app)
+    return answer(200, { resync = app.id })
+  elseif action == "resume" then
+    events.reset(app)
+    return answer(200, { resume = app.id })
+  elseif action == "events" then
+    local n, prio = event_args(t)
+    if not n then return prio end
+    local first, last = synthetic(app, n, prio)
+    -- released_at: when a waiting P-GET was handed the events (wall clock, s)
+    return answer(200, { first = first, last = last, released_at = host.wall_seconds() })
+  end
+  return fail(404, "unknown application action " .. action)
+end
+
+-- The member the body's `user` names, or nil.
+local function named_member(m, t)
+  local key = norm(t.user)
+  return key and meetings.member(m, key)
+end
+
+-- Who speaks or types: `from`, or by default the organiser, who joins the
+-- meeting (as a virtual participant) if it is not in.  nil and a message
+-- when the meeting has ended.
+local function speaker(m, from)
+  if from ~= nil then
+    return norm(from) or nil, "from must be a user name"
+  end
+  if m.ended then return nil, "the meeting has ended" end
+  local member, err = participants.bring_in(m, m.organizer)
+  if not member then return nil, err end
+  return member.key
+end
+
+local function meeting_action(m, action, t)
+  if action == "" then
+    return answer(200, meeting_info(m))
+  elseif action == "/end" then
+    conversations.end_meeting(m)
+    return answer(200, meeting_info(m))
+  elseif action == "/join" then
+    local u = norm(t.user)
+    if not u then return fail(400, "user is required") end
+    if m.ended then return fail(409, "the meeting has ended") end
+    if meetings.member(m, u) then return fail(409, u .. " is already in the meeting") end
+    local rec = directory.user(u)
+      or { username = u, uri = "sip:" .. u, name = t.name or u, anonymous = t.anonymous ~= false }
+    local member = meetings.new_member(m, rec, nil, t.name)
+    local lobby = meetings.needs_lobby(m, member)
+    if t.lobby ~= nil then lobby = t.lobby and true or false end
+    participants.virtual_join(m, member, lobby)
+    return answer(200, { key = member.key, state = member.state })
+  elseif action == "/promote" or action == "/demote" then
+    local member = named_member(m, t)
+    if not member then return fail(404, "no such participant") end
+    participants.set_role(m, member, action == "/promote" and "Leader" or "Attendee")
+    return answer(200, { key = member.key, role = member.role })
+  elseif action == "/leave" then
+    local member = named_member(m, t)
+    if not member then return fail(404, "no such participant") end
+    conversations.remove(m, member, conversations.REASONS.removed)
+    return answer(200, { left = member.key })
+  elseif action == "/admit" or action == "/reject" then
+    local list = {}
+    if t.user then
+      local member = named_member(m, t)
+      if not member or member.state ~= "lobby" then return fail(404, "no such participant in the lobby") end
+      list[1] = member
+    else
+      for _, x in ipairs(meetings.members(m)) do
+        if x.state == "lobby" then list[#list + 1] = x end
+      end
+    end
+    local keys = array()
+    for _, member in ipairs(list) do
+      if action == "/admit" then conversations.admit(m, member) else conversations.reject(m, member) end
+      keys[#keys + 1] = member.key
+    end
+    return answer(200, { [action == "/admit" and "admitted" or "rejected"] = keys })
+  elseif action == "/invite" then
+    local to = norm(t.to)
+    if not to then return fail(400, "to is required") end
+    local from = norm(t.from) or m.organizer
+    local record, err = invitations.invite(m, from, to, applications.available_for(to), t.message)
+    if not record then return fail(409, err) end
+    return answer(200, { invitation = record.id, state = record.state })
+  elseif action == "/typing" then
+    local from, err = speaker(m, t.from)
+    local on = t.typing ~= false
+    local ok
+    if from then ok, err = participants.set_typing(m, from, on) end
+    if not ok then return fail(409, err) end
+    return answer(200, { key = from, typing = on })
+  elseif action == "/message" then
+    if type(t.text) ~= "string" and type(t.html) ~= "string" then
+      return fail(400, "text or html is required")
+    end
+    local from, err = speaker(m, t.from)
+    local ok
+    if from then
+      local text = t.text or fmt.strip_html(t.html)
+      ok, err = conversations.say(m, from, fmt.clean(text), t.html and fmt.clean(t.html) or nil)
+    end
+    if not ok then return fail(409, err) end
+    return answer(200, { sent = true })
+  end
+  return fail(404, "unknown meeting action")
+end
+
+local function fault_action(action, t)
+  if action == "drop-pget" then
+    local n = count_of(t, 1)
+    if not n then return fail(400, "count must be a whole number") end
+    faults.drop_pgets(n)
+  elseif action == "fail" then
+    local n = count_of(t, 1)
+    local status = tonumber(t.status or 503)
+    if not n or not status or status < 400 or status > 599 then
+      return fail(400, "count must be a whole number, status 400..599")
+    end
+    faults.fail_next({ count = n, status = math.floor(status), code = t.code or "ServiceFailure",
+      subcode = t.subcode, match = t.match, retry_after = t.retry_after })
+  elseif action == "delay" then
+    local n = count_of(t, 1)
+    local secs = tonumber(t.seconds)
+    if not n or not secs or secs < 0 then return fail(400, "count and seconds are required") end
+    faults.delay_next({ count = n, seconds = secs, match = t.match })
+  elseif action == "clear" then
+    faults.clear()
+  else
+    return fail(404, "unknown fault " .. action)
+  end
+  return answer(200, faults.describe())
+end
+
+---------------------------------------------------------------------------
+-- routes
+
+local function body(ctx)
+  local b = ctx.req.body
+  if b == "" then return {} end
+  local t = cjson.decode(b)
+  if type(t) ~= "table" then return nil end
+  return t
+end
+
+-- Runs act(obj, ...) on what `find(id)` returns, or answers 404.
+local function with(find, id, noun, act, ...)
+  local obj = find(id)
+  if not obj then return fail(404, "no " .. noun .. " " .. id) end
+  return act(obj, ...)
+end
+
+-- Starts the control API; `base_url` is shown in the state dump.
+function M.start(base_url)
+  base = base_url
+end
+
+function M.handle(ctx)
+  local req = ctx.req
+  local path, m = req.path, req.method
+  local t = body(ctx)
+  if not t then return fail(400, "the body must be a JSON object") end
+  if path == "/_sim/state" then
+    if m ~= "GET" then return fail(405, "GET only") end
+    return answer(200, state())
+  end
+  if m ~= "POST" and m ~= "GET" then return fail(405, "GET or POST") end
+  local id, action = path:match("^/_sim/apps/([^/]+)/(%a+)$")
+  if id then
+    return with(applications.get, id, "application", app_action, action, t)
+  end
+  if path == "/_sim/meetings" and m == "POST" then
+    if type(t.organizer) ~= "string" then return fail(400, "organizer is required") end
+    if t.id and meetings.get(t.id) then return fail(409, "meeting " .. t.id .. " exists") end
+    return answer(201, meeting_info(meetings.add(t)))
+  end
+  local mid, maction = path:match("^/_sim/meetings/([^/]+)(.*)$")
+  if mid then
+    return with(meetings.get, mid, "meeting", meeting_action, maction, t)
+  end
+  local iid = path:match("^/_sim/invitations/(%d+)$")
+  if iid then
+    local r = invitations.record(tonumber(iid))
+    if not r then return fail(404, "no invitation " .. iid) end
+    return answer(200, r)
+  end
+  if path == "/_sim/events" and m == "POST" then
+    -- synthetic events for every application (benchmarks)
+    local n, prio = event_args(t)
+    if not n then return prio end
+    local list = applications.list()
+    for _, app in ipairs(list) do
+      synthetic(app, n, prio)
+    end
+    return answer(200, { applications = #list, events = #list * n })
+  end
+  local fault = path:match("^/_sim/faults/([%a%-]+)$")
+  if fault and m == "POST" then
+    return fault_action(fault, t)
+  end
+  if path == "/_sim/tokens/expire" and m == "POST" then
+    return answer(200, { expired = auth.expire(t.token, norm(t.user)) })
+  end
+  if path == "/_sim/users" and m == "POST" then
+    local u, err = directory.add(t)
+    if not u then return fail(400, err) end
+    return answer(201, { username = u.username })
+  end
+  return fail(404, "unknown control path " .. path)
+end
+
+return M
