@@ -17,7 +17,9 @@ WARN      = -Wall -Wextra -Werror
 # One C dialect: C11 with the GNU/POSIX library (strdup, strcasecmp, epoll,
 # timerfd); .clang-format and .editorconfig give the layout.
 STD       = -std=gnu11
-CFLAGS_ALL = $(STD) $(OPT) $(WARN) -fPIC $(SAN)
+# The version is the rockspec's, for ucwa._VERSION and ucwa-sim --version alike.
+VERSION  := $(shell sed -n 's/^version = "\([^-]*\)-.*"/\1/p' ucwa-*.rockspec)
+CFLAGS_ALL = $(STD) $(OPT) $(WARN) -fPIC $(SAN) -DUCWA_VERSION='"$(VERSION)"'
 
 CORE_SRC := $(sort $(wildcard src/*.c))
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/obj/core/%.o)
@@ -138,3 +140,6 @@ deps:
 
 clean:
 	rm -rf build build-san
+
+# A new version in the rockspec rebuilds what prints it.
+$(BUILD)/obj/core/core.o $(BUILD)/obj/sim/main.o: $(wildcard ucwa-*.rockspec)

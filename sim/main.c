@@ -40,7 +40,7 @@
 #include "sim_script.h"
 
 #ifndef UCWA_VERSION
-#define UCWA_VERSION "0.1.0" /* the same as ucwa.core._VERSION (spec 39) */
+#error "UCWA_VERSION is set by the Makefile from the rockspec (the same as ucwa._VERSION)"
 #endif
 
 #define BODY_LIMIT (4u * 1024u * 1024u)

@@ -4,6 +4,10 @@
  * parse_events and parse_error as upvalues and adds a method to the engine. */
 #include "ucwa.h"
 
+#ifndef UCWA_VERSION
+#error "UCWA_VERSION is set by the Makefile from the rockspec"
+#endif
+
 int luaopen_ucwa_core(lua_State *L)
 {
     lua_newtable(L);
@@ -15,7 +19,7 @@ int luaopen_ucwa_core(lua_State *L)
     ucwa_open_channel(L);
     ucwa_open_url(L);
     ucwa_open_dataurl(L);
-    lua_pushliteral(L, "0.2.0"); /* the rockspec's version (spec/01) */
+    lua_pushliteral(L, UCWA_VERSION); /* the rockspec's, from the Makefile (spec/01) */
     lua_setfield(L, -2, "_VERSION");
     return 1;
 }
