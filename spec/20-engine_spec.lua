@@ -84,7 +84,7 @@ describe("core.engine", function()
       eng:request{ method = "PUT", url = peer.base .. "/echo", body = body,
         callback = function(r) got = r end }
     end
-    util.wait(eng, function() collectgarbage() return got ~= nil end, 20)
+    helpers.drive(eng, function() collectgarbage() return got ~= nil end, 20)
     assert.equal(200, got.status)
     local e = cjson.decode(got.body)
     assert.equal(n + #suffix, #e.body)
@@ -169,7 +169,7 @@ describe("core.engine", function()
     assert.is_true(req:cancel())
     assert.equal(0, calls)
     assert.is_false(req:cancel())
-    util.wait(eng, function() return calls > 0 end)
+    helpers.drive(eng, function() return calls > 0 end)
     assert.is_nil(got[1])
     assert.equal("Cancelled", got[2].code)
     eng:step(0.1)
@@ -188,7 +188,7 @@ describe("core.engine", function()
     assert.is_false(t:cancel())
     local to = eng:timeout()
     assert.is_true(to > 0 and to <= 0.02)
-    util.wait(eng, function() return #order == 4 end)
+    helpers.drive(eng, function() return #order == 4 end)
     assert.same({ "a", "a2", "b", "c" }, order)
     assert.is_nil(eng:timeout())
   end)
@@ -200,7 +200,7 @@ describe("core.engine", function()
       assert(not ok)
       msg = e
     end)
-    util.wait(eng, function() return msg ~= nil end)
+    helpers.drive(eng, function() return msg ~= nil end)
     assert.matches("nested step", msg)
   end)
 
@@ -235,7 +235,7 @@ describe("core.engine", function()
         eng:timer(0.01, function() got = r.status end)
       end }
     end)
-    util.wait(eng, function() return got end)
+    helpers.drive(eng, function() return got end)
     assert.equal(200, got)
   end)
 
@@ -247,7 +247,7 @@ describe("core.engine", function()
         if r and r.status == 200 and cjson.decode(r.body).path == "/echo?i=" .. i then ok = ok + 1 end
       end }
     end
-    util.wait(eng, function() return done == 200 end, 20)
+    helpers.drive(eng, function() return done == 200 end, 20)
     assert.equal(200, ok)
     assert.same({ transfers = 0, timers = 0, ready = 0, channels = 0 }, eng:stats())
   end)
@@ -479,7 +479,7 @@ describe("core.engine through a forward proxy", function()
       if n == 2 then ch:stop() end
     end }
     ch:start()
-    util.wait(eng, function() return n == 2 end)
+    helpers.drive(eng, function() return n == 2 end)
     eng:close()
     -- (the P-GET for batch 3 went out before on_batch(2) stopped the channel: it
     -- may have reached the proxy)

@@ -1,6 +1,7 @@
 -- The event channel (P-GET loop) against the scripted peer.
 local core = require "ucwa.core"
 local cjson = require "cjson.safe"
+local helpers = require "helpers"
 local util = require "support.peer_util"
 
 local batch_n = util.batch_n
@@ -63,7 +64,7 @@ describe("eng:channel", function()
     local rec = channel(nil, 10)
     rec.ch:start()
     assert.is_true(rec.ch:running())
-    util.wait(eng, function() return #rec.batches == 10 end, 10)
+    helpers.drive(eng, function() return #rec.batches == 10 end, 10)
     assert.same(range(1, 10), rec.batches)
     -- a drop on a kept-alive connection is retried once by libcurl on a fresh one,
     -- so only the second of two drops in a row reaches the channel
@@ -98,7 +99,7 @@ describe("eng:channel", function()
       if batch_n(b) == 3 then rec.ch:stop() end
     end }
     rec.ch:start()
-    util.wait(eng, function() return #seen == 3 end)
+    helpers.drive(eng, function() return #seen == 3 end)
     for _, s in ipairs(seen) do
       assert.equal("request", s.pending)
       assert.equal(1, s.transfers)
@@ -116,7 +117,7 @@ describe("eng:channel", function()
             { href = peer.base .. app .. "/events?ack=20" } }
     local rec = channel({ low = true, timeout = 60 }, 4)
     rec.ch:start()
-    util.wait(eng, function() return #rec.batches == 4 end)
+    helpers.drive(eng, function() return #rec.batches == 4 end)
     assert.same({ 1, 5, 9, 20 }, rec.batches)
     local paths = {}
     for _, l in ipairs(log()) do paths[#paths + 1] = l.path end
@@ -129,7 +130,7 @@ describe("eng:channel", function()
     script{ {}, { status = 404, body = '{"code":"NotFound","subcode":"ApplicationNotFound"}' } }
     local rec = channel()
     rec.ch:start()
-    util.wait(eng, function() return #rec.errors == 1 end)
+    helpers.drive(eng, function() return #rec.errors == 1 end)
     local e = rec.errors[1]
     assert.is_true(e.fatal)
     assert.is_nil(e.retrying)
@@ -150,7 +151,7 @@ describe("eng:channel", function()
       script{ { status = st, body = "" } }
       local rec = channel()
       rec.ch:start()
-      util.wait(eng, function() return #rec.errors == 1 end)
+      helpers.drive(eng, function() return #rec.errors == 1 end)
       assert.is_true(rec.errors[1].fatal)
       assert.equal(st, rec.errors[1].status)
       assert.is_false(rec.ch:running())
@@ -161,7 +162,7 @@ describe("eng:channel", function()
     script{ {}, { status = 409, body = '{"code":"Conflict","subcode":"PGetReplaced"}' } }
     local rec = channel(nil, 3)
     rec.ch:start()
-    util.wait(eng, function() return #rec.batches == 3 end)
+    helpers.drive(eng, function() return #rec.batches == 3 end)
     assert.same({ 1, 2, 3 }, rec.batches)
     assert.equal(1, #rec.errors)
     assert.equal(409, rec.errors[1].status)
@@ -175,7 +176,7 @@ describe("eng:channel", function()
                 .. '<code>Conflict</code><subcode>PGetReplaced</subcode></error>' } }
     local rec = channel(nil, 1)
     rec.ch:start()
-    util.wait(eng, function() return #rec.batches == 1 end)
+    helpers.drive(eng, function() return #rec.batches == 1 end)
     assert.equal("PGetReplaced", rec.errors[1].subcode)
     assert.is_true(rec.errors[1].retrying)
   end)
@@ -184,7 +185,7 @@ describe("eng:channel", function()
     script{ { status = 409, body = '{"code":"Conflict","subcode":"SomethingElse"}' } }
     local rec = channel()
     rec.ch:start()
-    util.wait(eng, function() return #rec.errors == 1 end)
+    helpers.drive(eng, function() return #rec.errors == 1 end)
     assert.is_true(rec.errors[1].fatal)
     assert.equal("SomethingElse", rec.errors[1].subcode)
     assert.is_false(rec.ch:running())
@@ -194,7 +195,7 @@ describe("eng:channel", function()
     script{ { status = 503 }, { status = 503 }, { status = 503 }, {}, { status = 503 }, {} }
     local rec = channel({ backoff = { initial = 0.1, max = 0.3 } }, 2)
     rec.ch:start()
-    util.wait(eng, function() return #rec.batches == 2 end)
+    helpers.drive(eng, function() return #rec.batches == 2 end)
     local t = {}
     for _, l in ipairs(log()) do t[#t + 1] = l.t end
     local gaps = {}
@@ -211,7 +212,7 @@ describe("eng:channel", function()
     script{ {}, { garbage = true }, { nolinks = true } }
     local rec = channel(nil, 3)
     rec.ch:start()
-    util.wait(eng, function() return #rec.batches == 3 end)
+    helpers.drive(eng, function() return #rec.batches == 3 end)
     assert.same({ 1, 2, 3 }, rec.batches)
     assert.equal("ParseError", rec.errors[1].code)
     assert.equal("NoNextLink", rec.errors[2].code)
@@ -222,7 +223,7 @@ describe("eng:channel", function()
     script{ { delay = 1 } }
     local rec = channel({ client_timeout = 0.2 }, 1)
     rec.ch:start()
-    util.wait(eng, function() return #rec.batches == 1 end)
+    helpers.drive(eng, function() return #rec.batches == 1 end)
     assert.equal("Timeout", rec.errors[1].code)
     assert.is_true(rec.errors[1].retrying)
   end)
@@ -239,7 +240,7 @@ describe("eng:channel", function()
         end
       end }, 2)
     rec.ch:start()
-    util.wait(eng, function() return #rec.batches == 2 end)
+    helpers.drive(eng, function() return #rec.batches == 2 end)
     assert.same({ 1, 2 }, rec.batches)
     assert.equal(401, rec.errors[1].status)
     -- requests of this channel only (a late one from an earlier test has no auth);
@@ -270,7 +271,7 @@ describe("eng:channel", function()
     end
     assert.matches("bot bug", err)
     assert.equal("request", rec.ch:pending())
-    util.wait(eng, function() return #rec.batches == 3 end)
+    helpers.drive(eng, function() return #rec.batches == 3 end)
     assert.same({ 1, 2, 3 }, rec.batches)
   end)
 
@@ -278,7 +279,7 @@ describe("eng:channel", function()
     script{ {}, { delay = 3 } }
     local rec = channel()
     rec.ch:start()
-    util.wait(eng, function() return #rec.batches == 1 and #log() >= 2 end)
+    helpers.drive(eng, function() return #rec.batches == 1 and #log() >= 2 end)
     rec.ch:stop()
     rec.ch:stop()
     assert.is_false(rec.ch:running())
@@ -286,7 +287,7 @@ describe("eng:channel", function()
     assert.equal(peer.base .. app .. "/events?ack=2&timeout=180", rec.ch:url())
     rec.ch:start()
     rec.ch:start()
-    util.wait(eng, function() return #rec.batches == 2 end)
+    helpers.drive(eng, function() return #rec.batches == 2 end)
     assert.same({ 1, 2 }, rec.batches)
     assert.equal(0, #rec.errors)
     rec.ch:close()
@@ -308,7 +309,7 @@ describe("eng:channel", function()
     local got
     local rec = channel({ on_batch = function(b) got = b end }, 1)
     rec.ch:start()
-    util.wait(eng, function() return got ~= nil end)
+    helpers.drive(eng, function() return got ~= nil end)
     rec.ch:stop()
     assert.matches("ack=1", got.links.self.href)
     assert.matches("ack=2", got.links.next.href)
@@ -322,7 +323,7 @@ describe("eng:channel", function()
     script{ { status = 502, body = "" } }
     local rec = channel(nil, 1)
     rec.ch:start()
-    util.wait(eng, function() return #rec.batches == 1 end)
+    helpers.drive(eng, function() return #rec.batches == 1 end)
     assert.equal(502, rec.errors[1].status)
     assert.equal("ServiceFailure", rec.errors[1].code)
     assert.equal(core.parse_error("", "application/json", 502).code, rec.errors[1].code)
@@ -334,7 +335,7 @@ describe("eng:channel", function()
     script{ { status = 403, body = '{"code":"Forbidden","subcode":"NoScope","message":"no"}' } }
     local rec = channel()
     rec.ch:start()
-    util.wait(eng, function() return #rec.errors == 1 end)
+    helpers.drive(eng, function() return #rec.errors == 1 end)
     local e = rec.errors[1]
     assert.same({ 403, "Forbidden", "NoScope", "no", "application/json", true },
       { e.status, e.code, e.subcode, e.message, e.content_type, e.fatal })
@@ -348,7 +349,7 @@ describe("eng:channel", function()
     script{ { href = "http://evil\0.good.com" .. app .. "/events?ack=2" } }
     local rec = channel(nil, 1)
     rec.ch:start()
-    util.wait(eng, function() return #rec.errors >= 1 end)
+    helpers.drive(eng, function() return #rec.errors >= 1 end)
     rec.ch:stop()
     assert.equal("BadLink", rec.errors[1].code)
     assert.matches("NUL", rec.errors[1].message)
@@ -370,7 +371,7 @@ describe("eng:channel", function()
         if n == 300 then ch:stop() end
       end }
     ch:start()
-    local ok, err = pcall(util.wait, eng, function() return n == 300 end, 10)
+    local ok, err = pcall(helpers.drive, eng, function() return n == 300 end, 10)
     fast.stop()
     assert(ok, err)
     assert.equal(300, last)

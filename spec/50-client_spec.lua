@@ -4,7 +4,8 @@ local ucwa = require "ucwa"
 local simmod = require "ucwa.sim"
 
 local E = require "support.client_env"
-local MEETING, drive = E.MEETING, E.drive
+local helpers = require "helpers"
+local MEETING, drive = E.MEETING, helpers.drive
 
 for _, format in ipairs{ "json", "xml" } do
   describe("client (" .. format .. ")", function()

@@ -3,16 +3,10 @@
 local ucwa = require "ucwa"
 local simmod = require "ucwa.sim"
 local E = require "support.client_env"
+local drive = require("helpers").drive
 
 local function have(cmd)
   return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true
-end
-
--- Steps until pred() or `secs` pass; returns pred().
-local function drive(client, pred, secs)
-  local deadline = E.gettime() + secs
-  while not pred() and E.gettime() < deadline do client:step(0.02) end
-  return pred()
 end
 
 describe("client over HTTPS", function()
@@ -39,7 +33,7 @@ describe("client over HTTPS", function()
     c:on("error", function(e) err = e end)
     c:on("ready", function() ready = true end)
     c:start()
-    assert.is_truthy(drive(c, function() return err or ready end, 5))
+    drive(c, function() return err or ready end, 5, "an error or ready")
     c:close()
     assert.is_nil(ready)
     assert.equal("TlsError", err.code)
@@ -52,7 +46,7 @@ describe("client over HTTPS", function()
     c:on("ready", function() ready = true end)
     c:on("error", function(e) error(tostring(e)) end)
     c:start()
-    assert.is_true(drive(c, function() return ready end, 5))
+    drive(c, function() return ready end, 5, "ready")
     local inv = c:join_meeting{ onlineMeetingUri = E.MEETING }
     E.admit_until_complete(c, sim, inv)
     assert.equal("Success", inv.status)
@@ -64,7 +58,7 @@ describe("client over HTTPS", function()
     local ready
     c:on("ready", function() ready = true end)
     c:start()
-    assert.is_true(drive(c, function() return ready end, 5))
+    drive(c, function() return ready end, 5, "ready")
     c:close()
   end)
 end)

@@ -5,7 +5,7 @@
 local ucwa = require "ucwa"
 local simmod = require "ucwa.sim"
 local E = require "support.client_env"
-local drive = E.drive
+local drive = require("helpers").drive
 
 local TOTAL = { json = 10000, xml = 3000 }
 

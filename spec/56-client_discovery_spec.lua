@@ -2,7 +2,7 @@
 -- passes the security check (same domain, or the same host for an address).
 local ucwa = require "ucwa"
 local simmod = require "ucwa.sim"
-local gettime = require("socket").gettime
+local helpers = require "helpers"
 
 local function start_peer(target)
   local p = assert(io.popen("exec python3 spec/support/redirect_peer.py '" .. target .. "' & echo PID $!"))
@@ -23,8 +23,7 @@ local function started(opts)
   c:on("ready", function() ready = true end)
   c:on("error", function(e) err = e end)
   c:start()
-  local deadline = gettime() + 5
-  while not (ready or err) and gettime() < deadline do c:step(0.02) end
+  helpers.drive(c, function() return ready or err end, 5, "ready or an error")
   return c, ready, err
 end
 
@@ -85,8 +84,7 @@ describe("autodiscovery redirects", function()
     sim:control("POST", "/_sim/tokens/expire", {})
     local done
     c.application:refresh(function(_, e) done = e or true end)
-    local deadline = gettime() + 5
-    while not done and gettime() < deadline do c:step(0.02) end
+    helpers.drive(c, function() return done end, 5, "the sign-in")
     assert.is_true(done)
     assert.equal(2, #asked)
     c:close()

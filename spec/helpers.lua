@@ -16,6 +16,73 @@ function helpers.read(path)
   return s
 end
 
+-- The specs' one vocabulary for servers and loops -------------------------
+
+local gettime = require("socket").gettime
+helpers.gettime = gettime
+-- Sanitized builds run several times slower: deadlines stretch by this.
+helpers.SLOW = helpers.sanitized and 4 or 1
+helpers.DEMO1 = "sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:DEMO1"
+
+-- A ucwa-sim with test-friendly timings (short P-GET holds and scenario
+-- steps); `opts` adds or overrides ucwa-sim options.
+helpers.SIM_DEFAULTS = { step_delay = 0.01, min_timeout = 0.1, min_aggregation = 0, pget_timeout = 2 }
+function helpers.sim(opts)
+  local o = {}
+  for k, v in pairs(helpers.SIM_DEFAULTS) do o[k] = v end
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return require("ucwa.sim").start(o)
+end
+
+-- Clients made by helpers.client, which helpers.drive steps by default.
+helpers.clients = {}
+
+-- A client of `sim` (bot@contoso.com unless opts say otherwise), not started;
+-- its errors are collected in c.errors.
+function helpers.client(sim, opts)
+  local o = { url = sim.url, username = "bot@contoso.com", password = "password" }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  if o.anonymous or o.token then o.username, o.password = nil, nil end
+  local c = require("ucwa").client(o)
+  c.errors = {}
+  c:on("error", function(err) c.errors[#c.errors + 1] = err end)
+  helpers.clients[#helpers.clients + 1] = c
+  return c
+end
+
+-- Closes every client helpers.client made.
+function helpers.close_clients()
+  for _, c in ipairs(helpers.clients) do pcall(c.close, c) end
+  helpers.clients = {}
+end
+
+local function step(stepper)
+  if stepper == nil then
+    local any = false
+    for _, c in ipairs(helpers.clients) do
+      if c.state ~= "closed" then any = true; c:step(0.01) end
+    end
+    if not any then require("socket").sleep(0.01) end
+  elseif type(stepper) == "table" and stepper.step == nil then
+    for _, s in ipairs(stepper) do s:step(0.01) end
+  else
+    stepper:step(0.02)
+  end
+end
+
+-- Steps `stepper` (a client, an engine, a list of them, or nil: every client
+-- of helpers.client) until pred() is true; raises after `seconds` (default
+-- 5, stretched under the sanitizers), naming `what`.
+function helpers.drive(stepper, pred, seconds, what)
+  local deadline = gettime() + (seconds or 5) * helpers.SLOW
+  while not pred() do
+    if gettime() > deadline then error("timed out waiting for " .. tostring(what or "a condition"), 2) end
+    step(stepper)
+    -- flushes lifetime bugs out under the sanitizers (luv's habit)
+    if helpers.sanitized then collectgarbage() end
+  end
+end
+
 -- Runs Lua `code` in a child interpreter (helpers.lua, the sanitized one under
 -- `make check`, which takes a script file, not -e) with the checkout's module
 -- on its paths. `env` is put before the command (e.g. "env -u UCWA_SIM"),

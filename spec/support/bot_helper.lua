@@ -1,70 +1,38 @@
 -- Helpers for the specs that drive ucwa clients (bots) against a ucwa-sim:
 -- start a simulator, sign clients in, and step every client until a
 -- condition holds, with a deadline.
-local ucwa = require "ucwa"
-local socket = require "socket"
+local helpers = require "helpers"
 
 local H = {}
 
-H.DEMO1 = "sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:DEMO1"
-H.slow = os.getenv("UCWA_SANITIZED") == "1" and 4 or 1
+H.DEMO1 = helpers.DEMO1
 
--- A simulator with short delays, listening on 127.0.0.1.
-function H.sim(opts)
-  local o = { step_delay = 0.01, min_timeout = 0.1, min_aggregation = 0, pget_timeout = 2 }
-  for k, v in pairs(opts or {}) do o[k] = v end
-  return require("ucwa.sim").start(o)
-end
-
--- Every client made by H.client, so H.close_all can close them.
-local clients = {}
+H.sim = helpers.sim
 
 -- A client for `user` in `format`, started; errors collected in c.errors.
 function H.client(sim, user, format, opts)
-  local o = { url = sim.url, username = user, password = "password", format = format }
+  local o = { username = user, format = format }
   for k, v in pairs(opts or {}) do o[k] = v end
-  local c = ucwa.client(o)
-  c.errors = {}
-  c:on("error", function(err) c.errors[#c.errors + 1] = err end)
+  local c = helpers.client(sim, o)
   local ready = false
   c:on("ready", function() ready = true end)
   c:start()
-  clients[#clients + 1] = c
   H.wait(function() return ready end, "sign-in of " .. user)
   return c
 end
 
--- Steps every open client until cond() is true; fails after `seconds`.
+-- Steps every client until cond() is true; fails after `seconds`.
 function H.wait(cond, what, seconds)
-  local t0 = socket.gettime()
-  local limit = (seconds or 5) * H.slow
-  while not cond() do
-    if socket.gettime() - t0 > limit then
-      error("timed out waiting for " .. tostring(what), 2)
-    end
-    local any = false
-    for _, c in ipairs(clients) do
-      if c.state ~= "closed" then
-        any = true
-        c:step(0.01)
-      end
-    end
-    if not any then socket.sleep(0.01) end
-  end
+  return helpers.drive(nil, cond, seconds, what)
 end
 
 -- Steps every client for `seconds` (lets late events arrive).
 function H.settle(seconds)
-  local t0 = socket.gettime()
-  H.wait(function() return socket.gettime() - t0 >= seconds end, "settling", seconds + 1)
+  local t0 = helpers.gettime()
+  H.wait(function() return helpers.gettime() - t0 >= seconds end, "settling", seconds + 1)
 end
 
-function H.close_all()
-  for _, c in ipairs(clients) do
-    pcall(c.close, c)
-  end
-  clients = {}
-end
+H.close_all = helpers.close_clients
 
 -- Joins `uri` and returns the invitation.
 function H.join(c, uri, subject)

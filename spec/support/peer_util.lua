@@ -61,16 +61,6 @@ end
 
 -- Steps eng until cond() is true; fails after `secs` (default 5) seconds. Under
 -- the sanitizers a full collection between steps flushes out lifetime bugs.
-local sanitized = os.getenv("UCWA_SANITIZED") == "1"
-function M.wait(eng, cond, secs)
-  local deadline = monotime() + (secs or 5)
-  while not cond() do
-    if monotime() > deadline then error("timed out waiting", 2) end
-    eng:step(0.05)
-    if sanitized then collectgarbage() end
-  end
-end
-
 -- Synchronous request: returns resp, err.
 function M.fetch(eng, opts)
   local done, resp, err = false, nil, nil
@@ -78,7 +68,7 @@ function M.fetch(eng, opts)
   for k, v in pairs(opts) do o[k] = v end
   o.callback = function(r, e) done, resp, err = true, r, e end
   eng:request(o)
-  M.wait(eng, function() return done end, opts.wait or 10)
+  require("helpers").drive(eng, function() return done end, opts.wait or 10, "the answer")
   return resp, err
 end
 
