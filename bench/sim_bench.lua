@@ -8,6 +8,7 @@
 -- autodiscover root (one request, one response each).  "release / plain" near
 -- 1 means releasing an event to a held P-GET costs about one plain round trip.
 package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+package.cpath = (os.getenv("UCWA_BUILD") or "build") .. "/?.so;" .. package.cpath -- ucwa.sim uses ucwa.core
 
 local cqueues = require "cqueues"
 local csocket = require "cqueues.socket"
