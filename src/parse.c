@@ -209,6 +209,12 @@ static size_t ascii_prefix(const unsigned char *s, size_t n)
 /* the offset of the first ill-formed sequence, or n */
 static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
 {
+    return ucwa_utf8_valid_prefix((const char *)s, n);
+}
+
+size_t ucwa_utf8_valid_prefix(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
     size_t i = ascii_prefix(s, n);
     while (i < n) {
         int k = utf8_seq(s + i, n - i);
