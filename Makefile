@@ -130,9 +130,10 @@ env:
 	@echo "export LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;'" \
 	  "LUA_CPATH='$(CURDIR)/$(BUILD)/?.so;;' PATH='$(CURDIR)/$(BUILD):'\"\$$PATH\""
 
-# The API reference (LDoc) in build/doc; fails on any LDoc warning.
-doc:
-	tools/check_docs.sh
+# The API reference (LDoc) in build/doc; fails on any LDoc warning and on a
+# public function (C or Lua) without an entry (tools/check_api_docs.lua).
+doc: $(BUILD)/ucwa/core.so
+	UCWA_BUILD=$(BUILD) LUA=$(LUA) tools/check_docs.sh
 
 deps:
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PKGS); \

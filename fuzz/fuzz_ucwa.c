@@ -67,23 +67,52 @@ static int traceback(lua_State *L)
     return 1;
 }
 
+/* The driver: the parse function on the input, then checks of what it gave.
+ * A model is checked whole (every string valid UTF-8: the parser repairs
+ * ill-formed input; properties, links and embedded tables; the properties
+ * through encode and date); an event batch sender by sender and event by
+ * event, each embedded resource as a model and each reason as an error
+ * object, so the event targets exercise the whole event parser, not just
+ * its first lines. */
 static const char driver[] =
     "local core, body, fn, ct = ...\n"
+    "local function strings(v, depth)\n"
+    "  if type(v) == 'string' then assert(utf8.len(v), 'invalid UTF-8 in a model')\n"
+    "  elseif type(v) == 'table' then\n"
+    "    assert(depth < 200, 'model too deep')\n"
+    "    for k, x in pairs(v) do strings(k, depth + 1); strings(x, depth + 1) end\n"
+    "  end\n"
+    "end\n"
+    "local function model(m)\n"
+    "  assert(type(m) == 'table')\n"
+    "  assert(type(m.properties) == 'table' and type(m.links) == 'table' and type(m.embedded) == 'table')\n"
+    "  -- the properties of a parsed body are sendable unless they hold objects/odd text\n"
+    "  pcall(core.encode, m.properties, 'xml')\n"
+    "  pcall(core.encode, m.properties, 'json')\n"
+    "  for _, v in pairs(m.properties) do if type(v) == 'string' then core.date(v) end end\n"
+    "end\n"
     "local res, err = core[fn](body, ct)\n"
     "if res == nil then\n"
     "  assert(getmetatable(err) == core.error_mt and err.code == 'ParseError', 'bad error object')\n"
     "  assert(type(err.message) == 'string' and #err.message > 0)\n"
     "  assert(tostring(err))\n"
     "else\n"
-    "  assert(type(res) == 'table')\n"
+    "  strings(res, 0)\n"
     "  if fn == 'parse' then\n"
-    "    assert(type(res.properties) == 'table' and type(res.links) == 'table' and type(res.embedded) == 'table')\n"
-    "    -- the properties of a parsed body are sendable unless they hold objects/odd text\n"
-    "    pcall(core.encode, res.properties, 'xml')\n"
-    "    pcall(core.encode, res.properties, 'json')\n"
-    "    for _, v in pairs(res.properties) do if type(v) == 'string' then core.date(v) end end\n"
+    "    model(res)\n"
     "  else\n"
     "    assert(type(res.senders) == 'table' and type(res.links) == 'table')\n"
+    "    for _, s in ipairs(res.senders) do\n"
+    "      assert(type(s) == 'table' and type(s.events) == 'table', 'bad sender')\n"
+    "      for _, ev in ipairs(s.events) do\n"
+    "        assert(type(ev) == 'table', 'bad event')\n"
+    "        if ev.resource ~= nil then model(ev.resource) end\n"
+    "        if type(ev.reason) == 'table' then\n"
+    "          assert(getmetatable(ev.reason) == core.error_mt, 'reason is not an error object')\n"
+    "          assert(type(tostring(ev.reason)) == 'string')\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "local e = core.parse_error(body, ct, 404)\n"

@@ -193,3 +193,58 @@ describe("bad input to ucwa.parse", function()
     assert.equal("Connected", assert(ucwa.parse(json_body, "application/json")).properties.state)
   end)
 end)
+
+-- What a hostile server's bytes become (docs/parsing.md, "Invalid UTF-8 and NUL").
+describe("invalid UTF-8 and NUL bytes from a server", function()
+  local FFFD = "\xEF\xBF\xBD"
+  local function json_prop(v)
+    return assert(ucwa.parse('{"rel":"x","p":"' .. v .. '"}', "application/json")).properties.p
+  end
+  local function xml_prop(v, decl)
+    return assert(ucwa.parse((decl or '<?xml version="1.0"?>') .. '<resource rel="x" href="/x" '
+      .. 'xmlns="http://schemas.microsoft.com/rtc/2012/03/ucwa"><property name="p">' .. v .. '</property></resource>',
+      "application/xml")).properties.p
+  end
+
+  -- regression: invalid UTF-8 reached the bot unchanged (and XML refused the whole body)
+  it("become U+FFFD, one for each maximal ill-formed subpart, in both formats", function()
+    for _, c in ipairs{
+      { "x\xFFy", "x" .. FFFD .. "y" },                 -- a byte that is never UTF-8
+      { "\xE2\x82", FFFD },                              -- a truncated sequence: one
+      { "\xE2\x82\xACok\xE2", "\xE2\x82\xACok" .. FFFD },
+      { "\xC0\xAF", FFFD .. FFFD },                      -- overlong
+      { "\xED\xA0\x80", FFFD .. FFFD .. FFFD },          -- a surrogate
+      { "\xF4\x90\x80\x80", FFFD:rep(4) },               -- past U+10FFFF
+      { "caf\xC3\xA9 \xF0\x9F\x98\x80", "caf\xC3\xA9 \xF0\x9F\x98\x80" },  -- valid: as given
+    } do
+      assert.equal(c[2], json_prop(c[1]))
+      assert.equal(c[2], xml_prop(c[1]))
+    end
+  end)
+
+  it("are repaired everywhere in a model: links, titles, event batches, error bodies", function()
+    local b = assert(ucwa.parse_events('{"_links":{"next":{"href":"/e?ack=2"}},"sender":[{"rel":"me",'
+      .. '"href":"/m\xFE","events":[{"type":"added","link":{"rel":"x","href":"/x","title":"Bob \xFF"}}]}]}'))
+    assert.equal("/m" .. FFFD, b.senders[1].href)
+    assert.equal("Bob " .. FFFD, b.senders[1].events[1].link.title)
+    local e = ucwa.parse_error('{"code":"BadRequest","message":"no \xFF"}', "application/json", 400)
+    assert.equal("no " .. FFFD, e.message)
+    -- so what a bot echoes can be encoded (encode refuses invalid UTF-8)
+    assert(ucwa.encode({ subject = json_prop("a\xFFb") }, "xml"))
+  end)
+
+  it("leave bodies in other declared encodings to expat, which gives UTF-8", function()
+    assert.equal("caf\xC3\xA9", xml_prop("caf\xE9", '<?xml version="1.0" encoding="ISO-8859-1"?>'))
+  end)
+
+  it("keep NUL as given in JSON (\\u0000: Lua strings are bytes); XML cannot carry it", function()
+    assert.equal("a\0b", json_prop("a\\u0000b"))
+    refused("SyntaxError", "not well%-formed", ucwa.parse, '<?xml version="1.0"?><resource rel="x" href="/x">'
+      .. '<property name="p">a\0b</property></resource>', "application/xml")
+    refused("SyntaxError", "invalid character", ucwa.parse, '<?xml version="1.0"?><resource rel="x" href="/x">'
+      .. '<property name="p">a&#0;b</property></resource>', "application/xml")
+    -- encode names it rather than sending it
+    assert.has_error(function() ucwa.encode({ p = "a\0b" }, "xml") end, "ucwa.encode: p has control character 0x00, "
+      .. "which XML cannot carry")
+  end)
+end)

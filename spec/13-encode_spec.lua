@@ -83,6 +83,19 @@ describe("ucwa.encode", function()
     assert.has_error(function() ucwa.encode({ n = math.huge }, "json") end)
   end)
 
+  -- regression: docs/parsing.md said invalid UTF-8 raises, but JSON encoding sent the
+  -- bytes as they were (a body that is not JSON)
+  it("raises on invalid UTF-8 in JSON too, naming the property", function()
+    for _, t in ipairs{ { subject = "bad \255" }, { modalities = { "Audio", "\192\175" } }, { ["k\255"] = 1 } } do
+      local ok, err = pcall(ucwa.encode, t, "json")
+      assert.is_false(ok)
+      assert.matches("not valid UTF%-8", err)
+    end
+    assert.matches("ucwa.encode: subject is not valid UTF-8 (byte 5)",
+      select(2, pcall(ucwa.encode, { subject = "bad \255" }, "json")), 1, true)
+    assert.equal('{"subject":"caf\195\169"}', ucwa.encode({ subject = "caf\195\169" }, "json"))
+  end)
+
   -- regression: the message was formatted by lua_pushfstring, which has no %02x
   it("names a control character in XML instead of raising \"invalid option '%0' to 'lua_pushfstring'\"",
     function()

@@ -629,3 +629,183 @@ describe("core.url_with_query", function()
     assert.is_nil(core.url_with_query("not a url", { a = 1 }))
   end)
 end)
+
+describe("core.url_parts and core.url_origin", function()
+  it("split an http(s) URL with libcurl's parser: lower case, the default port filled in", function()
+    assert.same({ scheme = "https", host = "pool2.contoso.com", port = 443, path = "/ucwa/oauth/v1/applications",
+                  query = "x=1&ack=2" },
+      core.url_parts("HTTPS://Pool2.Contoso.COM/ucwa/oauth/v1/applications?x=1&ack=2#frag"))
+    assert.same({ scheme = "http", host = "lyncdiscover.contoso.com", port = 8080, path = "/" },
+      core.url_parts("http://lyncdiscover.contoso.com:8080"))
+    assert.same({ scheme = "http", host = "[::1]", port = 80, path = "/x" }, core.url_parts("http://[::1]/x"))
+    assert.equal("", core.url_parts("http://h/?").query)
+  end)
+
+  it("give the origin a credential is bound to, normalised", function()
+    assert.equal("https://pool2.contoso.com:443", core.url_origin("https://POOL2.contoso.com/ucwa?a=b"))
+    assert.equal("https://pool2.contoso.com:443", core.url_origin("https://pool2.contoso.com:443/other"))
+    assert.equal("http://pool2.contoso.com:80", core.url_origin("http://user:pw@pool2.contoso.com/"))
+    assert.equal("https://pool2.contoso.com:4443", core.url_origin("https://pool2.contoso.com:4443/"))
+    assert.equal("http://[fe80::1]:8080", core.url_origin("http://[FE80::1]:8080/"))
+    -- percent escapes in a host name are decoded, so they cannot hide one
+    assert.equal("https://example.com:443", core.url_origin("https://ex%41mple.com/"))
+    assert.is_true(core.url_origin("http://h/") ~= core.url_origin("https://h/"))
+  end)
+
+  it("return nil and why for what is not an absolute http(s) URL", function()
+    for _, u in ipairs{ "/relative", "//h/p", "h/p", "ftp://h/", "file:///etc/passwd", "http://h:99999/",
+                        "http://h x/", "" } do
+      local t, err = core.url_parts(u)
+      assert.is_nil(t, u)
+      assert.matches("^cannot read URL: ", err)
+      local o, err2 = core.url_origin(u)
+      assert.is_nil(o, u)
+      assert.equal(err, err2)
+    end
+    assert.has_error(function() core.url_parts(nil) end)
+    assert.has_error(function() core.url_origin({}) end)
+  end)
+
+  -- a NUL byte would cut the URL short in C: "http://evil\0.good.com" is not good.com's
+  it("refuse a NUL byte", function()
+    local t, err = core.url_parts("http://evil\0.good.com/x")
+    assert.is_nil(t)
+    assert.matches("NUL byte", err, 1, true)
+    t, err = core.url_origin("https://good.com/\0")
+    assert.is_nil(t)
+    assert.matches("NUL byte", err, 1, true)
+  end)
+end)
+
+describe("core.engine option resolve", function()
+  -- loopback addresses other than 127.0.0.1 work without set-up
+  local discover = util.use_peer("http_peer.py", "--bind 127.0.0.2")
+  local pool = util.use_peer("http_peer.py", "--bind 127.0.0.3")
+
+  it("reaches loopback listeners by real host names", function()
+    local eng = core.engine{ resolve = {
+      "lyncdiscover.contoso.com:" .. discover.port .. ":127.0.0.2",
+      "pool2.contoso.com:" .. pool.port .. ":127.0.0.3",
+    } }
+    local r, err = util.fetch(eng, { url = "http://lyncdiscover.contoso.com:" .. discover.port .. "/whoami" })
+    assert.is_nil(err)
+    assert.same({ address = "127.0.0.2", host = "lyncdiscover.contoso.com:" .. discover.port }, cjson.decode(r.body))
+    assert.equal("http://lyncdiscover.contoso.com:" .. discover.port .. "/whoami", r.url)
+    r = assert(util.fetch(eng, { url = "http://POOL2.contoso.com:" .. pool.port .. "/whoami" }))
+    assert.equal("127.0.0.3", cjson.decode(r.body).address)
+    -- and the event channel's P-GETs too
+    local got
+    local ch = eng:channel{ url = "http://pool2.contoso.com:" .. pool.port .. "/app/events?ack=1",
+      on_batch = function(_, url) got = url end }
+    ch:start()
+    util.wait(eng, function() return got end)
+    ch:close()
+    assert.matches("^http://pool2%.contoso%.com:%d+/app/events%?ack=1", got)
+    eng:close()
+  end)
+
+  it("is checked like the other options", function()
+    local function err_of(v)
+      local ok, err = pcall(core.engine, { resolve = v })
+      assert.is_false(ok)
+      return err
+    end
+    assert.matches("option 'resolve' must be a table", err_of("h:80:127.0.0.2"), 1, true)
+    assert.matches("option 'resolve' must be an array", err_of({ h = "h:80:127.0.0.2" }), 1, true)
+    assert.matches("option 'resolve' entry 1 must be a string (got number)", err_of({ 5 }), 1, true)
+    assert.matches("option 'resolve' entry 2 contains a NUL byte", err_of({ "h:80:127.0.0.2", "h:80:1\0" }), 1, true)
+    for _, bad in ipairs{ "h", "h:80", "h:80:", ":80:127.0.0.2", "h:x:127.0.0.2", "h:0:127.0.0.2",
+                          "h:70000:127.0.0.2", "h:80:evil.example", "h/x:80:127.0.0.2" } do
+      assert.matches('option \'resolve\' entry 1 must be "host:port:address"', err_of({ bad }), 1, true)
+    end
+    core.engine{ resolve = { "h:80:127.0.0.2,127.0.0.3", "+h2:443:[::1]", "[::1]:80:127.0.0.1" } }:close()
+  end)
+end)
+
+describe("header caps", function()
+  local peer = util.use_peer()
+  local eng
+  before_each(function() eng = core.engine{ timeout = 10 } end)
+  after_each(function() eng:close() end)
+
+  -- regression: a 10 MB token made every request fail as "Out of memory"
+  -- (libcurl's), and sign-in retried forever
+  it("fails a request with a header over max_header as BadRequest/HeaderTooLarge, sending nothing", function()
+    local token = "Bearer " .. ("s"):rep(10 * 1024 * 1024)
+    local stats = function() return cjson.decode(util.fetch(eng, { url = peer.base .. "/stats" }).body).requests end
+    local before = stats()
+    local got, calls = nil, 0
+    eng:request{ url = peer.base .. "/echo", headers = { Authorization = token, Accept = "application/json" },
+      callback = function(r, e) calls = calls + 1; got = { r, e } end }
+    assert.equal(0, calls)                       -- never from inside request()
+    assert.equal(0, eng:stats().transfers)
+    util.wait(eng, function() return calls > 0 end)
+    assert.is_nil(got[1])
+    local err = got[2]
+    assert.equal(core.error_mt, getmetatable(err))
+    assert.same({ "BadRequest", "HeaderTooLarge" }, { err.code, err.subcode })
+    local want = ("header 'Authorization' is %d bytes, over max_header (65536 bytes)")
+      :format(#"Authorization: " + #token)
+    assert.matches(want, err.message, 1, true)
+    assert.is_nil(tostring(err):find("sss", 1, true))
+    assert.equal(peer.base .. "/echo", err.url)
+    assert.equal(before + 1, stats())            -- only the /stats request itself
+    eng:step(0.05)
+    assert.equal(1, calls)
+    -- the cap is an option; what is under it is sent
+    eng:close()
+    eng = core.engine{ max_header = 1024 }
+    local r = assert(util.fetch(eng, { url = peer.base .. "/echo", headers = { Authorization = ("s"):rep(1000) } }))
+    assert.equal(200, r.status)
+    local _, e1 = util.fetch(eng, { url = peer.base .. "/echo", headers = { Authorization = ("s"):rep(1010) } })
+    assert.equal("HeaderTooLarge", e1.subcode)
+    -- and libcurl's own limit on a whole request (1 MiB) is met first by ours
+    eng:close()
+    eng = core.engine{ max_header = 512 * 1024 }
+    local _, e2 = util.fetch(eng, { url = peer.base .. "/echo",
+      headers = { A = ("a"):rep(500 * 1024), B = ("b"):rep(500 * 1024) } })
+    assert.same({ "BadRequest", "HeaderTooLarge" }, { e2.code, e2.subcode })
+    assert.matches("in total", e2.message, 1, true)
+  end)
+
+  it("refuses an event channel header over max_header as an argument error, never quoting it", function()
+    local big = "Bearer " .. ("t"):rep(100 * 1024)
+    local size = #"Authorization: " + #big
+    local ok, err = pcall(function()
+      return eng:channel{ url = peer.base .. "/app/events", on_batch = print, headers = { Authorization = big } }
+    end)
+    assert.is_false(ok)
+    assert.matches(("bad argument #1 to 'channel' (header 'Authorization' is %d bytes, over max_header"):format(size),
+      err, 1, true)
+    assert.is_nil(err:find("ttt", 1, true))
+    local ch = eng:channel{ url = peer.base .. "/app/events", on_batch = print }
+    ok, err = pcall(function() ch:set_header("Authorization", big) end)
+    assert.is_false(ok)
+    assert.matches(("bad argument #2 to 'set_header' (header 'Authorization' is %d bytes"):format(size), err, 1, true)
+    assert.is_nil(err:find("ttt", 1, true))
+    ch:set_header("Authorization", "Bearer small")
+    ch:close()
+  end)
+
+  -- regression: a 1 MB response header gave the same misleading "Out of memory"
+  it("fails a response whose headers are over max_response_header as BadResponse/HeaderTooLarge", function()
+    local r = assert(util.fetch(eng, { url = peer.base .. "/echo?hsize=60000" }))
+    assert.equal(60000, #r.headers["x-big"])
+    for _, q in ipairs{ "hsize=70000", "hlines=80", "hsize=1048576" } do
+      local url = peer.base .. "/echo?" .. q
+      local resp, err = util.fetch(eng, { url = url })
+      assert.is_nil(resp, q)
+      assert.same({ "BadResponse", "HeaderTooLarge" }, { err.code, err.subcode }, q)
+      assert.equal(url, err.url)
+      assert.matches(url, err.message, 1, true)
+      assert.is_truthy(err.message:find("65536 bytes", 1, true) or err.message:find("102400 bytes", 1, true),
+        err.message)
+    end
+    eng:close()
+    eng = core.engine{ max_response_header = 200000 }
+    r = assert(util.fetch(eng, { url = peer.base .. "/echo?hlines=150" }))
+    assert.equal(200, r.status)
+    assert.has_error(function() core.engine{ max_response_header = 10 } end)
+    assert.has_error(function() core.engine{ max_header = 2 * 1024 * 1024 } end)
+  end)
+end)

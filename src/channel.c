@@ -2,7 +2,8 @@
  *
  *   local ch = eng:channel{ url=, headers=, timeout=180, low=, medium=, priority=,
  *                           on_batch=, on_error=, backoff={initial=0.5, max=30},
- *                           grace=20, client_timeout= }
+ *                           grace=20, client_timeout=, min_interval=1,
+ *                           max_bad_batches=5, max_repeats=10 }
  *   ch:start() ch:stop() ch:close() ch:url() ch:running() ch:pending()
  *   ch:set_header(name, value)
  *
@@ -10,6 +11,16 @@
  * handled from step()'s delivery phase: the next P-GET is added and sent before
  * on_batch runs; faults retry the same URL after a jittered exponential backoff
  * (the server keeps a batch until it is acked), so no batch is lost or repeated.
+ *
+ * Against servers that misbehave: an empty batch answered within min_interval
+ * of its P-GET makes the next one wait for the rest of it (a server holds a
+ * P-GET until it has events or its timeout); a batch with events whose self
+ * link was delivered before is not delivered again, and a next link that does
+ * not advance is not followed at once: both are RepeatedBatch faults, fatal
+ * after max_repeats in a row; a response that cannot be read (ParseError,
+ * NoNextLink, BadLink, TooLarge, BadResponse) is fatal after max_bad_batches
+ * in a row. Every fault reaches on_error, with err.failures, the number of
+ * P-GETs in a row that failed.
  * Batches are read by core.parse_events and error bodies by core.parse_error,
  * fixed when the module is opened (the upvalues of eng:channel), not options.
  *
@@ -32,14 +43,26 @@
 #define CUV_STATE   2
 #define CUV_HEADERS 3
 
+/* how many delivered batches are remembered (hashes of their self links) */
+#define SEEN_N 32
+
 typedef struct ucwa_channel {
     ucwa_req req;     /* the P-GET */
-    ucwa_timer retry; /* the backoff timer */
+    ucwa_timer retry; /* the backoff timer, or the min_interval pause */
     ucwa_engine *eng;
     int running, closed;
-    char *url; /* current P-GET URL, with the params */
+    int pausing; /* retry is the min_interval pause, not a backoff */
+    char *url;   /* current P-GET URL, with the params */
     double timeout, grace, client_timeout;
     double b_initial, b_max, b_cur;
+    double min_interval; /* seconds */
+    int64_t sent_at;     /* when the P-GET in flight was sent (ucwa_now) */
+    int failures;        /* P-GETs in a row that failed, whatever the fault */
+    int bad, max_bad;    /* responses in a row that could not be read */
+    int repeats, max_repeats;
+    int fast_empty;         /* empty batches in a row answered within min_interval */
+    uint64_t seen[SEEN_N];  /* the self links of the last batches delivered with events */
+    unsigned n_seen, i_seen;
 } ucwa_channel;
 
 static ucwa_channel *check_channel(lua_State *L, int idx)
@@ -103,24 +126,41 @@ static double backoff_next(ucwa_channel *ch)
     return d;
 }
 
-/* adds the P-GET for ch->url; returns NULL or an error message */
-static const char *issue_pget(lua_State *L, ucwa_channel *ch, int chidx)
+/* adds the P-GET for ch->url; returns NULL or an error message (a static
+ * string, or *too_large: a malloc'd one, when the headers are over the caps) */
+static const char *issue_pget(lua_State *L, ucwa_channel *ch, int chidx, char **too_large)
 {
     chidx = lua_absindex(L, chidx);
     ucwa_req_spec s;
     memset(&s, 0, sizeof s);
     lua_getiuservalue(L, chidx, CUV_HEADERS);
-    ucwa_headers(L, 0, -1, &s.hdrs, NULL); /* validated when they were set */
+    /* validated when they were set; only their total can be over a cap */
+    ucwa_headers(L, 0, -1, &s.hdrs, NULL, ch->eng->http.max_header, too_large);
     lua_pop(L, 1);
+    if (*too_large) return *too_large;
     s.method = "GET";
     s.url = ch->url;
     double t = ch->client_timeout > 0 ? ch->client_timeout : ch->timeout > 0 ? ch->timeout + ch->grace : 0;
     s.timeout_ms = t > 0 ? ucwa_secs_to_ms(t) : ch->eng->http.timeout_ms;
     ucwa_work_cancel(&ch->retry.w);
+    ch->pausing = 0;
+    ch->sent_at = ucwa_now();
     const char *err = ucwa_req_start(ch->eng, &ch->req, &s);
     if (!err) ucwa_engine_kick(ch->eng); /* on a kept-alive connection: sent now */
     ucwa_engine_rearm(ch->eng, 0);
     return err;
+}
+
+/* pushes the error of an issue_pget that failed (and frees *too_large) */
+static void push_issue_error(lua_State *L, ucwa_channel *ch, const char *err, char **too_large)
+{
+    if (*too_large)
+        ucwa_error_push(L, 0, "BadRequest", "HeaderTooLarge", "P-GET not sent: %s", err);
+    else
+        ucwa_error_push(L, 0, "NetworkError", NULL, "P-GET not sent: %s", err);
+    ucwa_set_str(L, -1, "url", ch->url);
+    free(*too_large);
+    *too_large = NULL;
 }
 
 /* calls state[name](args...) with nargs values on top; returns the status
@@ -148,6 +188,7 @@ static int retry_later(lua_State *L, ucwa_channel *ch, int chidx, double at_leas
     if (at_least > d) d = at_least > ch->b_max ? ch->b_max : at_least;
     ucwa_req_free(&ch->req);
     int fatal = ucwa_timer_arm(ch->eng, &ch->retry, d) != 0;
+    ch->pausing = 0;
     if (fatal) channel_halt(L, ch, chidx);
     ucwa_engine_rearm(ch->eng, 0);
     lua_pushboolean(L, 1);
@@ -162,6 +203,46 @@ static int stop_with(lua_State *L, ucwa_channel *ch, int chidx)
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "fatal");
     return call_cb(L, chidx, "on_error", 1);
+}
+
+/* err.failures = the P-GETs in a row that failed, this one included */
+static void count_failure(lua_State *L, ucwa_channel *ch)
+{
+    ch->failures++;
+    lua_pushinteger(L, ch->failures);
+    lua_setfield(L, -2, "failures");
+}
+
+/* The error on top is a fault that may pass (network, 5xx, 429, ...): retried
+ * after the backoff, however long it lasts; each one is reported. */
+static int transient(lua_State *L, ucwa_channel *ch, int chidx, double at_least)
+{
+    count_failure(L, ch);
+    return retry_later(L, ch, chidx, at_least);
+}
+
+/* appends " (<n> in a row: the channel stopped)" to err.message (err on top) */
+static void note_given_up(lua_State *L, int n)
+{
+    lua_getfield(L, -1, "message");
+    const char *m = lua_tostring(L, -1);
+    ucwa_pushf(L, "%s (%d in a row: the channel stopped)", m ? m : "fault", n);
+    lua_setfield(L, -3, "message");
+    lua_pop(L, 1);
+}
+
+/* The error on top is a response the channel cannot read (a batch parse_events
+ * refuses, no next link, a bad link, a body or header section over the caps):
+ * the same URL will most likely give the same again. Retried, reported each
+ * time; after max_bad_batches in a row the channel stops (fatal). */
+static int unreadable(lua_State *L, ucwa_channel *ch, int chidx)
+{
+    count_failure(L, ch);
+    if (++ch->bad >= ch->max_bad) {
+        note_given_up(L, ch->bad);
+        return stop_with(L, ch, chidx);
+    }
+    return retry_later(L, ch, chidx, 0);
 }
 
 /* ---------------------------------------------------------------- responses */
@@ -216,8 +297,93 @@ static const char *link_href(lua_State *L, int links, const char *rel)
     return h; /* the string stays on the stack */
 }
 
-/* a 200: the batch parsed, the next URL found, the next P-GET sent, then
- * on_batch(batch, url) */
+/* whether any sender of the batch at idx has an event */
+static int has_events(lua_State *L, int batch)
+{
+    int found = 0;
+    if (lua_getfield(L, batch, "senders") == LUA_TTABLE) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1), i;
+        for (i = 1; i <= n && !found; i++) {
+            if (lua_rawgeti(L, -1, i) == LUA_TTABLE) {
+                if (lua_getfield(L, -1, "events") == LUA_TTABLE) found = lua_rawlen(L, -1) > 0;
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    return found;
+}
+
+/* FNV-1a: the identity of a batch among the last SEEN_N delivered (a
+ * collision can only make the channel skip a batch the server repeats) */
+static uint64_t hash_id(const char *s, size_t n)
+{
+    uint64_t h = 14695981039346656037ULL;
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static int seen_before(const ucwa_channel *ch, uint64_t id)
+{
+    unsigned i;
+    for (i = 0; i < ch->n_seen; i++)
+        if (ch->seen[i] == id) return 1;
+    return 0;
+}
+
+static void remember(ucwa_channel *ch, uint64_t id)
+{
+    ch->seen[ch->i_seen] = id;
+    ch->i_seen = (ch->i_seen + 1) % SEEN_N;
+    if (ch->n_seen < SEEN_N) ch->n_seen++;
+}
+
+/* The batch's identity: its self link, resolved and with the channel's
+ * params set as for a next link (so "events?ack=3" and ".../events?ack=3&
+ * timeout=180" are one batch), else the URL it answered. */
+static uint64_t batch_id(lua_State *L, int chidx, int links, const ucwa_req *r)
+{
+    uint64_t id;
+    const char *self = links ? link_href(L, links, "self") : NULL;
+    if (self && strlen(self) == lua_rawlen(L, -1)) {
+        const char *err = NULL;
+        char *abs = ucwa_url_resolve(r->eff_url ? r->eff_url : r->url, self, &err), *full = NULL;
+        if (abs) {
+            lua_getiuservalue(L, chidx, CUV_STATE);
+            lua_getfield(L, -1, "params");
+            full = ucwa_url_with_query(L, abs, -1, &err);
+            lua_pop(L, 2);
+            free(abs);
+        }
+        id = full ? hash_id(full, strlen(full)) : hash_id(self, strlen(self));
+        free(full);
+    } else {
+        id = hash_id(r->url, strlen(r->url));
+    }
+    if (self) lua_pop(L, 1);
+    return id;
+}
+
+/* pushes the error object about a repeated batch */
+static void push_repeat(lua_State *L, ucwa_channel *ch, const char *url, int delivered_before)
+{
+    if (delivered_before)
+        ucwa_error_push(L, 200, "BadResponse", "RepeatedBatch",
+                        "the server sent an event batch it had sent before (not delivered again; %d in a row)",
+                        ch->repeats);
+    else
+        ucwa_error_push(L, 200, "BadResponse", "RepeatedBatch",
+                        "the server's next link does not advance (the URL just requested; %d in a row)", ch->repeats);
+    ucwa_set_str(L, -1, "url", url);
+}
+
+enum { REL_NEXT, REL_RESYNC, REL_RESUME };
+
+/* A 200: the batch parsed and checked, the next P-GET sent (or its wait
+ * armed), then on_batch(batch, url); a fault found on the way is reported to
+ * on_error after on_batch, so the batch is delivered whatever on_error does. */
 static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
 {
     ucwa_req *r = &ch->req;
@@ -233,32 +399,34 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
     else
         lua_pushnil(L);
     int st = lua_pcall(L, 2, 2, 0);                 /* top+2: batch | nil, top+3: err */
-    if (st == LUA_OK && !lua_istable(L, top + 2)) { /* parse_events' ParseError, with the URL */
+    if (st == LUA_OK && !lua_istable(L, top + 2)) { /* parse_events' ParseError, code and subcode, with the URL */
         lua_pushvalue(L, top + 3);
         lua_pushinteger(L, 200);
         lua_setfield(L, -2, "status");
         ucwa_set_str(L, -1, "url", r->url);
-        return retry_later(L, ch, chidx, 0);
+        return unreadable(L, ch, chidx);
     }
     if (st != LUA_OK) { /* out of memory */
         const char *m = lua_type(L, top + 2) == LUA_TSTRING ? lua_tostring(L, top + 2) : "cannot parse";
         push_batch_error(L, "ParseError", m, r->url);
-        return retry_later(L, ch, chidx, 0);
+        return unreadable(L, ch, chidx);
     }
     lua_settop(L, top + 2);
     const char *href = NULL;
+    int rel = REL_NEXT, links = 0;
     if (lua_getfield(L, top + 2, "links") == LUA_TTABLE) { /* top+3 */
         static const char *const rels[] = {"next", "resync", "resume"};
-        size_t i;
-        for (i = 0; i < UCWA_NELEM(rels) && !href; i++) href = link_href(L, top + 3, rels[i]);
+        links = top + 3;
+        for (rel = 0; rel < (int)UCWA_NELEM(rels) && !href; rel++) href = link_href(L, links, rels[rel]);
+        rel--;
     }
     if (!href) {
         push_batch_error(L, "NoNextLink", "event batch has no next, resync or resume link", r->url);
-        return retry_later(L, ch, chidx, 0);
+        return unreadable(L, ch, chidx);
     }
     if (strlen(href) != lua_rawlen(L, -1)) { /* C would cut it at the NUL */
         push_batch_error(L, "BadLink", "bad event link: URL contains a NUL byte", r->url);
-        return retry_later(L, ch, chidx, 0);
+        return unreadable(L, ch, chidx);
     }
     const char *err = NULL;
     char *abs = ucwa_url_resolve(r->eff_url ? r->eff_url : r->url, href, &err);
@@ -273,19 +441,89 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
     if (!next) {
         lua_pushfstring(L, "bad event link: %s", err ? err : "?");
         push_batch_error(L, "BadLink", lua_tostring(L, -1), r->url);
-        return retry_later(L, ch, chidx, 0);
+        return unreadable(L, ch, chidx);
     }
+    ch->bad = 0;
+
+    /* repeats and pace */
+    int events = has_events(L, top + 2);
+    uint64_t id = events ? batch_id(L, chidx, links, r) : 0;
+    int repeat = events && seen_before(ch, id);
+    int64_t elapsed = ucwa_now() - ch->sent_at;
+    int fast = ch->min_interval > 0 && (double)elapsed < ch->min_interval * 1e9;
+    ch->fast_empty = fast && !events ? ch->fast_empty + 1 : 0;
+    /* resync and resume are answered without holding the P-GET: the first one
+     * in a row is followed at once */
+    int hasty = fast && !events && (rel == REL_NEXT || ch->fast_empty >= 2);
+    int stuck = strcmp(next, ch->url) == 0 && (events || hasty);
     free(ch->url);
     ch->url = next;
-    ch->b_cur = ch->b_initial;
-    if (issue_pget(L, ch, chidx)) { /* the next P-GET first */
-        /* could not even add it: try again after backoff; the batch is still ours */
-        ucwa_req_free(r);
-        if (ucwa_timer_arm(ch->eng, &ch->retry, backoff_next(ch)) != 0) channel_halt(L, ch, chidx);
+
+    int problem = 0; /* 1: a repeat; 2: the next P-GET could not be added; 3: nor its retry */
+    char *too_large = NULL;
+    const char *ierr = NULL;
+    if (repeat || stuck) {
+        ch->repeats++;
+        ch->failures++;
+        problem = 1;
+        if (events && !repeat) remember(ch, id); /* delivered below */
+        if (ch->repeats >= ch->max_repeats) {
+            channel_halt(L, ch, chidx);
+        } else {
+            double d = backoff_next(ch);
+            if (d < ch->min_interval) d = ch->min_interval > ch->b_max ? ch->b_max : ch->min_interval;
+            ucwa_req_free(r);
+            if (ucwa_timer_arm(ch->eng, &ch->retry, d) != 0) channel_halt(L, ch, chidx);
+            ch->pausing = 0;
+        }
+    } else {
+        ch->failures = 0;
+        ch->b_cur = ch->b_initial;
+        if (events) {
+            ch->repeats = 0;
+            remember(ch, id);
+        }
+        if (hasty) { /* the rest of min_interval, then the next P-GET */
+            ucwa_req_free(r);
+            if (ucwa_timer_arm(ch->eng, &ch->retry, ch->min_interval - (double)elapsed / 1e9) != 0) {
+                channel_halt(L, ch, chidx);
+                problem = 3;
+            }
+            ch->pausing = 1;
+        } else if ((ierr = issue_pget(L, ch, chidx, &too_large)) != NULL) { /* the next P-GET first */
+            /* could not even add it: try again after backoff; the batch is still ours */
+            ucwa_req_free(r);
+            problem = 2;
+            if (ucwa_timer_arm(ch->eng, &ch->retry, backoff_next(ch)) != 0) {
+                channel_halt(L, ch, chidx);
+                problem = 3;
+            }
+        }
     }
-    lua_pushvalue(L, top + 2);
-    lua_pushvalue(L, top + 1);
-    return call_cb(L, chidx, "on_batch", 2);
+    ucwa_engine_rearm(ch->eng, 0);
+    int halted = !ch->running; /* by us (on_batch may stop the channel itself) */
+    if (!repeat && !(stuck && !events)) { /* new events are never dropped; a stuck empty batch is nothing */
+        lua_pushvalue(L, top + 2);
+        lua_pushvalue(L, top + 1);
+        st = call_cb(L, chidx, "on_batch", 2);
+        if (st != LUA_OK) {
+            free(too_large);
+            return st;
+        }
+    }
+    if (!problem) return LUA_OK;
+    if (problem == 1) {
+        push_repeat(L, ch, lua_tostring(L, top + 1), repeat);
+        lua_pushinteger(L, ch->failures);
+        lua_setfield(L, -2, "failures");
+        if (halted) note_given_up(L, ch->repeats);
+    } else {
+        push_issue_error(L, ch, ierr ? ierr : "out of memory", &too_large);
+        count_failure(L, ch);
+    }
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, halted ? "fatal" : "retrying");
+    return call_cb(L, chidx, "on_error", 1);
 }
 
 static int on_response(lua_State *L, ucwa_channel *ch, int chidx)
@@ -294,7 +532,8 @@ static int on_response(lua_State *L, ucwa_channel *ch, int chidx)
     /* network faults and timeouts: same URL after backoff */
     if (!ucwa_req_ok(r)) {
         ucwa_push_transport_error(L, r);
-        return retry_later(L, ch, chidx, 0);
+        if (r->too_large || r->head_too_large) return unreadable(L, ch, chidx);
+        return transient(L, ch, chidx, 0);
     }
     if (r->status == 200) return on_batch(L, ch, chidx);
 
@@ -308,7 +547,7 @@ static int on_response(lua_State *L, ucwa_channel *ch, int chidx)
     if (!retry) return stop_with(L, ch, chidx);
     const char *h = ucwa_req_header(r, "retry-after");
     double ra = h ? strtod(h, NULL) : 0;
-    return retry_later(L, ch, chidx, ra > 0 ? ra : 0);
+    return transient(L, ch, chidx, ra > 0 ? ra : 0);
 }
 
 /* pushes the channel object (anchored while it runs), or returns 0 when it is
@@ -337,21 +576,31 @@ static int deliver_retry(lua_State *L, int eidx, ucwa_work *w)
     ucwa_channel *ch = ucwa_container_of(w, ucwa_channel, retry.w);
     if (!push_running(L, eidx, ch)) return LUA_OK;
     int chidx = lua_gettop(L);
-    const char *err = issue_pget(L, ch, chidx);
+    char *too_large = NULL;
+    const char *err = issue_pget(L, ch, chidx, &too_large);
     if (!err) return LUA_OK;
-    ucwa_error_push(L, 0, "NetworkError", NULL, "%s", err);
-    ucwa_set_str(L, -1, "url", ch->url);
-    return retry_later(L, ch, chidx, 0);
+    int refused = too_large != NULL;
+    push_issue_error(L, ch, err, &too_large);
+    if (refused) return stop_with(L, ch, chidx); /* the same headers will not fit next time */
+    return transient(L, ch, chidx, 0);
 }
 
 /* ---------------------------------------------------------------- Lua API */
 
 static const char *const channel_options[] = {
-    "url",    "headers",  "timeout",  "grace",    "client_timeout", "low",
-    "medium", "priority", "on_batch", "on_error", "backoff",        NULL,
+    "url",      "headers",  "timeout", "grace",        "client_timeout",  "low",         "medium", "priority",
+    "on_batch", "on_error", "backoff", "min_interval", "max_bad_batches", "max_repeats", NULL,
 };
 static const char *const backoff_options[] = {"initial", "max", NULL};
 static const char *const params[] = {"low", "medium", "priority"};
+
+/* an integer option of the table at 2, in [1, 1000] */
+static int opt_count(lua_State *L, const char *k, int def)
+{
+    double v = ucwa_opt_number(L, 2, 2, k, def, 1, 1000);
+    if (v != (double)(int)v) ucwa_argerror(L, 2, "option '%s' must be an integer (got %g)", k, v);
+    return (int)v;
+}
 
 /* eng:channel{...}; upvalues: core.parse_events, core.parse_error */
 static int l_channel(lua_State *L)
@@ -365,10 +614,13 @@ static int l_channel(lua_State *L)
     ucwa_opt_value(L, 2, 2, "on_batch", LUA_TFUNCTION, 1); /* 4 */
     ucwa_opt_value(L, 2, 2, "on_error", LUA_TFUNCTION, 0); /* 5 */
     ucwa_opt_value(L, 2, 2, "headers", LUA_TTABLE, 0);     /* 6 */
-    ucwa_headers(L, 2, 6, NULL, NULL);
+    ucwa_headers(L, 2, 6, NULL, NULL, e->http.max_header, NULL);
     double timeout = ucwa_opt_number(L, 2, 2, "timeout", 180, 0, 1e6);
     double grace = ucwa_opt_number(L, 2, 2, "grace", 20, 0, 1e6);
     double client_timeout = ucwa_opt_number(L, 2, 2, "client_timeout", 0, 0, 1e6);
+    double min_interval = ucwa_opt_number(L, 2, 2, "min_interval", 1, 0, 3600);
+    int max_bad = opt_count(L, "max_bad_batches", 5);
+    int max_repeats = opt_count(L, "max_repeats", 10);
     double b_initial = 0.5, b_max = 30;
     if (ucwa_opt_value(L, 2, 2, "backoff", LUA_TTABLE, 0)) {
         ucwa_opt_check(L, 2, -1, "backoff.", backoff_options);
@@ -433,6 +685,9 @@ static int l_channel(lua_State *L)
     ch->timeout = timeout;
     ch->grace = grace;
     ch->client_timeout = client_timeout;
+    ch->min_interval = min_interval;
+    ch->max_bad = max_bad;
+    ch->max_repeats = max_repeats;
     ch->b_initial = ch->b_cur = b_initial;
     ch->b_max = b_max;
     lua_pushvalue(L, 1);
@@ -451,14 +706,20 @@ static int l_start(lua_State *L)
     lua_settop(L, 1);
     ch->running = 1;
     ch->b_cur = ch->b_initial;
+    /* the counts of faults in a row start again; the batches delivered are
+     * still remembered */
+    ch->failures = ch->bad = ch->repeats = ch->fast_empty = 0;
     ch->eng->n_channels++;
     lua_getiuservalue(L, 1, CUV_ENGINE);
     ucwa_anchor(L, -1, ch, 1);
     lua_pop(L, 1);
-    const char *err = issue_pget(L, ch, 1);
+    char *too_large = NULL;
+    const char *err = issue_pget(L, ch, 1, &too_large);
     if (err) {
         channel_halt(L, ch, 1);
-        return luaL_error(L, "channel: %s", err);
+        lua_pushfstring(L, "channel: %s", err);
+        free(too_large);
+        return lua_error(L);
     }
     return 0;
 }
@@ -497,12 +758,15 @@ static int l_running(lua_State *L)
     return 1;
 }
 
-/* pending(): "request" (a P-GET in flight), "backoff" (waiting to retry), or nil */
+/* pending(): "request" (a P-GET in flight), "backoff" (waiting to retry),
+ * "pause" (waiting for min_interval after a hasty empty batch), or nil */
 static int l_pending(lua_State *L)
 {
     ucwa_channel *ch = check_channel(L, 1);
     if (ch->req.x.w.state != UCWA_IDLE)
         lua_pushliteral(L, "request");
+    else if (ch->retry.w.state != UCWA_IDLE && ch->pausing)
+        lua_pushliteral(L, "pause");
     else if (ch->retry.w.state != UCWA_IDLE)
         lua_pushliteral(L, "backoff");
     else
@@ -518,8 +782,9 @@ static int l_set_header(lua_State *L)
     size_t nl, vl = 0;
     const char *n = luaL_checklstring(L, 2, &nl);
     const char *v = lua_isnoneornil(L, 3) ? NULL : luaL_checklstring(L, 3, &vl);
-    int why = ucwa_header_check(n, nl, v, vl);
-    if (why) ucwa_header_error(L, why == UCWA_BAD_NAME ? 2 : 3, n, why);
+    size_t max = ch->eng && ch->eng->multi ? ch->eng->http.max_header : 0;
+    int why = ucwa_header_check(n, nl, v, vl, max);
+    if (why) ucwa_header_error(L, why == UCWA_BAD_NAME ? 2 : 3, n, nl, vl, max, why);
     lua_settop(L, 3);
     lua_getiuservalue(L, 1, CUV_HEADERS); /* 4 */
     /* one entry per name, whatever its case */

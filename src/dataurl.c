@@ -1,5 +1,12 @@
 /* data: URLs (RFC 2397), as UCWA delivers message text: percent-encoded or
- * base64. Percent-decoding by libcurl, base64 by OpenSSL's EVP decoder. */
+ * base64. Percent-decoding by libcurl, base64 by OpenSSL's EVP decoder.
+ *
+ * The one decoder of the project, with UCWA's rule: in a data: URL that is
+ * not base64, '+' is a space, as servers send message text form-encoded
+ * ("data:text/plain;charset=utf-8,Hi+Tosh%0d%0a" is "Hi Tosh\r\n"); a plus
+ * sign comes as %2B. (RFC 2397 alone would keep '+'.) In base64, '+' is a
+ * base64 digit. */
+#include <stdlib.h>
 #include <string.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -26,7 +33,19 @@ static int l_data_url(lua_State *L)
     size_t mlen = base64 ? hlen - 7 : hlen;
 
     int outlen = 0;
-    char *raw = curl_easy_unescape(NULL, comma + 1, (int)(len - (size_t)(comma + 1 - s)), &outlen);
+    size_t dlen = len - (size_t)(comma + 1 - s);
+    if (dlen > (size_t)0x7fffffff) return luaL_error(L, "data: URL too large");
+    char *raw;
+    if (base64) {
+        raw = curl_easy_unescape(NULL, comma + 1, (int)dlen, &outlen);
+    } else { /* '+' is a space (form encoding), before the escapes are decoded */
+        char *plus = malloc(dlen + 1);
+        if (!plus) return luaL_error(L, "out of memory");
+        size_t i;
+        for (i = 0; i < dlen; i++) plus[i] = comma[1 + i] == '+' ? ' ' : comma[1 + i];
+        raw = curl_easy_unescape(NULL, plus, (int)dlen, &outlen);
+        free(plus);
+    }
     if (!raw) return luaL_error(L, "out of memory");
     if (!base64) {
         lua_pushlstring(L, raw, (size_t)outlen);

@@ -6,8 +6,8 @@
  *   </input>
  * Booleans are spelled True/False as in the docs' XML requests; properties
  * come sorted by name so the output is deterministic. Values that cannot be
- * sent (functions, nested objects in XML, control characters, bad UTF-8) are
- * argument errors: they raise. */
+ * sent (functions, nested objects in XML, control characters in XML, bad
+ * UTF-8 in either format) are argument errors: they raise. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +229,36 @@ static int encode_xml(lua_State *L)
     return 2;
 }
 
+/* Raises when a string of the table at idx (keys and values, nested tables
+ * too) is not UTF-8: cjson would send the bytes as they are, and the JSON
+ * body would not be JSON. `what` names the property of the top level. */
+static void check_json_utf8(lua_State *L, int idx, const char *what, int depth)
+{
+    if (depth > 1000) return; /* cjson refuses what is nested deeper */
+    luaL_checkstack(L, 4, "ucwa.encode: nesting");
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *name = what;
+        size_t n, i;
+        const char *s;
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            s = lua_tolstring(L, -2, &n);
+            if ((i = ucwa_utf8_valid_prefix(s, n)) < n)
+                ucwa_raise(L, "ucwa.encode: a property name is not valid UTF-8 (byte %d)", (int)i + 1);
+            if (!name) name = s;
+        }
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            s = lua_tolstring(L, -1, &n);
+            if ((i = ucwa_utf8_valid_prefix(s, n)) < n)
+                ucwa_raise(L, "ucwa.encode: %s is not valid UTF-8 (byte %d)", name ? name : "an item", (int)i + 1);
+        } else if (lua_type(L, -1) == LUA_TTABLE) {
+            check_json_utf8(L, -1, name, depth + 1);
+        }
+        lua_pop(L, 1);
+    }
+}
+
 int ucwa_l_encode(lua_State *L)
 {
     size_t n;
@@ -238,6 +268,7 @@ int ucwa_l_encode(lua_State *L)
     lua_settop(L, 1);
     if (!strcmp(fmt, "xml")) return encode_xml(L);
     if (strcmp(fmt, "json")) return luaL_argerror(L, 2, "expected \"json\" or \"xml\"");
+    check_json_utf8(L, 1, NULL, 0);
     lua_pushvalue(L, lua_upvalueindex(UV_ENCODE));
     lua_pushvalue(L, 1);
     lua_call(L, 1, 2);

@@ -1,7 +1,8 @@
 /* The engine: a libcurl multi handle on epoll + timerfd, a timer heap and a
  * ready queue of work items (see loop.h).
  *
- *   local eng = core.engine{ verify=, ca_file=, max_body=, user_agent=, proxy=,
+ *   local eng = core.engine{ verify=, ca_file=, max_body=, max_header=,
+ *                            max_response_header=, user_agent=, proxy=, resolve=,
  *                            connect_timeout=, timeout=, max_connections= }
  *   eng:step(timeout) eng:pollfd() eng:events() eng:timeout() eng:stats()
  *   eng:closed() eng:close()
@@ -23,9 +24,10 @@
 #include "ucwa.h"
 #include "loop.h"
 
-#define MAX_EVENTS       256
-#define DEFAULT_MAX_BODY (16u * 1024u * 1024u)
-#define DEFAULT_UA       "lua-ucwa/0.1"
+#define MAX_EVENTS         256
+#define DEFAULT_MAX_BODY   (16u * 1024u * 1024u)
+#define DEFAULT_MAX_HEADER (64u * 1024u)
+#define DEFAULT_UA         "lua-ucwa/0.1"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -480,6 +482,8 @@ static void http_opts_free(ucwa_http_opts *h)
     free(h->ca_file);
     free(h->proxy);
     h->user_agent = h->ca_file = h->proxy = NULL;
+    curl_slist_free_all(h->resolve);
+    h->resolve = NULL;
 }
 
 /* every item pending in `list`, idle and abandoned; abandon functions may
@@ -506,8 +510,10 @@ static void close_fds(ucwa_engine *e)
 static int l_close(lua_State *L)
 {
     ucwa_engine *e = luaL_checkudata(L, 1, UCWA_ENGINE_MT);
-    http_opts_free(&e->http); /* also when a bad option stopped engine{} half-way */
-    if (!e->multi) return 0;
+    if (!e->multi) {
+        http_opts_free(&e->http); /* also when a bad option stopped engine{} half-way */
+        return 0;
+    }
     abandon_list(&e->xfers);
     abandon_list(&e->ready);
     while (e->n_heap) {
@@ -521,6 +527,7 @@ static int l_close(lua_State *L)
     curl_multi_cleanup(e->multi);
     e->multi = NULL;
     close_fds(e);
+    http_opts_free(&e->http); /* after the easy handles: they point at the resolve list */
     /* drop the anchors: everything they held is finished */
     lua_newtable(L);
     lua_setiuservalue(L, 1, UCWA_EUV_ANCHORS);
@@ -536,8 +543,71 @@ static char *opt_strdup(lua_State *L, int t, const char *k, const char *def)
 }
 
 static const char *const engine_options[] = {
-    "verify", "ca_file", "max_body", "user_agent", "proxy", "connect_timeout", "timeout", "max_connections", NULL,
+    "verify",          "ca_file", "max_body",        "max_header", "max_response_header", "user_agent", "proxy",
+    "connect_timeout", "timeout", "max_connections", "resolve",    NULL,
 };
+
+/* Whether s is "host:port:address[,address...]" (CURLOPT_RESOLVE), with an
+ * optional leading '+' (entries that may time out of libcurl's DNS cache).
+ * host: a name without ':' or a bracketed IPv6 address; port 1..65535;
+ * addresses: IPv4 or (bracketed) IPv6, comma separated. */
+static int resolve_entry_ok(const char *s)
+{
+    const char *p = s;
+    if (*p == '+') p++;
+    if (*p == '[') {
+        const char *q = strchr(p, ']');
+        if (!q || q == p + 1 || q[1] != ':') return 0;
+        p = q + 1;
+    } else {
+        const char *q = p;
+        while (*q && *q != ':') {
+            if ((unsigned char)*q <= ' ' || *q == '/' || *q == '@' || (unsigned char)*q >= 127) return 0;
+            q++;
+        }
+        if (q == p || *q != ':') return 0;
+        p = q;
+    }
+    p++; /* the ':' after the host */
+    long port = 0;
+    const char *d = p;
+    while (*p >= '0' && *p <= '9' && port <= 65535) port = port * 10 + (*p++ - '0');
+    if (p == d || *p != ':' || port < 1 || port > 65535) return 0;
+    p++;
+    if (!*p) return 0;
+    for (; *p; p++)
+        if (!strchr("0123456789abcdefABCDEF.:[],", *p)) return 0;
+    return 1;
+}
+
+/* option 'resolve': an array of entries into the slist h->resolve */
+static void opt_resolve(lua_State *L, ucwa_http_opts *h)
+{
+    if (!ucwa_opt_value(L, 1, 1, "resolve", LUA_TTABLE, 0)) {
+        lua_pop(L, 1);
+        return;
+    }
+    int t = lua_gettop(L);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, t), i;
+    lua_pushnil(L);
+    while (lua_next(L, t)) { /* only 1..n */
+        lua_pop(L, 1);
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > n)
+            ucwa_argerror(L, 1, "option 'resolve' must be an array of \"host:port:address\" strings");
+    }
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, t, i);
+        ucwa_pushf(L, "option 'resolve' entry %d", (int)i);
+        const char *s = ucwa_check_cstring(L, -2, 1, lua_tostring(L, -1), NULL);
+        if (!resolve_entry_ok(s))
+            ucwa_argerror(L, 1, "option 'resolve' entry %d must be \"host:port:address\" (got \"%.100s\")", (int)i, s);
+        struct curl_slist *sl = curl_slist_append(h->resolve, s);
+        if (!sl) luaL_error(L, "out of memory");
+        h->resolve = sl;
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+}
 
 /* core.engine{...} */
 static int l_engine(lua_State *L)
@@ -564,6 +634,11 @@ static int l_engine(lua_State *L)
     ucwa_http_opts *h = &e->http;
     h->verify = ucwa_opt_boolean(L, 1, 1, "verify", 1);
     h->max_body = (size_t)ucwa_opt_number(L, 1, 1, "max_body", DEFAULT_MAX_BODY, 0, 1e15);
+    /* libcurl refuses a request of over 1 MiB and a response header line of
+     * over 100 KiB, both as "Out of memory": the caps sit below */
+    h->max_header = (size_t)ucwa_opt_number(L, 1, 1, "max_header", DEFAULT_MAX_HEADER, 256, 512 * 1024);
+    h->max_response_header =
+        (size_t)ucwa_opt_number(L, 1, 1, "max_response_header", DEFAULT_MAX_HEADER, 1024, 64 * 1024 * 1024);
     h->connect_timeout_ms = ucwa_secs_to_ms(ucwa_opt_number(L, 1, 1, "connect_timeout", 10, 0, HUGE_VAL));
     h->timeout_ms = ucwa_secs_to_ms(ucwa_opt_number(L, 1, 1, "timeout", 60, 0, HUGE_VAL));
     double maxc = ucwa_opt_number(L, 1, 1, "max_connections", 1024, 0, 1e6);
@@ -577,6 +652,7 @@ static int l_engine(lua_State *L)
         h->proxy = opt_strdup(L, 1, "proxy", NULL);
     }
     lua_pop(L, 1);
+    opt_resolve(L, h);
     e->rng = (uint64_t)ucwa_now() ^ (uint64_t)(uintptr_t)e ^ 0x9E3779B97F4A7C15ULL;
     if (!e->rng) e->rng = 1;
 

@@ -87,8 +87,11 @@ typedef struct ucwa_http_opts {
     long connect_timeout_ms;
     long timeout_ms; /* default per request; 0: none */
     size_t max_body;
+    size_t max_header;          /* bytes of one request header line (name: value) */
+    size_t max_response_header; /* bytes of a response's header section */
     char *user_agent, *ca_file;
-    char *proxy; /* NULL: libcurl's default (the environment); "": never */
+    char *proxy;                /* NULL: libcurl's default (the environment); "": never */
+    struct curl_slist *resolve; /* CURLOPT_RESOLVE entries ("host:port:address"), or NULL */
 } ucwa_http_opts;
 
 struct ucwa_engine {

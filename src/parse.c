@@ -152,6 +152,129 @@ static const char *ct_name(lua_State *L, int idx)
     return lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : "(none)";
 }
 
+/* ---------------------------------------------------------------- invalid UTF-8 */
+
+/* A model never holds invalid UTF-8: each ill-formed sequence of a body is
+ * replaced by U+FFFD (one for each maximal subpart, as Unicode recommends
+ * and browsers do) before the body is parsed, so one bad byte from a server
+ * costs one character, not the batch, and whatever the bot sends on (XML
+ * encode refuses invalid UTF-8) or logs is well formed. NUL and other
+ * control characters are characters: JSON's \u0000 stays a NUL byte (Lua
+ * strings are bytes; the C core refuses NUL wherever C would cut a string:
+ * URLs, header values); XML cannot carry them, and expat refuses a body that
+ * does. Bodies that are pure ASCII, the common case, cost one word-at-a-time
+ * scan. */
+
+/* the length of the valid UTF-8 sequence at s[0..n) (1..4), or -k: the
+ * first k bytes are a maximal ill-formed subpart (replaced by one U+FFFD) */
+static int utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    int need;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 1;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F; /* no surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F; /* nothing past U+10FFFF */
+    } else
+        return -1;
+    int k;
+    for (k = 1; k <= need; k++) {
+        if ((size_t)k >= n || s[k] < lo || s[k] > hi) return -k;
+        lo = 0x80, hi = 0xBF;
+    }
+    return need + 1;
+}
+
+/* the offset of the first byte of s[0..n) that is not ASCII, or n */
+static size_t ascii_prefix(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080ULL) break;
+    }
+    while (i < n && s[i] < 0x80) i++;
+    return i;
+}
+
+/* the offset of the first ill-formed sequence, or n */
+static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
+{
+    return ucwa_utf8_valid_prefix((const char *)s, n);
+}
+
+size_t ucwa_utf8_valid_prefix(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = ascii_prefix(s, n);
+    while (i < n) {
+        int k = utf8_seq(s + i, n - i);
+        if (k < 0) return i;
+        i += (size_t)k;
+        if (k == 1) i += ascii_prefix(s + i, n - i);
+    }
+    return n;
+}
+
+/* Whether an XML body is in UTF-8 (the only encoding repaired): not UTF-16,
+ * and its declaration names no encoding or UTF-8. expat decodes the others
+ * into UTF-8 itself. */
+static int xml_is_utf8(const char *b, size_t len)
+{
+    if (len >= 2 && (((unsigned char)b[0] == 0xFE && (unsigned char)b[1] == 0xFF) ||
+                     ((unsigned char)b[0] == 0xFF && (unsigned char)b[1] == 0xFE) || b[0] == 0 || b[1] == 0))
+        return 0;
+    if (len < 5 || memcmp(b, "<?xml", 5) != 0) return 1;
+    const char *end = memchr(b, '>', len < 256 ? len : 256), *p;
+    if (!end) return 1;
+    for (p = b + 5; p + 8 < end; p++) {
+        if (memcmp(p, "encoding", 8) != 0) continue;
+        p += 8;
+        while (p < end && (*p == ' ' || *p == '=' || *p == '\t')) p++;
+        if (p < end && (*p == '"' || *p == '\'')) p++;
+        return end - p >= 5 && (!strncasecmp(p, "utf-8", 5) || !strncasecmp(p, "utf8", 4));
+    }
+    return 1;
+}
+
+/* The body b[0..*len) (argument 1 of the call, after *skipped bytes of BOM
+ * and blanks) with ill-formed UTF-8 replaced: when there is some, argument 1
+ * is replaced by the repaired body, and that is returned (*skipped = 0). */
+static const char *repair_utf8(lua_State *L, int fmt, const char *b, size_t *len, size_t *skipped)
+{
+    const unsigned char *s = (const unsigned char *)b;
+    size_t n = *len, i = utf8_valid_prefix(s, n);
+    if (i == n || (fmt == F_XML && !xml_is_utf8(b, n))) return b;
+    luaL_Buffer buf;
+    luaL_buffinitsize(L, &buf, n + n / 8 + 16);
+    luaL_addlstring(&buf, b, i);
+    while (i < n) {
+        int k = utf8_seq(s + i, n - i);
+        if (k < 0) {
+            luaL_addstring(&buf, "\xEF\xBF\xBD"); /* U+FFFD */
+            i += (size_t)-k;
+        } else {
+            size_t j = i + (size_t)k;
+            j += utf8_valid_prefix(s + j, n - j);
+            luaL_addlstring(&buf, b + i, j - i);
+            i = j;
+        }
+    }
+    luaL_pushresult(&buf);
+    lua_replace(L, 1);
+    *skipped = 0;
+    return lua_tolstring(L, 1, len);
+}
+
 /* ---------------------------------------------------------------- entry points */
 
 static int check_size(lua_State *L, size_t len, size_t skipped)
@@ -171,6 +294,7 @@ static int parse_body(lua_State *L, int events)
     int fmt = body_format(L, 2, b, len);
     if (check_size(L, len, skipped)) return 2;
     lua_settop(L, 2);
+    if (fmt != F_NONE) b = repair_utf8(L, fmt, b, &len, &skipped);
     if (fmt == F_JSON) {
         if (ucwa_json_decode(L, b, len, skipped)) return 2;
         if (!events)
@@ -224,6 +348,7 @@ static int l_parse_error(lua_State *L)
         lua_settop(L, 3);
         if (len == 0 || check_size(L, len, skipped)) fmt = F_NONE;
         lua_settop(L, 3);
+        if (fmt != F_NONE) b = repair_utf8(L, fmt, b, &len, &skipped);
         if (fmt == F_JSON) {
             ok = ucwa_json_decode(L, b, len, skipped) == 0;
         } else if (fmt == F_XML) {

@@ -50,6 +50,10 @@ int ucwa_schema_prop(const char *rel, const char *name, int *item);
 /* Whether links/embedded `rel` of a resource `parent` form a collection. */
 int ucwa_schema_coll(const char *parent, const char *rel);
 
+/* The length of the longest prefix of s[0..n) that is well-formed UTF-8
+ * (n when all of it is). */
+size_t ucwa_utf8_valid_prefix(const char *s, size_t n);
+
 /* Integral floats become integers, as they would print in the body. */
 static inline void ucwa_push_number(lua_State *L, lua_Number d)
 {

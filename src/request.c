@@ -45,10 +45,21 @@ static size_t header_cb(char *p, size_t size, size_t n, void *ud)
     size_t len = size * n, i, ne;
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) { /* a new response (after 1xx) */
         h->len = 0;
+        r->head_bytes = len;
+        r->got_status = 1;
+        r->head_done = 0;
         return len;
     }
+    r->head_bytes += len;
+    if (r->head_bytes > r->max_head) {
+        r->head_too_large = 1;
+        return 0; /* CURLE_WRITE_ERROR */
+    }
     while (len && (p[len - 1] == '\n' || p[len - 1] == '\r')) len--;
-    if (len == 0) return size * n;
+    if (len == 0) {
+        r->head_done = 1;
+        return size * n;
+    }
     if ((p[0] == ' ' || p[0] == '\t') && h->len) { /* obsolete line folding */
         while (len && (*p == ' ' || *p == '\t')) {
             p++;
@@ -107,6 +118,10 @@ static void req_done(ucwa_xfer *x)
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r->status);
     curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &eff);
     if (eff) r->eff_url = strdup(eff);
+    /* libcurl refuses a header line of over 100 KiB (CURL_MAX_HTTP_HEADER)
+     * before our header function sees it, and says "Out of memory" */
+    if (x->result == CURLE_OUT_OF_MEMORY && r->got_status && !r->head_done && !r->head_too_large)
+        r->head_too_large = 2;
     release_curl(r);
 }
 
@@ -120,6 +135,8 @@ void ucwa_req_free(ucwa_req *r)
     r->eff_url = NULL;
     free(r->url);
     r->url = NULL;
+    free(r->refused);
+    r->refused = NULL;
 }
 
 const char *ucwa_req_start(ucwa_engine *e, ucwa_req *r, const ucwa_req_spec *s)
@@ -135,6 +152,9 @@ const char *ucwa_req_start(ucwa_engine *e, ucwa_req *r, const ucwa_req_spec *s)
     r->x.done = req_done;
     r->hdrs = s->hdrs;
     r->max_body = h->max_body;
+    r->max_head = h->max_response_header;
+    r->head_bytes = 0;
+    r->got_status = r->head_done = r->head_too_large = 0;
     r->too_large = 0;
     r->cancelled = 0;
     r->sock_errno = 0;
@@ -171,6 +191,7 @@ const char *ucwa_req_start(ucwa_engine *e, ucwa_req *r, const ucwa_req_spec *s)
     SET(CURLOPT_SSL_VERIFYHOST, h->verify ? 2L : 0L);
     if (h->ca_file) SET(CURLOPT_CAINFO, h->ca_file);
     if (h->proxy) SET(CURLOPT_PROXY, h->proxy);
+    if (h->resolve) SET(CURLOPT_RESOLVE, h->resolve);
     /* HTTP/1.1 also over TLS (libcurl would offer h2): one long poll per
      * connection, as UCWA servers expect */
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
@@ -201,7 +222,7 @@ const char *ucwa_req_start(ucwa_engine *e, ucwa_req *r, const ucwa_req_spec *s)
 
 int ucwa_req_ok(const ucwa_req *r)
 {
-    return !r->cancelled && r->x.result == CURLE_OK && r->status > 0;
+    return !r->cancelled && !r->refused && r->x.result == CURLE_OK && r->status > 0;
 }
 
 const char *ucwa_req_header(const ucwa_req *r, const char *name)
@@ -252,6 +273,8 @@ void ucwa_push_response(lua_State *L, const ucwa_req *r)
 static const char *transport_code(const ucwa_req *r)
 {
     if (r->cancelled) return "Cancelled";
+    if (r->refused) return "BadRequest";
+    if (r->head_too_large) return "BadResponse";
     if (r->too_large) return "TooLarge";
     switch (r->x.result) {
     case CURLE_OPERATION_TIMEDOUT: return "Timeout";
@@ -280,6 +303,14 @@ void ucwa_push_transport_error(lua_State *L, const ucwa_req *r)
     const char *code = transport_code(r);
     if (r->cancelled)
         ucwa_error_push(L, 0, code, NULL, "request cancelled");
+    else if (r->refused)
+        ucwa_error_push(L, 0, code, "HeaderTooLarge", "%s", r->refused);
+    else if (r->head_too_large == 1)
+        ucwa_error_push(L, 0, code, "HeaderTooLarge", "the response headers from %s are over max_response_header (%zu bytes)",
+                        r->url ? r->url : "?", r->max_head);
+    else if (r->head_too_large)
+        ucwa_error_push(L, 0, code, "HeaderTooLarge",
+                        "a response header line from %s is over libcurl's limit (102400 bytes)", r->url ? r->url : "?");
     else if (r->too_large)
         ucwa_error_push(L, 0, code, NULL, "response body larger than max_body (%zu bytes)", r->max_body);
     else if (r->sock_errno)
@@ -289,7 +320,7 @@ void ucwa_push_transport_error(lua_State *L, const ucwa_req *r)
                         strerror(r->sock_errno));
     else /* curl's messages name host and port, never headers */
         ucwa_error_push(L, 0, code, NULL, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->x.result));
-    if (!r->cancelled) {
+    if (!r->cancelled && !r->refused) {
         lua_pushinteger(L, (lua_Integer)r->x.result);
         lua_setfield(L, -2, "curl_code");
     }
@@ -301,7 +332,7 @@ void ucwa_push_transport_error(lua_State *L, const ucwa_req *r)
 
 /* ---------------------------------------------------------------- headers */
 
-int ucwa_header_check(const char *n, size_t nl, const char *v, size_t vl)
+int ucwa_header_check(const char *n, size_t nl, const char *v, size_t vl, size_t max)
 {
     size_t i;
     if (nl == 0) return UCWA_BAD_NAME;
@@ -311,6 +342,7 @@ int ucwa_header_check(const char *n, size_t nl, const char *v, size_t vl)
     }
     for (i = 0; v && i < vl; i++)
         if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') return UCWA_BAD_VALUE;
+    if (max && nl + 2 + vl > max) return UCWA_TOO_LARGE;
     return 0;
 }
 
@@ -322,19 +354,40 @@ static UCWA_NORETURN void bad_header(lua_State *L, int arg, struct curl_slist *s
     ucwa_raise(L, "%s", msg);
 }
 
-void ucwa_header_error(lua_State *L, int arg, const char *name, int why)
+/* Why a header line is too large: names the header (its first 100 bytes: a
+ * valid name, printable) and sizes, never the value (it may be a token). */
+static const char *push_too_large(lua_State *L, const char *name, size_t nl, size_t vl, size_t max)
+{
+    return ucwa_pushf(L, "header '%.100s%s' is %zu bytes, over max_header (%zu bytes)", name, nl > 100 ? "..." : "",
+                      nl + 2 + vl, max);
+}
+
+void ucwa_header_error(lua_State *L, int arg, const char *name, size_t nl, size_t vl, size_t max, int why)
 {
     /* the name of a bad name is not quoted (it may hold control characters),
      * nor is a value ever (it may be a token) */
     if (why == UCWA_BAD_NAME) bad_header(L, arg, NULL, "bad header name");
+    if (why == UCWA_TOO_LARGE) bad_header(L, arg, NULL, push_too_large(L, name, nl, vl, max));
     bad_header(L, arg, NULL, ucwa_pushf(L, "header '%s': value contains CR, LF or NUL", name));
 }
 
-void ucwa_headers(lua_State *L, int arg, int idx, struct curl_slist **out, int *has_ct)
+/* *too_large = a malloc'd copy of the message on top (popped) */
+static void set_too_large(lua_State *L, char **too_large)
+{
+    const char *m = lua_tostring(L, -1);
+    *too_large = strdup(m ? m : "header too large");
+    lua_pop(L, 1);
+    if (!*too_large) luaL_error(L, "out of memory");
+}
+
+void ucwa_headers(lua_State *L, int arg, int idx, struct curl_slist **out, int *has_ct, size_t max,
+                  char **too_large)
 {
     struct curl_slist *sl = NULL;
+    size_t total = 0;
     if (has_ct) *has_ct = 0;
     if (out) *out = NULL;
+    if (too_large) *too_large = NULL;
     if (lua_isnoneornil(L, idx)) return;
     idx = lua_absindex(L, idx);
     if (!lua_istable(L, idx)) bad_header(L, arg, NULL, "headers must be a table");
@@ -353,10 +406,29 @@ void ucwa_headers(lua_State *L, int arg, int idx, struct curl_slist **out, int *
             bad_header(L, arg, sl, ucwa_pushf(L, "header '%s': value must be a string", n));
         lua_pushvalue(L, -1); /* a number converted in place of the copy, not of the key's value */
         const char *v = lua_tolstring(L, -1, &vl);
-        int why = ucwa_header_check(n, nl, v, vl);
+        int why = ucwa_header_check(n, nl, v, vl, max);
+        total += nl + 4 + vl;
+        if (!why && total > UCWA_MAX_REQUEST_HEADERS) why = UCWA_TOO_LARGE + 1;
+        if (why >= UCWA_TOO_LARGE && too_large) {
+            curl_slist_free_all(sl);
+            if (out) *out = NULL;
+            if (why == UCWA_TOO_LARGE)
+                push_too_large(L, n, nl, vl, max);
+            else
+                ucwa_pushf(L, "the request's headers are over %zu bytes in total (libcurl's limit)",
+                           UCWA_MAX_REQUEST_HEADERS);
+            set_too_large(L, too_large);
+            lua_pop(L, 3);
+            return;
+        }
+        if (why > UCWA_TOO_LARGE) {
+            curl_slist_free_all(sl);
+            bad_header(L, arg, NULL,
+                       ucwa_pushf(L, "headers are over %zu bytes in total (libcurl's limit)", UCWA_MAX_REQUEST_HEADERS));
+        }
         if (why) {
             curl_slist_free_all(sl);
-            ucwa_header_error(L, arg, n, why);
+            ucwa_header_error(L, arg, n, nl, vl, max, why);
         }
         if (has_ct && strcasecmp(n, "content-type") == 0) *has_ct = 1;
         if (out) {
@@ -448,7 +520,20 @@ static int l_request(lua_State *L)
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, 7, 3);
     int has_ct = 0;
-    ucwa_headers(L, 2, 6, &r->hdrs, &has_ct);
+    char *refused = NULL;
+    ucwa_headers(L, 2, 6, &r->hdrs, &has_ct, e->http.max_header, &refused);
+    if (refused) {
+        /* not sent: the callback gets BadRequest/HeaderTooLarge from the next
+         * step (a 10 MB token was libcurl's misleading "Out of memory") */
+        r->refused = refused;
+        r->url = strdup(url);
+        if (!r->url) return luaL_error(L, "out of memory");
+        ucwa_work_ready(e, &r->x.w);
+        ucwa_anchor(L, 1, r, 7);
+        ucwa_engine_rearm(e, 0);
+        lua_pushvalue(L, 7);
+        return 1;
+    }
     struct curl_slist *t = curl_slist_append(r->hdrs, "Expect:"); /* never 100-continue */
     if (t) r->hdrs = t;
     if (!has_ct) { /* no libcurl form default */

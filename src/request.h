@@ -12,6 +12,12 @@ typedef struct ucwa_req {
     ucwa_buf body;
     ucwa_buf head; /* "name\0value\0" pairs, names lowercased */
     size_t max_body;
+    size_t max_head;    /* the response's header section, bytes */
+    size_t head_bytes;  /* ... received so far (of the last response: 1xx reset it) */
+    int got_status;     /* a status line arrived */
+    int head_done;      /* ... and the blank line after the headers */
+    int head_too_large; /* 1: over max_head; 2: a line over libcurl's own limit */
+    char *refused;      /* malloc'd: why the request was not sent (BadRequest/HeaderTooLarge) */
     int too_large;
     int cancelled;  /* cancel() before delivery: deliver Cancelled */
     int sock_errno; /* a socket could not be opened (EMFILE...) */
@@ -47,13 +53,24 @@ void ucwa_push_transport_error(lua_State *L, const ucwa_req *r);
 
 /* The one header validator: 0, or why name/value (value may be NULL) cannot
  * be sent; ucwa_header_error raises that (for argument arg; 0: a plain error),
- * never quoting the value: it may be a token. */
-enum { UCWA_BAD_NAME = 1, UCWA_BAD_VALUE = 2 };
-int ucwa_header_check(const char *name, size_t nl, const char *value, size_t vl);
-UCWA_NORETURN void ucwa_header_error(lua_State *L, int arg, const char *name, int why);
+ * never quoting the value: it may be a token. A header line (name: value) of
+ * over `max` bytes is UCWA_TOO_LARGE (max 0: no cap). */
+enum { UCWA_BAD_NAME = 1, UCWA_BAD_VALUE = 2, UCWA_TOO_LARGE = 3 };
+int ucwa_header_check(const char *name, size_t nl, const char *value, size_t vl, size_t max);
+UCWA_NORETURN void ucwa_header_error(lua_State *L, int arg, const char *name, size_t nl, size_t vl, size_t max,
+                                     int why);
+
+/* libcurl refuses a request whose headers pass 1 MiB ("Out of memory"); the
+ * headers of one request may take this much in total */
+#define UCWA_MAX_REQUEST_HEADERS ((size_t)960 * 1024)
+
 /* Validates the headers table at idx (nil allowed; string or number values,
  * false skipped) for argument `arg`; with `out`, also builds the slist
- * (sets *has_ct when a Content-Type is given). Raises on bad names/values. */
-void ucwa_headers(lua_State *L, int arg, int idx, struct curl_slist **out, int *has_ct);
+ * (sets *has_ct when a Content-Type is given). Raises on bad names/values.
+ * A line over `max` bytes (or all of them over UCWA_MAX_REQUEST_HEADERS)
+ * raises too, unless `too_large` is given: then no slist is built and
+ * *too_large is a malloc'd message naming the header (never its value). */
+void ucwa_headers(lua_State *L, int arg, int idx, struct curl_slist **out, int *has_ct, size_t max,
+                  char **too_large);
 
 #endif

@@ -12,7 +12,7 @@ void ucwa_open_loop(lua_State *L);    /* loop.c: engine (step, pollfd, events, t
 void ucwa_open_request(lua_State *L); /* request.c: eng:request */
 void ucwa_open_timer(lua_State *L);   /* timer.c: eng:timer */
 void ucwa_open_channel(lua_State *L); /* channel.c: eng:channel (uses parse_events and parse_error) */
-void ucwa_open_url(lua_State *L);     /* url.c: url_resolve, url_with_query */
+void ucwa_open_url(lua_State *L);     /* url.c: url_resolve, url_with_query, url_parts, url_origin */
 void ucwa_open_dataurl(lua_State *L); /* dataurl.c: data_url */
 
 #endif

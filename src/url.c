@@ -4,7 +4,12 @@
  *   core.url_with_query(url, params)   -> URL | nil, err
  *       params: name -> string|number|true (set/replace), false (remove).
  *       Other parameters (ack=...) are kept byte for byte; new ones are appended
- *       in name order with CURLU_APPENDQUERY|CURLU_URLENCODE. */
+ *       in name order with CURLU_APPENDQUERY|CURLU_URLENCODE.
+ *   core.url_parts(url)   -> {scheme=, host=, port=, path=, query=} | nil, err
+ *   core.url_origin(url)  -> "scheme://host:port" | nil, err
+ *       http and https URLs only; scheme and host in ASCII lower case, the
+ *       scheme's default port filled in: the origin a credential is bound
+ *       to. No URL is parsed by hand. */
 #include <stdlib.h>
 #include <string.h>
 #include <curl/curl.h>
@@ -276,10 +281,111 @@ static int l_url_with_query(lua_State *L)
     return push_url(L, s, "build", err);
 }
 
+/* ASCII lower case, in place */
+static void lower(char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'Z') *s = (char)(*s + 32);
+}
+
+/* The parts of an absolute http(s) URL, each a malloc'd string (query NULL
+ * when there is none); NULL, or what is wrong with it. */
+typedef struct url_parts {
+    char *scheme, *host, *path, *query;
+    long port;
+} url_parts;
+
+static void parts_free(url_parts *p)
+{
+    curl_free(p->scheme);
+    curl_free(p->host);
+    curl_free(p->path);
+    curl_free(p->query);
+    memset(p, 0, sizeof *p);
+}
+
+static const char *split_url(const char *url, url_parts *p)
+{
+    const char *err = NULL;
+    char *port = NULL;
+    CURLUcode rc;
+    memset(p, 0, sizeof *p);
+    CURLU *h = curl_url();
+    if (!h) return "out of memory";
+    rc = curl_url_set(h, CURLUPART_URL, url, 0); /* absolute, a scheme libcurl knows */
+    if (rc == CURLUE_OK) rc = curl_url_get(h, CURLUPART_SCHEME, &p->scheme, 0);
+    if (rc == CURLUE_OK) {
+        lower(p->scheme);
+        if (strcmp(p->scheme, "http") != 0 && strcmp(p->scheme, "https") != 0) err = "not an http or https URL";
+    }
+    if (rc == CURLUE_OK && !err) {
+        /* as libcurl has it: percent escapes decoded; a non-ASCII (IDN)
+         * name as given, not in punycode (7.88's CURLU_PUNYCODE fails) */
+        rc = curl_url_get(h, CURLUPART_HOST, &p->host, 0);
+    }
+    if (rc == CURLUE_OK && !err) {
+        lower(p->host);
+        rc = curl_url_get(h, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+    }
+    if (rc == CURLUE_OK && !err) {
+        p->port = strtol(port, NULL, 10);
+        rc = curl_url_get(h, CURLUPART_PATH, &p->path, 0);
+    }
+    if (rc == CURLUE_OK && !err) {
+        rc = curl_url_get(h, CURLUPART_QUERY, &p->query, 0);
+        if (rc == CURLUE_NO_QUERY) rc = CURLUE_OK;
+    }
+    if (rc != CURLUE_OK && !err) err = curl_url_strerror(rc);
+    curl_free(port);
+    curl_url_cleanup(h);
+    if (err) parts_free(p);
+    return err;
+}
+
+/* core.url_parts(url) -> {scheme=, host=, port=, path=, query=} | nil, err */
+static int l_url_parts(lua_State *L)
+{
+    const char *url = url_arg(L, 1), *err = NUL_BYTE;
+    url_parts p;
+    if (url) err = split_url(url, &p);
+    if (err) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot read URL: %s", err);
+        return 2;
+    }
+    lua_createtable(L, 0, 5);
+    ucwa_set_str(L, -1, "scheme", p.scheme);
+    ucwa_set_str(L, -1, "host", p.host);
+    lua_pushinteger(L, p.port);
+    lua_setfield(L, -2, "port");
+    ucwa_set_str(L, -1, "path", p.path);
+    ucwa_set_str(L, -1, "query", p.query);
+    parts_free(&p);
+    return 1;
+}
+
+/* core.url_origin(url) -> "scheme://host:port" | nil, err */
+static int l_url_origin(lua_State *L)
+{
+    const char *url = url_arg(L, 1), *err = NUL_BYTE;
+    url_parts p;
+    if (url) err = split_url(url, &p);
+    if (err) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot read URL: %s", err);
+        return 2;
+    }
+    ucwa_pushf(L, "%s://%s:%ld", p.scheme, p.host, p.port);
+    parts_free(&p);
+    return 1;
+}
+
 void ucwa_open_url(lua_State *L)
 {
-    lua_pushcfunction(L, l_url_resolve);
-    lua_setfield(L, -2, "url_resolve");
-    lua_pushcfunction(L, l_url_with_query);
-    lua_setfield(L, -2, "url_with_query");
+    static const luaL_Reg funcs[] = {
+        {"url_resolve", l_url_resolve}, {"url_with_query", l_url_with_query},
+        {"url_parts", l_url_parts},     {"url_origin", l_url_origin},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, funcs, 0);
 }

@@ -62,10 +62,6 @@ end
 -- @treturn string media type
 function conversation.decode_data_url(href)
   if type(href) ~= "string" then error("bad argument #1 to 'decode_data_url' (string expected)", 2) end
-  local head, data = href:match("^([Dd][Aa][Tt][Aa]:[^,]*),(.*)$")
-  if head and not head:lower():find(";base64$") then
-    href = head .. "," .. data:gsub("%+", "%%20")
-  end
   return core.data_url(href)
 end
 

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Scripted HTTP/1.1 test peer for the transport and event-channel specs.
 
-Listens on 127.0.0.1, port 0; prints "PORT <port> PID <pid>" on stdout, then serves
-until killed. Keep-alive on (HTTP/1.1), one thread per connection.
+Listens on 127.0.0.1 (or the address of "--bind ADDR", e.g. 127.0.0.2), port 0;
+prints "PORT <port> PID <pid> ADDR <address>" on stdout, then serves until killed.
+Keep-alive on (HTTP/1.1), one thread per connection.
 With "--tls CERT KEY" it serves HTTPS with that certificate.
 
   /echo           any method: 200 JSON {method, path, headers, body}; query:
                   status=N (response status), delay=S (sleep first), size=N (N bytes
                   of 'x' instead of JSON), chunked=1 (with size: no Content-Length)
-                  always sends "X-Multi: a", "X-Multi: b" and "Location: /where"
+                  always sends "X-Multi: a", "X-Multi: b" and "Location: /where";
+                  hsize=N adds a header "X-Big" of N bytes, hlines=N adds N headers
+                  "X-Line-<i>" of 1000 bytes each
+  /whoami         {"address": the address this peer listens on, "host": the Host header}
   /drop           closes the connection without answering
   /stats          {"connections": n, "requests": n}
   /app/events?ack=N   the event channel: batch N, _links.next = /app/events?ack=N+1,
@@ -73,6 +77,9 @@ class Handler(BaseHTTPRequestHandler):
         if u.path == "/drop":
             self.close_connection = True
             return None
+        if u.path == "/whoami":
+            return self._send(200, json.dumps({"address": self.server.server_address[0],
+                                               "host": self.headers.get("Host")}))
         if u.path == "/stats":
             with LOCK:
                 s = {"connections": STATE["connections"], "requests": STATE["requests"]}
@@ -103,6 +110,10 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(float(q["delay"]))
         status = int(q.get("status", 200))
         extra = [("X-Multi", "a"), ("X-Multi", "b"), ("Location", "/where")]
+        if "hsize" in q:
+            extra.append(("X-Big", "b" * int(q["hsize"])))
+        for i in range(int(q.get("hlines", "0"))):
+            extra.append(("X-Line-%d" % i, "l" * 1000))
         if "size" in q:
             n = int(q["size"])
             if q.get("chunked"):
@@ -174,13 +185,22 @@ class Server(ThreadingHTTPServer):
 
 
 def main():
-    srv = Server(("127.0.0.1", 0), Handler)
-    if len(sys.argv) == 4 and sys.argv[1] == "--tls":
+    args, addr, tls = sys.argv[1:], "127.0.0.1", None
+    while args:
+        a = args.pop(0)
+        if a == "--bind":
+            addr = args.pop(0)
+        elif a == "--tls":
+            tls = (args.pop(0), args.pop(0))
+        else:
+            sys.exit("http_peer.py: unknown argument " + a)
+    srv = Server((addr, 0), Handler)
+    if tls:
         import ssl
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+        ctx.load_cert_chain(tls[0], tls[1])
         srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    sys.stdout.write("PORT %d PID %d\n" % (srv.server_address[1], os.getpid()))
+    sys.stdout.write("PORT %d PID %d ADDR %s\n" % (srv.server_address[1], os.getpid(), addr))
     sys.stdout.flush()
     srv.serve_forever()
 

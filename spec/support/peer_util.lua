@@ -10,7 +10,7 @@ end
 M.monotime = monotime
 
 -- Starts spec/support/<script> (default http_peer.py; *.lua runs under lua5.4) without
--- the sanitizer preload; returns { port=, pid=, base=, stop= } (filled into `peer` if given).
+-- the sanitizer preload; returns { port=, pid=, addr=, base=, stop= } (filled into `peer` if given).
 function M.start(script, args, peer)
   script = script or "http_peer.py"
   local interp = script:match("%.lua$") and "lua5.4" or "python3"
@@ -20,7 +20,8 @@ function M.start(script, args, peer)
   local port, pid = line:match("^PORT (%d+) PID (%d+)")
   assert(port, "unexpected peer output: " .. line)
   peer = peer or {}
-  peer.port, peer.pid, peer.base = tonumber(port), tonumber(pid), "http://127.0.0.1:" .. port
+  peer.addr = line:match(" ADDR (%S+)") or "127.0.0.1"    -- http_peer.py --bind ADDR
+  peer.port, peer.pid, peer.base = tonumber(port), tonumber(pid), "http://" .. peer.addr .. ":" .. port
   function peer.stop()
     if peer.pipe then
       os.execute("kill " .. peer.pid .. " 2>/dev/null")
