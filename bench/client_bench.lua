@@ -118,7 +118,7 @@ local ok, err = pcall(function()
   for i = 1, rounds do
     local got, released
     eng:request{ url = url, timeout = 30, callback = function(r) got = { r, gettime() } end,
-                 headers = { Authorization = session:authorization(url), Accept = "application/json" } }
+                 headers = { Authorization = session.tokens:authorization(url), Accept = "application/json" } }
     client:step(0.003)
     release(1, function(at) released = at end)
     while not (got and released) do client:step(1) end

@@ -698,7 +698,7 @@ describe("core.engine option resolve", function()
     local ch = eng:channel{ url = "http://pool2.contoso.com:" .. pool.port .. "/app/events?ack=1",
       on_batch = function(_, url) got = url end }
     ch:start()
-    util.wait(eng, function() return got end)
+    helpers.drive(eng, function() return got end)
     ch:close()
     assert.matches("^http://pool2%.contoso%.com:%d+/app/events%?ack=1", got)
     eng:close()
@@ -739,7 +739,7 @@ describe("header caps", function()
       callback = function(r, e) calls = calls + 1; got = { r, e } end }
     assert.equal(0, calls)                       -- never from inside request()
     assert.equal(0, eng:stats().transfers)
-    util.wait(eng, function() return calls > 0 end)
+    helpers.drive(eng, function() return calls > 0 end)
     assert.is_nil(got[1])
     local err = got[2]
     assert.equal(core.error_mt, getmetatable(err))

@@ -150,10 +150,10 @@ describe("sign-in and token faults reach the error handler", function()
   -- regression: a 401 on the event channel set off an unthrottled flood of
   -- password grants (21,684 in 15 s), nothing reported to the bot
   it("backs off and bounds token renewals on a channel that keeps answering 401, then reports", function()
-    local session = require "ucwa.session"
-    local saved = session.MAX_REFUSED_TOKENS
-    session.MAX_REFUSED_TOKENS = 3
-    finally(function() session.MAX_REFUSED_TOKENS = saved end)
+    local tokens = require "ucwa.tokens"
+    local saved = tokens.MAX_REFUSED
+    tokens.MAX_REFUSED = 3
+    finally(function() tokens.MAX_REFUSED = saved end)
     short_event_timeouts()
     sim = simmod.start{ step_delay = 0, min_timeout = 0.1 }
     local c, errs, lines = new_client{ event_timeout = 1, event_grace = 0.5 }

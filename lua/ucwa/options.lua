@@ -67,6 +67,12 @@ end
 local function string_or_false(v)
   if type(v) ~= "string" and v ~= false then return "a string or false" end
 end
+local function list_of_strings(v)
+  if type(v) ~= "table" then return "a list of strings" end
+  for k, x in pairs(v) do
+    if math.type(k) ~= "integer" or type(x) ~= "string" then return "a list of strings" end
+  end
+end
 local function engine_(v)
   local mt = type(v) == "userdata" and getmetatable(v)
   if not (type(mt) == "table" and mt.__name == "ucwa.engine") then return "an engine made by ucwa.engine{}" end
@@ -123,6 +129,7 @@ options.CLIENT = {
   backoff = { initial = positive, max = positive },
   activity_interval = positive, available = boolean_,
   engine = engine_, log = function_,
+  trusted_domains = list_of_strings,
 }
 
 -- Options that configure the client's own engine: meaningless with engine=.

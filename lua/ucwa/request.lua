@@ -12,6 +12,28 @@ local request = {}
 -- honour it answers 404 APIVersionNotSupported.
 request.MIN_RESOURCE_VERSION = "2"
 
+-- X-Ms-diagnostics: `28055;reason="The OAuth token is invalid.";source="pool2..."`.
+-- Returns {code=, reason=, source=} or nil.
+function request.diagnostics(header)
+  if type(header) ~= "string" then return nil end
+  local code = header:match("^%s*(%d+)")
+  if not code then return nil end
+  local d = { code = tonumber(code) }
+  for k, v in header:gmatch(';%s*(%a+)%s*=%s*"([^"]*)"') do d[k] = v end
+  return d
+end
+
+-- Diagnostics codes of a token the server refused, whatever the status:
+-- 28055 "The OAuth token is invalid." (403), 28032 "The web ticket is
+-- invalid." (500, with an IIS page).
+local TOKEN_REFUSED = { [28055] = true, [28032] = true }
+
+-- A refused token, as servers say it: a 401 (with or without a challenge:
+-- IIS answers its own HTML page), or a diagnostics code of a bad token.
+local function token_refused(status, diag)
+  return status == 401 or (diag ~= nil and TOKEN_REFUSED[diag.code] == true)
+end
+
 --- Sends one request for `session`; calls done(model_or_true, err, response).
 --
 -- `spec`: `method`, `url` (absolute, or relative to the application),
@@ -19,10 +41,13 @@ request.MIN_RESOURCE_VERSION = "2"
 -- `content_type`, `query` (parameters added with the URL builder), `accept`,
 -- `auth` (false: no token), `raw` (no parsing of the answer), `timeout`,
 -- `app` (false: a 404 ApplicationNotFound here is not the application lost).
+-- The trust rules (ucwa.trust) are checked first: a URL they refuse fails
+-- with Forbidden and nothing is sent.
 -- @tparam table session
 -- @tparam table spec
 -- @tparam function done
-function request.send(session, spec, done, retried)
+function request.send(session, spec, done, tried)
+  tried = tried or {}
   if session.state == "closed" then
     return done(nil, errors.new{ code = "Closed", message = "client is closed" })
   end
@@ -32,12 +57,26 @@ function request.send(session, spec, done, retried)
     -- a link from the server that no URL parser accepts
     return done(nil, errors.new{ code = "BadResponse", subcode = "BadLink", message = tostring(why) })
   end
+  local refused = session.policy:check(url)
+  if refused then
+    session:log("warn", spec.method .. " " .. url .. " refused: " .. refused.message)
+    return done(nil, refused)
+  end
+  local tokens = session.tokens
+  local authed = spec.auth ~= false
+  local token = authed and tokens:authorization(url)
+  if authed and not token and tokens:mintable() and not tried.renewed then
+    -- a token of the bot's own (a string, or its function of the URL): no challenge needed
+    return tokens:renew(url, function(ok, err)
+      if not ok then return done(nil, err) end
+      request.send(session, spec, done, { renewed = true })
+    end)
+  end
   local headers = { Accept = spec.accept or session.accept }
-  if spec.auth ~= false then headers["X-MS-RequiresMinResourceVersion"] = request.MIN_RESOURCE_VERSION end
+  if authed then headers["X-MS-RequiresMinResourceVersion"] = request.MIN_RESOURCE_VERSION end
   local body, ctype = spec.raw_body, spec.content_type
   if spec.body ~= nil then body, ctype = core.encode(spec.body, session.format) end
   if ctype then headers["Content-Type"] = ctype end
-  local token = spec.auth ~= false and session:authorization(url)
   if token then headers.Authorization = token end
   session:log("debug", spec.method .. " " .. url)
   session.engine:request{
@@ -47,16 +86,29 @@ function request.send(session, spec, done, retried)
       if not resp then return done(nil, terr) end
       local status = resp.status
       session:log("debug", spec.method .. " " .. url .. " -> " .. status)
-      if status == 401 and token and not retried and session:can_renew() then
-        return session:renew_token(function(ok, err)
-          if not ok then return done(nil, err, resp) end
-          request.send(session, spec, done, true)
-        end)
+      local diag = status >= 400 and request.diagnostics(resp.headers["x-ms-diagnostics"]) or nil
+      if authed and not tried.renewed and token_refused(status, diag) then
+        -- this origin's challenge names its token service (a pool is not the discovery host)
+        if status == 401 and resp.headers["www-authenticate"] then
+          local ok, cerr = tokens:challenge(url, resp)
+          if not ok then return done(nil, cerr, resp) end
+        end
+        if tokens:renewable() and (tokens:has_service(url) or tokens:mintable()) then
+          return tokens:renew(url, function(ok, err)
+            if not ok then return done(nil, err, resp) end
+            request.send(session, spec, done, { renewed = true })
+          end)
+        end
       end
-      if token and status < 400 then session:token_accepted() end
+      if token and status < 400 then tokens:accepted() end
       local rtype = resp.headers["content-type"]
       if status >= 400 then
         local err = core.parse_error(resp.body, rtype, status)
+        err.diagnostics = diag
+        if diag and token_refused(status, diag) then
+          err.code, err.subcode = "Unauthorized", err.subcode or "InvalidToken"
+          err.message = "the server refused the token: " .. tostring(diag.reason or diag.code)
+        end
         if err.subcode == "APIVersionNotSupported" then
           err.message = "the server cannot honour resource version " .. request.MIN_RESOURCE_VERSION
             .. " (X-MS-RequiresMinResourceVersion): it is older than Skype for Business Server 2015, or failed"

@@ -6,15 +6,15 @@
 -- (`call`, `emit`) and report failures (`report`).
 -- @module ucwa.session
 local core = require "ucwa.core"
-local cjson = require "cjson.safe"
 local async = require "ucwa.async"
-local auth = require "ucwa.auth"
 local discovery = require "ucwa.discovery"
 local dispatch = require "ucwa.dispatch"
 local emitter = require "ucwa.emitter"
 local errors = require "ucwa.errors"
 local request = require "ucwa.request"
 local resource = require "ucwa.resource"
+local tokens = require "ucwa.tokens"
+local trust = require "ucwa.trust"
 local util = require "ucwa.util"
 
 local session = {}
@@ -22,9 +22,6 @@ local session = {}
 local Session = {}
 Session.__index = Session
 Session.__name = "ucwa.session"
-
--- Secrets live here, keyed by session, never in an object a bot may print or dump.
-local secrets = setmetatable({}, { __mode = "k" })
 
 local ACCEPT = { json = "application/json", xml = "application/xml" }
 
@@ -59,7 +56,9 @@ function session.new(client, o)
     local ok, err = xpcall(fn, debug.traceback, ...)
     if not ok then self:report(errors.new{ code = "CallbackError", message = tostring(err) }) end
   end
-  secrets[self] = { password = o.password, token = o.token, anonymous = o.anonymous }
+  self.tokens = tokens.new(self, { password = o.password, token = o.token, anonymous = o.anonymous }, o.username)
+  self.policy = trust.new{ root = o.url, domain = o.domain, trusted_domains = o.trusted_domains,
+                           user = o.username or (o.anonymous and o.anonymous.meeting) }
   return self
 end
 
@@ -167,198 +166,65 @@ function Session:fetch(spec)
 end
 
 -- ------------------------------------------------------------------------
--- Tokens
-
---- The Authorization header for a request to `url`, or nil.
-function Session:authorization(_url)
-  local t = secrets[self].current
-  return t and (t.type .. " " .. t.value)
-end
-
---- True when a refused token can be replaced.
-function Session:can_renew()
-  local s = secrets[self]
-  return type(s.token) == "function" or s.anonymous ~= nil or self.options.username ~= nil
-end
-
-local function set_token(self, token_type, value)
-  secrets[self].current = { type = token_type, value = value }
-  if self.channel then self.channel:set_header("Authorization", self:authorization(self.channel:url())) end
-end
-
---- Fresh tokens the server may refuse in a row before the session stops
--- asking (each one after a doubling wait): against a real directory an
--- endless loop of password grants locks the account.
-session.MAX_REFUSED_TOKENS = 4
-
---- A request with the session's token succeeded: the token works.
-function Session:token_accepted()
-  self.refused = nil
-end
-
---- Gets a token for the first time or again. done(true) or done(nil, err).
--- Renewals that follow each other without a token working in between wait
--- 1, 2, 4 ... seconds and stop after MAX_REFUSED_TOKENS.
-function Session:renew_token(done)
-  if self.renewing then
-    table.insert(self.renewing, done)
-    return
-  end
-  self.renewing = { done }
-  local refused = (self.refused or 0) + 1
-  self.refused = refused
-  if refused > session.MAX_REFUSED_TOKENS then
-    local waiters = self.renewing
-    self.renewing = nil
-    local err = errors.new{ status = 401, code = "Unauthorized", subcode = "TokenRefused",
-      message = "the server refused " .. session.MAX_REFUSED_TOKENS .. " fresh tokens in a row; not asking again" }
-    err.retrying = false
-    for _, fn in ipairs(waiters) do fn(nil, err) end
-    return
-  end
-  if refused > 1 then
-    self:log("warn", "token refused again: renewing in " .. 2 ^ (refused - 2) .. " s")
-    return self:after(2 ^ (refused - 2), function() self:grant() end, "grant")
-  end
-  self:grant()
-end
-
--- Gets a token now, for the waiters of renew_token.
-function Session:grant()
-  local function finish(ok, err)
-    local waiters = self.renewing or {}
-    self.renewing = nil
-    for _, fn in ipairs(waiters) do fn(ok, err) end
-  end
-  local s = secrets[self]
-  if type(s.token) == "function" then
-    local ok, tok = pcall(s.token, self.user_url)
-    if not ok or type(tok) ~= "string" then
-      return finish(nil, errors.new{ code = "Unauthorized", message = "token function failed" })
-    end
-    set_token(self, "Bearer", tok)
-    return finish(true)
-  elseif type(s.token) == "string" then
-    set_token(self, "Bearer", s.token)
-    return finish(true)
-  end
-  if not self.token_url then
-    return finish(nil, errors.new{ status = 401, code = "Unauthorized", message = "no token service known" })
-  end
-  local old = self.anonymous and s.current and s.current.value or nil
-  local body, grant = auth.token_request({ username = self.options.username, password = s.password,
-                                          anonymous = s.anonymous }, old)
-  if not body then return finish(nil, errors.new{ code = "BadRequest", message = grant }) end
-  self:send({ method = "POST", url = self.token_url, raw_body = body, auth = false, raw = true, app = false,
-              content_type = "application/x-www-form-urlencoded;charset=UTF-8", accept = "application/json" },
-    function(ok, err, resp)
-      if not ok then
-        if resp and resp.status < 500 then
-          -- The token service's own error shape: {"error": "invalid_grant", ...}; no secrets in it.
-          local j = cjson.decode(resp.body or "")
-          err = errors.new{ status = resp.status, code = "Unauthorized",
-                            subcode = type(j) == "table" and j.error or nil,
-                            message = grant .. " grant refused by the token service" }
-        end
-        return finish(nil, err)
-      end
-      local j = cjson.decode(resp.body or "")
-      if type(j) ~= "table" or type(j.access_token) ~= "string" then
-        return finish(nil, errors.new{ status = resp.status, code = "BadResponse",
-                                       message = "token service answered without access_token" })
-      end
-      set_token(self, j.token_type or "Bearer", j.access_token)
-      self.client.token_scope = j.ms_rtc_identityscope
-      self:schedule_renewal(tonumber(j.expires_in))
-      finish(true)
-    end)
-end
-
---- Renews the token a little before it expires.
-function Session:schedule_renewal(expires_in)
-  if not expires_in then return end
-  local ahead = math.min(300, expires_in / 10)
-  self:after(math.max(1, expires_in - ahead), function()
-    self:renew_token(function(ok, err)
-      if not ok then self:report(err) end
-    end)
-  end, "renew")
-end
-
--- ------------------------------------------------------------------------
 -- Sign-in
 
--- Autodiscovery: the user resource's URL.
-function Session:discover()
+-- Autodiscovery, then the user resource: from each root (the url option, or
+-- the candidates of the domain), through redirects (the root's `redirect`
+-- link, an HTTP 3xx, a user resource's `redirect`, with or without
+-- `/oauth/user`), each passing RootURL.md's security check, to the user
+-- resource with its applications link. Returns its model.
+function Session:find_user()
   local roots = self.options.url and { self.options.url } or discovery.candidates(self.options.domain)
   local last_err
   for _, root in ipairs(roots) do
-    local url, hops = root, 0
-    while url do
-      local model, err = self:fetch{ method = "GET", url = url, auth = false, app = false }
-      if not model then last_err = err; break end
-      if model == true then
-        last_err = errors.new{ code = "BadResponse", message = "autodiscover root " .. url .. " answered no resource" }
-        break
-      end
-      local redirect = resource.link(model, "redirect")
-      if redirect then
-        redirect = core.url_resolve(url, redirect)
-        local ok, why = discovery.redirect_allowed(url, redirect)
-        hops = hops + 1
-        if not ok or hops > 4 then
-          last_err = errors.new{ code = "Forbidden", subcode = "RedirectRefused",
-                                 message = why or "too many redirects" }
-          break
-        end
-        url = redirect
-      else
-        local user = resource.link(model, "user")
-        if not user then
-          last_err = errors.new{ code = "BadResponse", message = "autodiscover root has no user link" }
-          break
-        end
-        return core.url_resolve(url, user)
-      end
-    end
+    local user, err = self:walk(root)
+    if user then return user end
+    last_err = err
   end
   return nil, last_err
 end
 
--- In a session coroutine: renews the token and waits; returns true or nil, err.
-function Session:await_token()
-  return self.async:await(function(d) self:renew_token(d) end)
+local function bad_response(message, url)
+  return errors.new{ code = "BadResponse", message = message, url = url }
 end
 
--- GET the user resource, answering its challenge; returns its model.
-function Session:user(user_url)
-  for _ = 1, 5 do
-    self.user_url = user_url
-    local s = secrets[self]
-    if s.current == nil and s.token ~= nil then
-      local ok, err = self:await_token()
-      if not ok then return nil, err end
-    end
-    local model, err, resp = self:fetch{ method = "GET", url = user_url, auth = s.current ~= nil, app = false }
-    if resp and resp.status == 401 and not self.token_url then
-      local challenge, why = auth.oauth_challenge(resp.headers["www-authenticate"])
-      if not challenge then
-        return nil, errors.new{ status = 401, code = "Unauthorized", message = why }
-      end
-      self.token_url = core.url_resolve(user_url, challenge.href)
-      local ok, terr = self:await_token()
-      if not ok then return nil, terr end
-    elseif not model then
-      return nil, err
+function Session:walk(url)
+  -- the root and its redirects are public; from the user link on, the token
+  local authed = false
+  -- an HTTPS root makes an HTTPS session (a candidate of the domain may be http)
+  self.policy.https = url:match("^[Hh][Tt][Tt][Pp][Ss]:") ~= nil
+  for _ = 1, 8 do
+    local model, err, resp = self:fetch{ method = "GET", url = url, auth = authed, app = false }
+    if not model then return nil, err end
+    local target, redirect
+    local location = resp.status >= 300 and resp.status < 400 and resp.headers.location
+    if location then
+      target, redirect = location, true
     elseif model == true then
-      return nil, errors.new{ code = "BadResponse", message = "user resource " .. user_url .. " answered no resource" }
+      return nil, bad_response(url .. " answered " .. resp.status .. " with no resource", url)
+    elseif resource.link(model, "applications") or resource.link(model, "anonApplications") then
+      self.user_url = url
+      return model
+    elseif resource.link(model, "redirect") then
+      target, redirect = resource.link(model, "redirect"), true
+    elseif resource.link(model, "user") then
+      target, authed = resource.link(model, "user"), true
     else
-      local redirect = resource.link(model, "redirect")
-      if not redirect then return model end
-      user_url = core.url_resolve(user_url, redirect)
+      return nil, bad_response(url .. " has no user, redirect or applications link", url)
     end
+    local next_url, why = core.url_resolve(url, target)
+    if not next_url then
+      return nil, errors.new{ code = "BadResponse", subcode = "BadLink", message = tostring(why) }
+    end
+    if redirect then
+      local refused = self.policy:check_redirect(url, next_url)
+      if refused then return nil, refused end
+      -- an HTTP root that redirects to HTTPS makes the whole session HTTPS
+      if next_url:match("^[Hh][Tt][Tt][Pp][Ss]:") then self.policy.https = true end
+    end
+    url = next_url
   end
-  return nil, errors.new{ code = "Unauthorized", message = "sign-in did not settle after 5 tries" }
+  return nil, errors.new{ code = "Forbidden", subcode = "RedirectRefused", message = "too many redirects", url = url }
 end
 
 -- POST applications; sets the application.
@@ -426,14 +292,14 @@ function Session:open_channel()
   if self.channel then self.channel:close() end
   self.channel = self.engine:channel{
     url = url,
-    headers = { Authorization = self:authorization(url), Accept = self.accept,
+    headers = { Authorization = self.tokens:authorization(url), Accept = self.accept,
                 ["X-MS-RequiresMinResourceVersion"] = request.MIN_RESOURCE_VERSION },
     timeout = self.options.event_timeout,
     low = self.options.aggregation.low, medium = self.options.aggregation.medium,
     grace = self.options.event_grace,
     backoff = self.options.backoff,
     on_batch = function(batch)
-      self:token_accepted() -- the channel got through with the token
+      self.tokens:accepted() -- the channel got through with the token
       self.registry:dispatch(batch)
     end,
     on_error = function(err) self:channel_error(err) end,
@@ -446,16 +312,13 @@ end
 function Session:signin()
   self:set_state("signing-in")
   self.client.endpoint_id = self.client.endpoint_id or util.uuid()
-  local user_url, err = self:discover()
-  if not user_url then return nil, err end
-  local user
-  user, err = self:user(user_url)
+  local user, err = self:find_user()
   if not user then return nil, err end
   local apps = (self.anonymous and resource.link(user, "anonApplications")) or resource.link(user, "applications")
   if not apps then
     return nil, errors.new{ code = "BadResponse", message = "user resource has no applications link" }
   end
-  self.applications_url = core.url_resolve(user_url, apps)
+  self.applications_url = core.url_resolve(self.user_url, apps)
   return self:establish()
 end
 
@@ -562,8 +425,8 @@ function Session:channel_error(err)
       .. "same application); the channel is stopped"
     return self:report(err)
   end
-  if err.status == 401 and self:can_renew() then
-    self:renew_token(function(ok, e)
+  if err.status == 401 and self.tokens:renewable() then
+    self.tokens:renew(self.channel:url(), function(ok, e)
       if not ok then return self:report(e) end
       if self.channel then self.channel:start() end
     end)

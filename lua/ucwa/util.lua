@@ -33,12 +33,4 @@ function util.form_encode(pairs_list)
   return table.concat(out, "&")
 end
 
---- Scheme and host (lowercased) of an absolute URL, or nil.
-function util.url_host(url)
-  local scheme, host = tostring(url):match("^(%a[%w+.-]*)://([^/?#]*)")
-  if not scheme then return nil end
-  host = host:gsub("^.*@", ""):gsub(":%d*$", "")
-  return scheme:lower(), host:lower()
-end
-
 return util
