@@ -53,6 +53,9 @@ emitter.install(Client, "client", {
 -- @field timeout seconds per request (default 30)
 -- @field event_timeout the event channel's server-side timeout, seconds (default 180)
 -- @field event_grace the client-side margin over event_timeout, seconds
+-- @field aggregation the event channel's `{low =, medium =}` aggregation intervals, 5 to 1800 s
+-- @field trusted_domains domains beyond the user's own where redirects may lead and the
+-- password may go (hybrid: `{"online.lync.com"}`)
 -- @field backoff the event channel's reconnection delays, `{initial =, max =}` seconds
 -- @field activity_interval seconds between reportMyActivity (default 180)
 -- @field available false skips makeMeAvailable (then no incoming invitations)
