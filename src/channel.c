@@ -537,13 +537,11 @@ static int on_response(lua_State *L, ucwa_channel *ch, int chidx)
     }
     if (r->status == 200) return on_batch(L, ch, chidx);
 
+    /* A 409 PGetReplaced stops the channel like any other 409: it has one
+     * P-GET at a time, so a replacement of the one it waits on is another
+     * client's (its own replaced ones were stopped, and their answers unseen). */
     int retry = r->status >= 500 || r->status == 429 || r->status == 408;
     push_http_error(L, chidx, r);
-    if (r->status == 409) { /* PGetReplaced for our current P-GET: it was replaced by our next */
-        lua_getfield(L, -1, "subcode");
-        retry = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "PGetReplaced") == 0;
-        lua_pop(L, 1);
-    }
     if (!retry) return stop_with(L, ch, chidx);
     const char *h = ucwa_req_header(r, "retry-after");
     double ra = h ? strtod(h, NULL) : 0;

@@ -383,15 +383,19 @@ end
 -- the whole sign-in (autodiscovery included) runs again.
 session.REDISCOVER_AFTER = 3
 
+--- P-GETs failing in a row before the bot hears of it (err.retrying = true),
+-- and seconds of failing before autodiscovery runs again.
+session.CHANNEL_REPORT_AFTER, session.CHANNEL_REDISCOVER_AFTER = 3, 120
+
 --- 404 ApplicationNotFound (or InactiveApplicationExpired): create the
 -- application again and tell the bot.
-function Session:application_lost(err)
+function Session:application_lost(err, rediscover_now)
   if self.state ~= "ready" then return end
   self:set_state("recovering")
   if self.channel then self.channel:close(); self.channel = nil end
   self.registry:session_lost("ApplicationNotFound", errors.new{ status = 404, code = "NotFound",
     subcode = "ApplicationNotFound", message = "the application was lost before the operation completed" })
-  local rediscover, failures = false, 0
+  local rediscover, failures = rediscover_now == true, 0
   self:retry(function()
     -- the cached applications URL first; after it refused (403, 502) or
     -- failed a few times, the whole sign-in again: the pool may have moved
@@ -414,7 +418,18 @@ end
 --- A fault the event channel reported (err.fatal: the channel stopped).
 function Session:channel_error(err)
   if not err.fatal then
-    return self:log("warn", "event channel: " .. tostring(err.message or err.code) .. " (retrying)")
+    self:log("warn", "event channel: " .. tostring(err.message or err.code) .. " (retrying)")
+    -- a blip is the channel's to ride out; an outage reaches the bot, and a
+    -- long one sends the session back to autodiscovery (the pool may have moved)
+    local failures = err.failures or 1
+    local now = os.time()
+    if failures == 1 then self.channel_failing = now end
+    if failures == session.CHANNEL_REPORT_AFTER then self:report(err) end
+    if now - (self.channel_failing or now) >= session.CHANNEL_REDISCOVER_AFTER then
+      self.channel_failing = nil
+      return self:application_lost(err, true)
+    end
+    return
   end
   if err.subcode == "PGetReplaced" then
     -- A P-GET of someone else's replaced ours: another process drives this
