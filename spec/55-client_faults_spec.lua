@@ -173,3 +173,39 @@ describe("sign-in and token faults reach the error handler", function()
     c:close()
   end)
 end)
+
+describe("faults that cannot pass reach the error handler once, and sign-in stops", function()
+  local sim
+  before_each(function() sim = require("helpers").sim{} end)
+  after_each(function() sim:stop() end)
+
+  -- regression: a 10 MB token made every later request fail as "Out of memory"
+  -- and sign-in retried forever
+  it("a token too large for a header: HeaderTooLarge, without the token in the message", function()
+    local big = "cwt=" .. string.rep("A", 10 * 1024 * 1024)
+    local c = require("helpers").client(sim, { token = big })
+    c:start()
+    drive(c, function() return #c.errors >= 1 end, 10, "the error")
+    local t = E.gettime() + 1
+    drive(c, function() return E.gettime() > t end, 3, "time")
+    assert.equal(1, #c.errors)
+    assert.equal("HeaderTooLarge", c.errors[1].subcode)
+    assert.is_false(c.errors[1].retrying)
+    assert.is_nil(tostring(c.errors[1]):find("AAAAAAAA", 1, true))
+    assert.equal("new", c.state)
+    c:close()
+  end)
+
+  -- regression: timeouts during sign-in never reached the error handler
+  it("a sign-in request that times out is reported, with retrying = true", function()
+    sim:control("POST", "/_sim/faults/delay", { count = 1, seconds = 2, match = "/oauth/user" })
+    local c = require("helpers").client(sim, { timeout = 0.5 })
+    local ready = false
+    c:on("ready", function() ready = true end)
+    c:start()
+    drive(c, function() return ready end, 10, "ready after the timeout")
+    assert.equal("Timeout", c.errors[1].code)
+    assert.is_true(c.errors[1].retrying)
+    c:close()
+  end)
+end)
