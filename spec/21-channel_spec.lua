@@ -185,6 +185,23 @@ describe("eng:channel", function()
     assert.is_true(rec.errors[1].fatal)
   end)
 
+  -- regression: the channel followed a next/resync/resume link to any host or
+  -- scheme, with its Authorization header (the session's token) on it
+  for _, target in ipairs{ "http://localhost:%d/app/events?ack=1", "https://127.0.0.1:%d/app/events?ack=1" } do
+    it("refuses an event link to another origin (" .. target:match("^(%a+://[^:]+)") .. ") and sends nothing", function()
+      local href = target:format(peer.port)
+      script{ { link = "resync", href = href } }
+      local rec = channel{ headers = { Accept = "application/json", Authorization = "Bearer secret" } }
+      rec.ch:start()
+      helpers.drive(eng, function() return #rec.errors == 1 end)
+      assert.equal("Forbidden", rec.errors[1].code)
+      assert.equal("UntrustedLink", rec.errors[1].subcode)
+      assert.is_true(rec.errors[1].fatal)
+      assert.is_false(rec.ch:running())
+      assert.equal(1, #log(), "the link was followed")
+    end)
+  end
+
   it("stops on a 409 that is not PGetReplaced", function()
     script{ { status = 409, body = '{"code":"Conflict","subcode":"SomethingElse"}' } }
     local rec = channel()

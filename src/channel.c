@@ -443,6 +443,16 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
         push_batch_error(L, "BadLink", lua_tostring(L, -1), r->url);
         return unreadable(L, ch, chidx);
     }
+    /* The channel's headers carry the session's token for its origin: a link
+     * elsewhere (another host, http:// from https) would send it there. */
+    if (!ucwa_url_same_origin(next, ch->url)) {
+        lua_pushfstring(L, "event link to another origin refused (the token of %s goes nowhere else): %s",
+                        ch->url, next);
+        free(next);
+        ucwa_error_push(L, 0, "Forbidden", "UntrustedLink", "%s", lua_tostring(L, -1));
+        ucwa_set_str(L, -1, "url", r->url);
+        return stop_with(L, ch, chidx);
+    }
     ch->bad = 0;
 
     /* repeats and pace */

@@ -342,6 +342,20 @@ static const char *split_url(const char *url, url_parts *p)
     return err;
 }
 
+int ucwa_url_same_origin(const char *a, const char *b)
+{
+    url_parts pa, pb;
+    if (split_url(a, &pa)) return 0;
+    if (split_url(b, &pb)) {
+        parts_free(&pa);
+        return 0;
+    }
+    int same = strcmp(pa.scheme, pb.scheme) == 0 && strcmp(pa.host, pb.host) == 0 && pa.port == pb.port;
+    parts_free(&pa);
+    parts_free(&pb);
+    return same;
+}
+
 /* core.url_parts(url) -> {scheme=, host=, port=, path=, query=} | nil, err */
 static int l_url_parts(lua_State *L)
 {
