@@ -188,7 +188,8 @@ describe("eng:channel", function()
   -- regression: the channel followed a next/resync/resume link to any host or
   -- scheme, with its Authorization header (the session's token) on it
   for _, target in ipairs{ "http://localhost:%d/app/events?ack=1", "https://127.0.0.1:%d/app/events?ack=1" } do
-    it("refuses an event link to another origin (" .. target:match("^(%a+://[^:]+)") .. ") and sends nothing", function()
+    local where = target:match("^(%a+://[^:]+)")
+    it("refuses an event link to another origin (" .. where .. ") and sends nothing", function()
       local href = target:format(peer.port)
       script{ { link = "resync", href = href } }
       local rec = channel{ headers = { Accept = "application/json", Authorization = "Bearer secret" } }
