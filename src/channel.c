@@ -340,29 +340,19 @@ static void remember(ucwa_channel *ch, uint64_t id)
     if (ch->n_seen < SEEN_N) ch->n_seen++;
 }
 
-/* The batch's identity: its self link, resolved and with the channel's
- * params set as for a next link (so "events?ack=3" and ".../events?ack=3&
- * timeout=180" are one batch), else the URL it answered. */
-static uint64_t batch_id(lua_State *L, int chidx, int links, const ucwa_req *r)
+/* The batch's identity: its self link as the server gives it (a server
+ * writes its links one way; resolving them would cost two URL parses a
+ * batch), else the URL it answered. */
+static uint64_t batch_id(lua_State *L, int links, const ucwa_req *r)
 {
     uint64_t id;
     const char *self = links ? link_href(L, links, "self") : NULL;
-    if (self && strlen(self) == lua_rawlen(L, -1)) {
-        const char *err = NULL;
-        char *abs = ucwa_url_resolve(r->eff_url ? r->eff_url : r->url, self, &err), *full = NULL;
-        if (abs) {
-            lua_getiuservalue(L, chidx, CUV_STATE);
-            lua_getfield(L, -1, "params");
-            full = ucwa_url_with_query(L, abs, -1, &err);
-            lua_pop(L, 2);
-            free(abs);
-        }
-        id = full ? hash_id(full, strlen(full)) : hash_id(self, strlen(self));
-        free(full);
+    if (self) {
+        id = hash_id(self, lua_rawlen(L, -1));
+        lua_pop(L, 1);
     } else {
         id = hash_id(r->url, strlen(r->url));
     }
-    if (self) lua_pop(L, 1);
     return id;
 }
 
@@ -457,7 +447,7 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
 
     /* repeats and pace */
     int events = has_events(L, top + 2);
-    uint64_t id = events ? batch_id(L, chidx, links, r) : 0;
+    uint64_t id = events ? batch_id(L, links, r) : 0;
     int repeat = events && seen_before(ch, id);
     int64_t elapsed = ucwa_now() - ch->sent_at;
     int fast = ch->min_interval > 0 && (double)elapsed < ch->min_interval * 1e9;

@@ -197,6 +197,14 @@ static int utf8_seq(const unsigned char *s, size_t n)
 static size_t ascii_prefix(const unsigned char *s, size_t n)
 {
     size_t i = 0;
+    for (; i + 32 <= n; i += 32) { /* 32 bytes a round: a fraction of an instruction a byte */
+        uint64_t a, b, c, d;
+        memcpy(&a, s + i, 8);
+        memcpy(&b, s + i + 8, 8);
+        memcpy(&c, s + i + 16, 8);
+        memcpy(&d, s + i + 24, 8);
+        if ((a | b | c | d) & 0x8080808080808080ULL) break;
+    }
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, s + i, 8);

@@ -10,7 +10,13 @@
  *
  * A Lua request is a userdata holding a ucwa_req; uservalues: 1 callback, 2
  * the body string (libcurl reads it in place until the transfer is done), 3
- * the engine. It is anchored in the engine while in flight. */
+ * the engine. It is anchored in the engine while in flight.
+ *
+ * Header caps (libcurl's own limits say only "Out of memory"): a request
+ * header line over the engine's max_header is not sent, the request is
+ * queued as done and its callback gets BadRequest/HeaderTooLarge (the header
+ * named, never its value); response headers over max_response_header, or a
+ * line over libcurl's 100 KiB, give BadResponse/HeaderTooLarge. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
