@@ -244,8 +244,19 @@ function Session:create_application()
   return true
 end
 
-function Session:make_me_available()
+-- Reads `me` again: its links say what the server expects now.
+function Session:refresh_me()
   local app = self.application
+  local me_href = resource.embedded_link(app, "me", "self")
+  local me = me_href and self:fetch{ method = "GET", url = me_href }
+  if type(me) == "table" then app.embedded.me = me end
+end
+
+-- makeMeAvailable (needed to receive invitations); `again`: the server said
+-- it forgot (MakeMeAvailableRequired), so `me` is read first for the link.
+function Session:make_me_available(again)
+  local app = self.application
+  if again then self:refresh_me() end
   local href = resource.embedded_link(app, "me", "makeMeAvailable")
   if not href then return true end
   local _, err = self:fetch{ method = "POST", url = href, body = {
@@ -253,9 +264,7 @@ function Session:make_me_available()
     supportedMessageFormats = { "Plain", "Html" } } }
   if err and err.subcode ~= "AlreadyExists" then return nil, err end
   -- reportMyActivity appears only now: read `me` again to find it.
-  local me_href = resource.embedded_link(app, "me", "self")
-  local me = me_href and self:fetch{ method = "GET", url = me_href }
-  if type(me) == "table" then app.embedded.me = me end
+  self:refresh_me()
   self:schedule_activity()
   return true
 end
@@ -273,7 +282,7 @@ function Session:schedule_activity()
           -- the server forgot the bot's availability: ask again, then carry on
           self:log("warn", "reportMyActivity: MakeMeAvailableRequired; sending makeMeAvailable again")
           return self.async:spawn(function()
-            local ok, e = self:make_me_available()
+            local ok, e = self:make_me_available(true)
             if not ok then self:report(e) end
           end)
         end
