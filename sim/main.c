@@ -81,6 +81,7 @@ struct listener {
 	int epfd;
 	unsigned port;
 	int index; /* 1-based, as Lua numbers them */
+	unsigned limit; /* connections */
 };
 
 struct req {
@@ -465,6 +466,13 @@ static int l_suspended_count(lua_State *L)
 	return 1;
 }
 
+static unsigned open_connections(struct listener *l)
+{
+	const union MHD_DaemonInfo *info =
+		MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	return info ? info->num_connections : 0;
+}
+
 /* Open connections, on every listener (or on listener n, 1-based). */
 static int l_connections(lua_State *L)
 {
@@ -472,12 +480,8 @@ static int l_connections(lua_State *L)
 	int i;
 
 	for (i = 0; i < G.nlst; i++) {
-		const union MHD_DaemonInfo *info;
-		if (n && n != G.lst[i].index)
-			continue;
-		info = MHD_get_daemon_info(G.lst[i].d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-		if (info)
-			total += (lua_Integer)info->num_connections;
+		if (!n || n == G.lst[i].index)
+			total += (lua_Integer)open_connections(&G.lst[i]);
 	}
 	lua_pushinteger(L, total);
 	return 1;
@@ -740,10 +744,11 @@ static int is_token_route(const char *url)
 	return strncasecmp(url, "/WebTicket/", 11) == 0;
 }
 
-/* The body cap of a route. */
-static size_t body_limit(const char *url)
+/* The body cap of a route.  A form anywhere gets the token service's cap:
+ * only the token service reads forms (UCWA routes answer 415). */
+static size_t body_limit(struct MHD_Connection *c, const char *url)
 {
-	if (is_token_route(url))
+	if (is_token_route(url) || is_form(c))
 		return TOKEN_BODY_LIMIT;
 	if (strncmp(url, "/_sim", 5) == 0)
 		return CONTROL_BODY_LIMIT;
@@ -777,7 +782,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		r->conn = c;
 		r->lst = cls;
 		r->box_ref = LUA_NOREF;
-		r->limit = body_limit(url);
+		r->limit = body_limit(c, url);
 		*con_cls = r;
 		if (announced_too_large(c, EARLY_REFUSAL)) {
 			/* answered before the body is read (MHD closes the connection after) */
@@ -1083,11 +1088,19 @@ static double lua_tick(lua_State *L)
 	return next;
 }
 
+/* One MHD run of every listener.  A listener at its connection limit has
+ * taken its listening socket out of its epoll set, and puts it back only at
+ * the start of a run once below the limit: then it is run again at once
+ * (G.resumed), not after a sleep that no event would end. */
 static void run_all(void)
 {
 	int i;
-	for (i = 0; i < G.nlst; i++)
+	for (i = 0; i < G.nlst; i++) {
+		int full = open_connections(&G.lst[i]) >= G.lst[i].limit;
 		MHD_run(G.lst[i].d);
+		if (full)
+			G.resumed = 1;
+	}
 }
 
 /* Stops serving, so that MHD_stop_daemon() finds no suspended connection:
@@ -1184,6 +1197,7 @@ static int start_listener(lua_State *L, const struct opts *o, const char *cert, 
 	l = &G.lst[G.nlst];
 	memset(l, 0, sizeof *l);
 	l->index = G.nlst + 1;
+	l->limit = (unsigned)max_conns;
 	flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
 	if (G.verbose)
 		flags |= MHD_USE_ERROR_LOG;

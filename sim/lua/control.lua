@@ -387,7 +387,7 @@ function M.handle(ctx)
     end
     return answer(200, { applications = #list, events = #list * n })
   end
-  local fault = path:match("^/_sim/faults/([%a%-]+)$")
+  local fault = path:match("^/_sim/faults/([%w%-]+)$")
   if fault and m == "POST" then
     return fault_action(fault, t)
   end
