@@ -11,7 +11,8 @@
  * listeners); every request tells Lua which listener it came in on.
  *
  * Each request is handed to the Lua function `handle(req)` once its body has
- * arrived (or at once, when its Content-Length is absurdly large).  It answers with (status, headers, body), or with "suspend" (the
+ * arrived (or at once, when its Content-Length is absurdly large).  It
+ * answers with (status, headers, body), or with "suspend" (the
  * connection is suspended with MHD_suspend_connection, costing nothing until
  * Lua answers it through sim.respond(box, ...)), or with "drop" (the
  * connection is closed without a response).  A suspended connection is
@@ -473,16 +474,14 @@ static unsigned open_connections(struct listener *l)
 	return info ? info->num_connections : 0;
 }
 
-/* Open connections, on every listener (or on listener n, 1-based). */
+/* Open connections, on every listener. */
 static int l_connections(lua_State *L)
 {
-	lua_Integer n = luaL_optinteger(L, 1, 0), total = 0;
+	lua_Integer total = 0;
 	int i;
 
-	for (i = 0; i < G.nlst; i++) {
-		if (!n || n == G.lst[i].index)
-			total += (lua_Integer)open_connections(&G.lst[i]);
-	}
+	for (i = 0; i < G.nlst; i++)
+		total += (lua_Integer)open_connections(&G.lst[i]);
 	lua_pushinteger(L, total);
 	return 1;
 }
@@ -755,7 +754,7 @@ static size_t body_limit(struct MHD_Connection *c, const char *url)
 	return BODY_LIMIT;
 }
 
-/* Does the request announce a body over its cap? */
+/* Does the request announce a body over `limit`? */
 static int announced_too_large(struct MHD_Connection *c, size_t limit)
 {
 	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");

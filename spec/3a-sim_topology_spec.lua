@@ -239,15 +239,8 @@ describe("ucwa-sim topologies", function()
 end)
 
 describe("ucwa-sim topologies over HTTPS", function()
-  local dir, cert, sim
-  setup(function()
-    dir, cert = C.make_cert({ "lyncdiscover.contoso.com", "pool2.contoso.com", "pool3.contoso.com", "evil.example" })
-    sim = C.start({ topology = "pool", cert = cert, key = dir .. "/key.pem" })
-  end)
-  teardown(function()
-    C.stop(sim)
-    os.execute("rm -rf " .. dir)
-  end)
+  local cert, sim
+  C.use_tls_sim(function(s, c) sim, cert = s, c end, { topology = "pool" })
 
   -- curl, verifying the certificate by name with --resolve, as a libcurl client would
   local function curl(args)

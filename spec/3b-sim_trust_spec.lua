@@ -80,16 +80,8 @@ describe("ucwa-sim counts the credentials each host receives", function()
 end)
 
 describe("ucwa-sim counts credentials sent over plain HTTP", function()
-  local dir, sim
-  setup(function()
-    local cert
-    dir, cert = C.make_cert({ "lyncdiscover.contoso.com", "pool2.contoso.com", "pool3.contoso.com", "evil.example" })
-    sim = C.start({ topology = "pool", cert = cert, key = dir .. "/key.pem" })
-  end)
-  teardown(function()
-    C.stop(sim)
-    os.execute("rm -rf " .. dir)
-  end)
+  local sim
+  C.use_tls_sim(function(s) sim = s end, { topology = "pool" })
 
   it("counts a token or a password that reached a plain-HTTP listener as insecure, and answers 302", function()
     local s = C.discover(sim, "bot@contoso.com")

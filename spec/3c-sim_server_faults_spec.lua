@@ -148,10 +148,7 @@ describe("ucwa-sim application faults", function()
   it("pget-replaced: the held P-GET gets 409 PGetReplaced as when another client's arrives", function()
     local s = C.discover(sim, "bot@contoso.com")
     local sock = s:raw_pget("timeout=5")
-    for _ = 1, 50 do
-      if sim:state().pgets_held == 1 then break end
-      require("socket").sleep(0.02)
-    end
+    assert.is_true(C.eventually(function() return sim:state().pgets_held == 1 end))
     local _, body = sim:control("POST", "/_sim/apps/" .. s.app.props.id .. "/pget-replaced", {})
     assert.equal("pending", body.replaced)
     local status, _, rb = C.raw_receive(sock)

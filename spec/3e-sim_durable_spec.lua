@@ -6,14 +6,7 @@ local C = require "support.sim_client"
 local cjson = require "cjson"
 local socket = require "socket"
 
-local function eventually(cond, secs)
-  local deadline = socket.gettime() + (secs or 3)
-  while not cond() do
-    if socket.gettime() > deadline then return false end
-    socket.sleep(0.02)
-  end
-  return true
-end
+local eventually = C.eventually
 
 -- A P-GET on its own connection, in the session's format, not waited for.
 local function raw_pget(s, href, query)

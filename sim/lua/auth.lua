@@ -50,14 +50,21 @@ end
 local function unauthorized(h, diag)
   local hd = { ["WWW-Authenticate"] = challenge(h), ["Content-Type"] = "text/html",
     ["Cache-Control"] = "no-cache", ["X-MS-Server-Fqdn"] = h.name,
-    ["X-Ms-diagnostics"] = diag and pages.diagnostics(diag[1], diag[2], h) }
+    ["X-Ms-diagnostics"] = diag and pages.diagnostics(diag[1], diag[2], h) or nil }
   return 401, hd, "<html><head><title>401 - Unauthorized</title></head><body>"
     .. "<h2>401 - Unauthorized: Access is denied due to invalid credentials.</h2></body></html>"
 end
 
+-- The Bearer token of a request (read once: counting and authentication
+-- both ask), or false.
 local function bearer(req)
-  local a = req.headers.authorization
-  return a and a:match("^%s*[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$")
+  local b = req.bearer
+  if b == nil then
+    local a = req.headers.authorization
+    b = a and a:match("^%s*[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$") or false
+    req.bearer = b
+  end
+  return b
 end
 
 -- Who issued the token of a request's Authorization header: the host name,

@@ -292,6 +292,12 @@ local function fault_action(action, t)
       for _, k in ipairs({ "parameters", "debugInfo", "headers" }) do
         if t[k] ~= nil and type(t[k]) ~= "table" then return fail(400, k .. " must be an object") end
       end
+      for name, v in pairs(t.headers or {}) do
+        if type(name) ~= "string" or not name:match("^[%w!#$%%&'*+.^_`|~-]+$")
+            or (type(v) ~= "string" and type(v) ~= "number") or tostring(v):find("[%c]") then
+          return fail(400, "headers must map header names to values without control characters")
+        end
+      end
       spec.status, spec.code, spec.subcode, spec.message = math.floor(status), t.code or "ServiceFailure",
         t.subcode, t.message
       spec.parameters, spec.debugInfo, spec.headers, spec.retry_after = t.parameters, t.debugInfo, t.headers,

@@ -477,7 +477,7 @@ local function parse_xml_input(body)
     if not a then return nil, msg end
     return true
   end)
-  p:close()
+  pcall(p.close, p) -- lxp raises again here the error of a parse that failed
   if not ok then
     if type(r1) == "table" and r1.sim_xml then
       return nil, r1.sim_xml

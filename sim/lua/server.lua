@@ -188,6 +188,7 @@ end
 
 -- Host: naming another host of the topology than the listener's.
 local function misdirected(req, h)
+  if single then return false end
   local name = (req.headers.host or ""):match("^%[?([^%]:]+)")
   local named = name and hosts.get(name)
   return named ~= nil and named ~= h

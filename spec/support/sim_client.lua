@@ -554,6 +554,39 @@ function C.make_cert(names)
   return dir, dir .. "/cert.pem", dir .. "/key.pem"
 end
 
+-- Waits up to `secs` (default 3) for cond() to answer true; returns its last answer.
+function C.eventually(cond, secs)
+  local deadline = socket.gettime() + (secs or 3)
+  local v = cond()
+  while not v and socket.gettime() < deadline do
+    socket.sleep(0.02)
+    v = cond()
+  end
+  return v
+end
+
+-- The hosts of the pool preset (topology.lua), for certificates.
+C.POOL_HOSTS = { "lyncdiscover.contoso.com", "pool2.contoso.com", "pool3.contoso.com", "evil.example" }
+
+-- One simulator over HTTPS for the enclosing describe block, with a
+-- certificate naming `names` (default C.POOL_HOSTS); set(sim, cert) gets it.
+function C.use_tls_sim(set, opts, names)
+  local busted = require "busted"
+  local dir, sim
+  busted.setup(function()
+    local cert, key
+    dir, cert, key = C.make_cert(names or C.POOL_HOSTS)
+    local o = { cert = cert, key = key }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    sim = C.start(o)
+    set(sim, cert)
+  end)
+  busted.teardown(function()
+    C.stop(sim)
+    os.execute("rm -rf " .. dir)
+  end)
+end
+
 function C.path_of(href)
   return href:gsub("^https?://[^/]+", "")
 end
