@@ -6,11 +6,19 @@
  * sim/lua/, built in through sim_script.h, which the build generates; the
  * entry point is the module "server"), a self-pipe for SIGTERM/SIGINT.
  *
+ * Listeners: the Lua side (server.configure) names the addresses and ports
+ * to listen on, one MHD daemon each (a topology's hosts, and their plain-HTTP
+ * listeners); every request tells Lua which listener it came in on.
+ *
  * Each request is handed to the Lua function `handle(req)` once its body has
- * arrived.  It answers with (status, headers, body), or with "suspend" (the
+ * arrived (or at once, when its Content-Length is absurdly large).  It
+ * answers with (status, headers, body), or with "suspend" (the
  * connection is suspended with MHD_suspend_connection, costing nothing until
  * Lua answers it through sim.respond(box, ...)), or with "drop" (the
- * connection is closed without a response).  Timers live in Lua; the loop
+ * connection is closed without a response).  A suspended connection is
+ * watched (EPOLLRDHUP) in an epoll set of its own: when its client goes away
+ * it is closed at once and Lua is told (gone(box)), instead of waiting in
+ * CLOSE-WAIT until Lua answers it.  Timers live in Lua; the loop
  * asks Lua for the next deadline and sleeps in poll() until then.
  *
  * Stopping: once SIGTERM/SIGINT arrives no request reaches Lua any more (new
@@ -27,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -43,10 +52,23 @@
 #error "UCWA_VERSION is set by the Makefile from the rockspec (the same as ucwa._VERSION)"
 #endif
 
+/* Request bodies are capped per route: the token service and the control
+ * API take small ones, UCWA resources up to 4 MiB; forms (the token
+ * service's) at most FORM_FIELDS fields. */
 #define BODY_LIMIT (4u * 1024u * 1024u)
+#define TOKEN_BODY_LIMIT (64u * 1024u)
+#define CONTROL_BODY_LIMIT (256u * 1024u)
+#define FORM_FIELDS 64
+/* A body announced beyond this is refused before it is read (and the
+ * connection closed); smaller ones over their cap are read and dropped, and
+ * answered 413 once they are in, which every client can read. */
+#define EARLY_REFUSAL (64u * 1024u * 1024u)
+#define MAX_LISTENERS 64
 #define BOX_MT "ucwa-sim.request"
 
-enum req_state { ST_NEW, ST_SUSPENDED, ST_RESPONSE, ST_DROP };
+/* ST_DONE: answered before its body arrived; the rest of the body is
+ * swallowed. */
+enum req_state { ST_NEW, ST_SUSPENDED, ST_RESPONSE, ST_DROP, ST_DONE };
 
 struct form_field {
 	char *key;
@@ -55,15 +77,27 @@ struct form_field {
 	struct form_field *next;
 };
 
+struct listener {
+	struct MHD_Daemon *d;
+	int epfd;
+	unsigned port;
+	int index; /* 1-based, as Lua numbers them */
+	unsigned limit; /* connections */
+};
+
 struct req {
 	struct MHD_Connection *conn;
+	struct listener *lst;
 	enum req_state state;
 	char *body;
-	size_t len, cap;
+	size_t len, cap, limit;
 	int too_large;
 	struct MHD_PostProcessor *pp;
-	int form_bad;
+	int form_bad, too_many_fields;
+	unsigned nfields;
 	struct form_field *form;
+	MHD_socket fd; /* watched for the client leaving while suspended */
+	int watched;
 	struct MHD_Response *resp;
 	unsigned status;
 	struct box *box; /* Lua handle while suspended, or NULL */
@@ -78,7 +112,9 @@ struct box {
 
 static struct {
 	lua_State *L;
-	struct MHD_Daemon *daemon;
+	struct listener lst[MAX_LISTENERS];
+	int nlst;
+	int watch_fd; /* epoll set of the suspended connections' sockets */
 	struct req *suspended;
 	int sigpipe[2];
 	int verbose;
@@ -119,10 +155,36 @@ static void list_remove(struct req *r)
 	r->prev = r->next = NULL;
 }
 
+/* Watches a suspended connection's socket for its client leaving. */
+static void watch_add(struct req *r)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	struct epoll_event ev;
+
+	if (!ci || G.watch_fd < 0)
+		return;
+	memset(&ev, 0, sizeof ev);
+	ev.events = EPOLLRDHUP;
+	ev.data.ptr = r;
+	r->fd = ci->connect_fd;
+	if (epoll_ctl(G.watch_fd, EPOLL_CTL_ADD, r->fd, &ev) == 0)
+		r->watched = 1;
+}
+
+static void watch_del(struct req *r)
+{
+	if (r->watched) {
+		epoll_ctl(G.watch_fd, EPOLL_CTL_DEL, r->fd, NULL);
+		r->watched = 0;
+	}
+}
+
 static void req_free(struct req *r)
 {
 	struct form_field *f, *n;
 
+	watch_del(r);
 	if (r->state == ST_SUSPENDED)
 		list_remove(r);
 	if (r->box) {
@@ -173,6 +235,10 @@ static enum MHD_Result form_iter(void *cls, enum MHD_ValueKind kind, const char 
 		return MHD_YES;
 	/* Continuation of the field being received, or a new one. */
 	if (!(f && off > 0 && strcmp(f->key, key) == 0)) {
+		if (++r->nfields > FORM_FIELDS) {
+			r->too_many_fields = 1;
+			return MHD_NO;
+		}
 		f = calloc(1, sizeof *f);
 		if (!f)
 			return MHD_NO;
@@ -184,7 +250,7 @@ static enum MHD_Result form_iter(void *cls, enum MHD_ValueKind kind, const char 
 		f->next = r->form;
 		r->form = f;
 	}
-	if (f->len + size + 1 > BODY_LIMIT)
+	if (f->len + size + 1 > r->limit)
 		return MHD_NO;
 	nv = realloc(f->val, f->len + size + 1);
 	if (!nv)
@@ -202,7 +268,7 @@ static int body_append(struct req *r, const char *data, size_t size)
 	size_t need;
 	char *nb;
 
-	if (r->too_large || r->len + size > BODY_LIMIT) {
+	if (r->too_large || r->len + size > r->limit) {
 		r->too_large = 1;
 		return 0;
 	}
@@ -305,6 +371,7 @@ static struct req *suspended_req(lua_State *L)
 /* Takes a suspended request off the list and has MHD resume it as `state`. */
 static void resume_as(struct req *r, enum req_state state)
 {
+	watch_del(r);
 	list_remove(r);
 	G.nsuspended--;
 	r->state = state;
@@ -400,11 +467,22 @@ static int l_suspended_count(lua_State *L)
 	return 1;
 }
 
-static int l_connections(lua_State *L)
+static unsigned open_connections(struct listener *l)
 {
 	const union MHD_DaemonInfo *info =
-		G.daemon ? MHD_get_daemon_info(G.daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS) : NULL;
-	lua_pushinteger(L, info ? (lua_Integer)info->num_connections : 0);
+		MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	return info ? info->num_connections : 0;
+}
+
+/* Open connections, on every listener. */
+static int l_connections(lua_State *L)
+{
+	lua_Integer total = 0;
+	int i;
+
+	for (i = 0; i < G.nlst; i++)
+		total += (lua_Integer)open_connections(&G.lst[i]);
+	lua_pushinteger(L, total);
 	return 1;
 }
 
@@ -503,6 +581,29 @@ static void suspend_req(struct req *r, int box_idx)
 	G.suspended = r;
 	G.nsuspended++;
 	MHD_suspend_connection(r->conn);
+	watch_add(r);
+}
+
+/* The client of a suspended request went away: the connection is closed
+ * now, and Lua's gone(box) learns that nobody waits for that answer. */
+static void peer_gone(struct req *r)
+{
+	lua_State *L = G.L;
+	struct box *b = r->box;
+	int base;
+
+	if (r->state != ST_SUSPENDED)
+		return;
+	lua_pushcfunction(L, traceback);
+	base = lua_gettop(L);
+	lua_getfield(L, LUA_REGISTRYINDEX, "ucwa-sim.gone");
+	lua_rawgeti(L, LUA_REGISTRYINDEX, r->box_ref);
+	resume_as(r, ST_DROP);
+	if (b)
+		b->r = NULL; /* respond/drop on it now answer false */
+	if (lua_isfunction(L, base + 1) && lua_pcall(L, 1, 0, base) != LUA_OK)
+		fprintf(stderr, "ucwa-sim: gone: %s\n", lua_tostring(L, -1));
+	lua_settop(L, base - 1);
 }
 
 /* Protected part of dispatch: builds the request table and calls handle().
@@ -526,6 +627,8 @@ static int call_handler(lua_State *L)
 	lua_setfield(L, -2, "path");
 	lua_pushvalue(L, 4);
 	lua_setfield(L, -2, "version");
+	lua_pushinteger(L, r->lst->index);
+	lua_setfield(L, -2, "listener");
 	lua_newtable(L);
 	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_kv, L);
 	lua_setfield(L, -2, "query");
@@ -548,6 +651,10 @@ static int call_handler(lua_State *L)
 		if (r->form_bad) {
 			lua_pushboolean(L, 1);
 			lua_setfield(L, -2, "form_bad");
+		}
+		if (r->too_many_fields) {
+			lua_pushboolean(L, 1);
+			lua_setfield(L, -2, "too_many_fields");
 		}
 	}
 	lua_pushvalue(L, 5);
@@ -631,21 +738,61 @@ static int is_form(struct MHD_Connection *c)
 	return ct && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0;
 }
 
+static int is_token_route(const char *url)
+{
+	return strncasecmp(url, "/WebTicket/", 11) == 0;
+}
+
+/* The body cap of a route.  A form anywhere gets the token service's cap:
+ * only the token service reads forms (UCWA routes answer 415). */
+static size_t body_limit(struct MHD_Connection *c, const char *url)
+{
+	if (is_token_route(url) || is_form(c))
+		return TOKEN_BODY_LIMIT;
+	if (strncmp(url, "/_sim", 5) == 0)
+		return CONTROL_BODY_LIMIT;
+	return BODY_LIMIT;
+}
+
+/* Does the request announce a body over `limit`? */
+static int announced_too_large(struct MHD_Connection *c, size_t limit)
+{
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+	char *end;
+	unsigned long long n;
+
+	if (!cl)
+		return 0;
+	errno = 0;
+	n = strtoull(cl, &end, 10);
+	return end != cl && (errno == ERANGE || n > limit);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
 				  const char *method, const char *version, const char *upload,
 				  size_t *upload_size, void **con_cls)
 {
 	struct req *r = *con_cls;
-	(void)cls;
 
 	if (!r) {
 		r = calloc(1, sizeof *r);
 		if (!r)
 			return MHD_NO;
 		r->conn = c;
+		r->lst = cls;
 		r->box_ref = LUA_NOREF;
+		r->limit = body_limit(c, url);
 		*con_cls = r;
-		if (is_form(c))
+		if (announced_too_large(c, EARLY_REFUSAL)) {
+			/* answered before the body is read (MHD closes the connection after) */
+			enum MHD_Result ret;
+			r->too_large = 1;
+			ret = G.stopping ? refuse_stopping(r) : dispatch(r, url, method, version);
+			if (r->state == ST_NEW)
+				r->state = ST_DONE;
+			return ret;
+		}
+		if (is_token_route(url) && is_form(c))
 			r->pp = MHD_create_post_processor(c, 4096, form_iter, r);
 		return MHD_YES;
 	}
@@ -666,6 +813,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return queue(r, r->resp, r->status);
 	case ST_DROP:
 		return MHD_NO;
+	case ST_DONE:
+		*upload_size = 0;
+		return MHD_YES;
 	case ST_SUSPENDED:
 	default:
 		return MHD_YES;
@@ -712,14 +862,22 @@ static void usage(FILE *out)
 	fputs(
 "usage: ucwa-sim [options]\n"
 "A UCWA 2.0 (Skype for Business) server simulator. Prints its autodiscover root\n"
-"URL as the first line of stdout, serves until SIGTERM/SIGINT, then exits 0.\n"
+"URL as the first line of stdout, then a line 'host NAME URL [HTTP-URL]' for each\n"
+"host it serves (URLs by address) and an empty line; serves until SIGTERM/SIGINT,\n"
+"then exits 0.\n"
 "\n"
-"  --port N               TCP port on 127.0.0.1 (default 0: any free port)\n"
+"  --port N               TCP port (default 0: any free port)\n"
 "  --host ADDR            IPv4 address to listen on (default 127.0.0.1)\n"
+"  --topology T           several hosts in one process, each on its own address:\n"
+"                         a preset (pool, redirect-user, redirect-user-root,\n"
+"                         redirect-root, hybrid), a JSON file, or inline JSON\n"
+"                         (see sim/README.md); --host and --port are then unused\n"
 "  --cert FILE            PEM certificate: serve HTTPS (needs --key)\n"
 "  --key FILE             PEM private key for --cert\n"
 "  --directory FILE       JSON file with users, meetings and token scopes\n"
 "                         (replaces the default directory; see sim/README.md)\n"
+"  --max-version N        resource version hosts honour in\n"
+"                         X-MS-RequiresMinResourceVersion (default 2)\n"
 "  --token-lifetime S     lifetime of password-grant tokens (default 28800)\n"
 "  --anon-token-lifetime S  lifetime of anonymous meeting tokens (default 3600)\n"
 "  --app-idle S           an application with no request and no pending GET\n"
@@ -737,6 +895,11 @@ static void usage(FILE *out)
 "                         (default 60)\n"
 "  --typing-timeout S     a participant stops typing S after its last\n"
 "                         setIsTyping (default 5)\n"
+"  --connection-timeout S a connection idle (or stalled mid-request) for S whole\n"
+"                         seconds is closed; held P-GETs are not idle (default\n"
+"                         120, 0: never)\n"
+"  --max-connections N    open connections per listener (default 20000, fewer\n"
+"                         if the descriptor limit is lower)\n"
 "  --auto-admit           admit lobby participants at once (no lobby wait)\n"
 "  --no-control           disable the /_sim control API\n"
 "  --script-dir DIR       load the Lua modules (server.lua, ...) from DIR\n"
@@ -752,7 +915,25 @@ struct opts {
 	int port;
 	const char *cert, *key;
 	const char *script_dir;
+	long conn_timeout; /* seconds, 0: none */
+	long max_conns;    /* per listener, 0: from the descriptor limit */
 };
+
+/* A whole number in lo..hi for option `name`, or -1 (and a message). */
+static long whole(const char *name, const char *v, long lo, long hi)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (!*v || *end || errno || n < lo || n > hi) {
+		fprintf(stderr, "ucwa-sim: bad value for --%s: '%s' (a whole number, %ld to %ld)\n", name, v,
+			lo, hi);
+		return -1;
+	}
+	return n;
+}
 
 /* Lua-side options: name -> value (string) in a table at the top of the stack. */
 static int parse_args(int argc, char **argv, struct opts *o, lua_State *L)
@@ -763,10 +944,14 @@ static int parse_args(int argc, char **argv, struct opts *o, lua_State *L)
 		{"cert", required_argument, 0, 'c'},
 		{"key", required_argument, 0, 'k'},
 		{"script-dir", required_argument, 0, 's'},
+		{"connection-timeout", required_argument, 0, 't'},
+		{"max-connections", required_argument, 0, 'm'},
 		{"verbose", no_argument, 0, 'v'},
 		{"help", no_argument, 0, 'h'},
 		{"version", no_argument, 0, 'V'},
+		{"topology", required_argument, 0, 1},
 		{"directory", required_argument, 0, 1},
+		{"max-version", required_argument, 0, 1},
 		{"token-lifetime", required_argument, 0, 1},
 		{"anon-token-lifetime", required_argument, 0, 1},
 		{"app-idle", required_argument, 0, 1},
@@ -787,12 +972,9 @@ static int parse_args(int argc, char **argv, struct opts *o, lua_State *L)
 	while ((ch = getopt_long(argc, argv, "hv", longopts, &idx)) != -1) {
 		switch (ch) {
 		case 'p': {
-			char *end;
-			long p = strtol(optarg, &end, 10);
-			if (*end || p < 0 || p > 65535) {
-				fprintf(stderr, "ucwa-sim: bad --port %s\n", optarg);
+			long p = whole("port", optarg, 0, 65535);
+			if (p < 0)
 				return 2;
-			}
 			o->port = (int)p;
 			break;
 		}
@@ -800,6 +982,14 @@ static int parse_args(int argc, char **argv, struct opts *o, lua_State *L)
 		case 'c': o->cert = optarg; break;
 		case 'k': o->key = optarg; break;
 		case 's': o->script_dir = optarg; break;
+		case 't':
+			if ((o->conn_timeout = whole("connection-timeout", optarg, 0, 86400)) < 0)
+				return 2;
+			break;
+		case 'm':
+			if ((o->max_conns = whole("max-connections", optarg, 1, 1000000)) < 0)
+				return 2;
+			break;
 		case 'v': G.verbose = 1; break;
 		case 'h': usage(stdout); return 1;
 		case 'V':
@@ -827,6 +1017,13 @@ static int parse_args(int argc, char **argv, struct opts *o, lua_State *L)
 		fprintf(stderr, "ucwa-sim: --cert and --key go together\n");
 		return 2;
 	}
+	/* what Lua needs of the C options to name its listeners */
+	lua_pushstring(L, o->host);
+	lua_setfield(L, -2, "host");
+	lua_pushinteger(L, o->port);
+	lua_setfield(L, -2, "port");
+	lua_pushboolean(L, o->cert != NULL);
+	lua_setfield(L, -2, "tls");
 	return 0;
 }
 
@@ -857,13 +1054,18 @@ static int load_scripts(lua_State *L, const char *dir)
 	return 0;
 }
 
-static void raise_nofile(void)
+/* Raises the descriptor limit to its hard limit; returns the limit now. */
+static long raise_nofile(void)
 {
 	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
 	}
+	return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 10000000 ? 10000000 : (long)rl.rlim_cur;
 }
 
 /* Calls Lua tick(): runs due timers; returns seconds to the next one, or -1. */
@@ -885,42 +1087,174 @@ static double lua_tick(lua_State *L)
 	return next;
 }
 
+/* One MHD run of every listener.  A listener at its connection limit has
+ * taken its listening socket out of its epoll set, and puts it back only at
+ * the start of a run once below the limit: then it is run again at once
+ * (G.resumed), not after a sleep that no event would end. */
+static void run_all(void)
+{
+	int i;
+	for (i = 0; i < G.nlst; i++) {
+		int full = open_connections(&G.lst[i]) >= G.lst[i].limit;
+		MHD_run(G.lst[i].d);
+		if (full)
+			G.resumed = 1;
+	}
+}
+
 /* Stops serving, so that MHD_stop_daemon() finds no suspended connection:
  * no new connection is accepted, no request reaches Lua any more (so none is
  * suspended again), every suspended one is closed, and MHD gets a few runs
- * to act on that and to send the answers already queued.  Returns the
- * listening socket, now the caller's to close. */
-static MHD_socket stop_serving(void)
+ * to act on that and to send the answers already queued.  Then stops every
+ * daemon and closes its listening socket. */
+static void stop_serving(void)
 {
-	MHD_socket listen_fd;
+	MHD_socket fds[MAX_LISTENERS];
 	struct req *r;
 	int i;
 
 	G.stopping = 1;
-	listen_fd = MHD_quiesce_daemon(G.daemon);
+	for (i = 0; i < G.nlst; i++)
+		fds[i] = MHD_quiesce_daemon(G.lst[i].d);
 	while ((r = G.suspended) != NULL) {
+		watch_del(r);
 		list_remove(r);
 		G.nsuspended--;
 		r->state = ST_DROP;
 		MHD_resume_connection(r->conn);
 	}
 	for (i = 0; i < 3; i++)
-		MHD_run(G.daemon);
-	return listen_fd;
+		run_all();
+	for (i = 0; i < G.nlst; i++) {
+		MHD_stop_daemon(G.lst[i].d);
+		G.lst[i].d = NULL;
+		if (fds[i] != MHD_INVALID_SOCKET)
+			close(fds[i]);
+	}
+	G.nlst = 0;
+}
+
+/* Calls server.<fn>(arg), the argument at the top of the stack, under a
+ * traceback.  Returns 0 with the two results in the argument's place, or 1
+ * (a Lua error) or 2 (the function answered nil, message); then the message
+ * is printed and the argument popped. */
+static int call_server(lua_State *L, const char *fn)
+{
+	int arg = lua_gettop(L);
+
+	lua_pushcfunction(L, traceback);
+	lua_getfield(L, LUA_REGISTRYINDEX, "ucwa-sim.server");
+	lua_getfield(L, -1, fn);
+	lua_pushvalue(L, arg);
+	if (lua_pcall(L, 1, 2, arg + 1) != LUA_OK) {
+		fprintf(stderr, "ucwa-sim: %s\n", lua_tostring(L, -1));
+		lua_settop(L, arg - 1);
+		return 1;
+	}
+	if (!lua_toboolean(L, -2)) {
+		fprintf(stderr, "ucwa-sim: %s\n", luaL_optstring(L, -1, "cannot start"));
+		lua_settop(L, arg - 1);
+		return 2;
+	}
+	lua_remove(L, arg + 2); /* the server table */
+	lua_remove(L, arg + 1); /* the traceback */
+	lua_remove(L, arg);
+	return 0;
+}
+
+/* Starts one MHD daemon for the listener description at the top of the
+ * stack ({address=, port=, tls=}).  Returns 0, or 1 (message printed). */
+static int start_listener(lua_State *L, const struct opts *o, const char *cert, const char *key,
+			  long max_conns)
+{
+	struct listener *l;
+	struct sockaddr_in sa;
+	const union MHD_DaemonInfo *info;
+	const char *addr;
+	lua_Integer port;
+	int tls;
+	unsigned flags;
+
+	if (G.nlst >= MAX_LISTENERS) {
+		fprintf(stderr, "ucwa-sim: at most %d listeners\n", MAX_LISTENERS);
+		return 1;
+	}
+	lua_getfield(L, -1, "address");
+	addr = lua_tostring(L, -1);
+	lua_getfield(L, -2, "port");
+	port = lua_tointeger(L, -1);
+	lua_getfield(L, -3, "tls");
+	tls = lua_toboolean(L, -1);
+	lua_pop(L, 3); /* addr stays referenced from the table */
+	memset(&sa, 0, sizeof sa);
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	if (!addr || inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+		fprintf(stderr, "ucwa-sim: bad address %s\n", addr ? addr : "(none)");
+		return 1;
+	}
+	l = &G.lst[G.nlst];
+	memset(l, 0, sizeof *l);
+	l->index = G.nlst + 1;
+	l->limit = (unsigned)max_conns;
+	flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+	if (G.verbose)
+		flags |= MHD_USE_ERROR_LOG;
+	if (tls)
+		flags |= MHD_USE_TLS;
+	{
+		/* TLS options only when serving HTTPS; the array ends at its END item */
+		struct MHD_OptionItem tls_opts[] = {
+			{ MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)key },
+			{ MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cert },
+			{ MHD_OPTION_END, 0, NULL },
+		};
+		l->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l,
+			MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+			MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conns,
+			MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->conn_timeout,
+			MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
+			MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+			MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+			MHD_OPTION_ARRAY, tls ? tls_opts : &tls_opts[2],
+			MHD_OPTION_END);
+	}
+	if (!l->d) {
+		fprintf(stderr, "ucwa-sim: cannot listen on %s:%d\n", addr, (int)port);
+		return 1;
+	}
+	info = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_BIND_PORT);
+	l->port = info ? (unsigned)info->port : (unsigned)port;
+	info = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_EPOLL_FD);
+	l->epfd = info ? info->epoll_fd : -1;
+	G.nlst++;
+	lua_pop(L, 1); /* the description */
+	return 0;
+}
+
+/* The peers of suspended connections that went away. */
+static void check_watched(void)
+{
+	struct epoll_event evs[64];
+	int i, n;
+
+	do {
+		n = epoll_wait(G.watch_fd, evs, 64, 0);
+		for (i = 0; i < n; i++)
+			peer_gone(evs[i].data.ptr);
+	} while (n == 64);
 }
 
 int main(int argc, char **argv)
 {
-	struct opts o = {"127.0.0.1", 0, NULL, NULL, NULL};
-	struct sockaddr_in sa;
+	struct opts o = {"127.0.0.1", 0, NULL, NULL, NULL, 120, 0};
 	char *cert = NULL, *key = NULL;
-	unsigned flags;
-	int rc, epfd, stop = 0, status = 0;
+	int rc, stop = 0, status = 0, i;
+	long nofile;
 	lua_State *L;
-	const union MHD_DaemonInfo *info;
-	char base_url[128];
 
 	G.sigpipe[0] = G.sigpipe[1] = -1;
+	G.watch_fd = -1;
 	L = luaL_newstate();
 	if (!L) {
 		fputs("ucwa-sim: cannot create Lua state\n", stderr);
@@ -950,6 +1284,36 @@ int main(int argc, char **argv)
 	lua_setfield(L, -2, "ucwasim.host");
 	lua_pop(L, 3); /* loaded, package, sim table */
 
+	/* The Lua side: require "server" returns { configure=, start=, handle=,
+	 * gone=, tick= }.  configure(options) checks the options and names the
+	 * listeners, or answers nil and a message for a bad option (exit 2). */
+	{
+		int base;
+		lua_pushcfunction(L, traceback);
+		base = lua_gettop(L);
+		lua_getglobal(L, "require");
+		lua_pushstring(L, "server");
+		if (lua_pcall(L, 1, 1, base) != LUA_OK) {
+			fprintf(stderr, "ucwa-sim: %s\n", lua_tostring(L, -1));
+			lua_close(L);
+			return 1;
+		}
+		lua_getfield(L, -1, "handle");
+		lua_setfield(L, LUA_REGISTRYINDEX, "ucwa-sim.handle");
+		lua_getfield(L, -1, "tick");
+		lua_setfield(L, LUA_REGISTRYINDEX, "ucwa-sim.tick");
+		lua_getfield(L, -1, "gone");
+		lua_setfield(L, LUA_REGISTRYINDEX, "ucwa-sim.gone");
+		lua_setfield(L, LUA_REGISTRYINDEX, "ucwa-sim.server");
+		lua_settop(L, base - 1); /* the options table */
+	}
+	rc = call_server(L, "configure"); /* the options -> listeners, nil */
+	if (rc) {
+		lua_close(L);
+		return rc == 2 ? 2 : 1;
+	}
+	lua_pop(L, 1); /* the listeners table stays */
+
 	if (o.cert) {
 		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
 			fputs("ucwa-sim: this libmicrohttpd has no TLS support\n", stderr);
@@ -967,17 +1331,18 @@ int main(int argc, char **argv)
 		}
 	}
 
-	raise_nofile();
+	nofile = raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
 	if (pipe(G.sigpipe) != 0) {
 		perror("ucwa-sim: pipe");
-		lua_close(L);
-		return 1;
+		status = 1;
+		goto out;
 	}
 	fcntl(G.sigpipe[0], F_SETFL, O_NONBLOCK);
 	fcntl(G.sigpipe[1], F_SETFL, O_NONBLOCK);
 	fcntl(G.sigpipe[0], F_SETFD, FD_CLOEXEC);
 	fcntl(G.sigpipe[1], F_SETFD, FD_CLOEXEC);
+	G.watch_fd = epoll_create1(EPOLL_CLOEXEC);
 	{
 		struct sigaction act;
 		memset(&act, 0, sizeof act);
@@ -987,91 +1352,60 @@ int main(int argc, char **argv)
 		sigaction(SIGINT, &act, NULL);
 	}
 
-	memset(&sa, 0, sizeof sa);
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)o.port);
-	if (inet_pton(AF_INET, o.host, &sa.sin_addr) != 1) {
-		fprintf(stderr, "ucwa-sim: bad --host %s\n", o.host);
-		status = 2;
-		goto out;
-	}
-	flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
-	if (G.verbose)
-		flags |= MHD_USE_ERROR_LOG;
-	if (cert)
-		flags |= MHD_USE_TLS;
 	{
-		/* TLS options only when serving HTTPS; the array ends at its END item */
-		struct MHD_OptionItem tls[] = {
-			{ MHD_OPTION_HTTPS_MEM_KEY, 0, key },
-			{ MHD_OPTION_HTTPS_MEM_CERT, 0, cert },
-			{ MHD_OPTION_END, 0, NULL },
-		};
-		G.daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
-			MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-			MHD_OPTION_CONNECTION_LIMIT, (unsigned)20000,
-			MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)1900,
-			MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
-			MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-			MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-			MHD_OPTION_ARRAY, cert ? tls : &tls[2],
-			MHD_OPTION_END);
-	}
-	if (!G.daemon) {
-		fprintf(stderr, "ucwa-sim: cannot listen on %s:%d\n", o.host, o.port);
-		status = 1;
-		goto out;
-	}
-	info = MHD_get_daemon_info(G.daemon, MHD_DAEMON_INFO_BIND_PORT);
-	snprintf(base_url, sizeof base_url, "%s://%s:%u", cert ? "https" : "http", o.host,
-		 info ? (unsigned)info->port : (unsigned)o.port);
-	info = MHD_get_daemon_info(G.daemon, MHD_DAEMON_INFO_EPOLL_FD);
-	epfd = info ? info->epoll_fd : -1;
-
-	/* Start the Lua side: require "server" returns { handle=, tick=, init= };
-	 * init answers true, or nil and a message for a bad option (exit 2). */
-	{
-		int base;
-		lua_pushcfunction(L, traceback);
-		base = lua_gettop(L);
-		lua_getglobal(L, "require");
-		lua_pushstring(L, "server");
-		if (lua_pcall(L, 1, 1, base) != LUA_OK) {
-			fprintf(stderr, "ucwa-sim: %s\n", lua_tostring(L, -1));
-			status = 1;
-			goto out;
+		/* one daemon per listener; the connection limit keeps descriptors for
+		 * the rest of the process whatever the limit */
+		lua_Integer n = luaL_len(L, -1);
+		long per = o.max_conns;
+		if (n < 1)
+			n = 1;
+		if (!per) {
+			per = (nofile - 64) / (long)n;
+			if (per > 20000)
+				per = 20000;
+			if (per < 16)
+				per = 16;
 		}
-		lua_getfield(L, -1, "handle");
-		lua_setfield(L, LUA_REGISTRYINDEX, "ucwa-sim.handle");
-		lua_getfield(L, -1, "tick");
-		lua_setfield(L, LUA_REGISTRYINDEX, "ucwa-sim.tick");
-		lua_getfield(L, -1, "init");
-		lua_pushvalue(L, base - 1); /* options table */
-		lua_pushstring(L, base_url);
-		if (lua_pcall(L, 2, 2, base) != LUA_OK) {
-			fprintf(stderr, "ucwa-sim: %s\n", lua_tostring(L, -1));
-			status = 1;
-			goto out;
+		for (i = 1; i <= n; i++) {
+			lua_geti(L, -1, i);
+			if (start_listener(L, &o, cert, key, per)) {
+				status = 1;
+				goto out;
+			}
 		}
-		if (!lua_toboolean(L, -2)) {
-			fprintf(stderr, "ucwa-sim: %s\n", luaL_optstring(L, -1, "cannot start"));
-			status = 2;
-			goto out;
-		}
-		lua_settop(L, base - 1);
+		lua_pop(L, 1);
 	}
 
-	printf("%s/autodiscover/autodiscoverservice.svc/root\n", base_url);
+	/* start(ports) answers what to print: the root URL, the hosts */
+	lua_createtable(L, G.nlst, 0);
+	for (i = 0; i < G.nlst; i++) {
+		lua_pushinteger(L, (lua_Integer)G.lst[i].port);
+		lua_rawseti(L, -2, i + 1);
+	}
+	rc = call_server(L, "start");
+	if (rc) {
+		status = rc == 2 ? 2 : 1;
+		goto out;
+	}
+	fputs(lua_tostring(L, -2), stdout);
 	fflush(stdout);
+	lua_pop(L, 2);
 
 	while (!stop) {
-		struct pollfd p[2];
-		MHD_UNSIGNED_LONG_LONG mto;
+		struct pollfd p[MAX_LISTENERS + 2];
 		double lt = lua_tick(L);
 		long ms = -1;
 
-		if (MHD_get_timeout(G.daemon, &mto) == MHD_YES)
-			ms = mto > 60000 ? 60000 : (long)mto;
+		for (i = 0; i < G.nlst; i++) {
+			MHD_UNSIGNED_LONG_LONG mto;
+			if (MHD_get_timeout(G.lst[i].d, &mto) == MHD_YES) {
+				long m = mto > 60000 ? 60000 : (long)mto;
+				if (ms < 0 || m < ms)
+					ms = m;
+			}
+			p[i].fd = G.lst[i].epfd;
+			p[i].events = POLLIN;
+		}
 		if (lt >= 0) {
 			long lms = (long)(lt * 1000.0 + 0.999);
 			if (ms < 0 || lms < ms)
@@ -1082,31 +1416,30 @@ int main(int argc, char **argv)
 			G.resumed = 0;
 			ms = 0;
 		}
-		p[0].fd = epfd;
-		p[0].events = POLLIN;
-		p[1].fd = G.sigpipe[0];
-		p[1].events = POLLIN;
-		if (poll(p, 2, (int)ms) < 0 && errno != EINTR) {
+		p[G.nlst].fd = G.watch_fd;
+		p[G.nlst].events = POLLIN;
+		p[G.nlst + 1].fd = G.sigpipe[0];
+		p[G.nlst + 1].events = POLLIN;
+		if (poll(p, (nfds_t)G.nlst + 2, (int)ms) < 0 && errno != EINTR) {
 			perror("ucwa-sim: poll");
 			status = 1;
 			break;
 		}
-		if (p[1].revents & POLLIN)
+		if (p[G.nlst + 1].revents & POLLIN)
 			stop = 1;
-		MHD_run(G.daemon);
+		if (p[G.nlst].revents & POLLIN)
+			check_watched();
+		run_all();
 	}
 
 out:
-	if (G.daemon) {
-		MHD_socket listen_fd = stop_serving();
-		MHD_stop_daemon(G.daemon);
-		G.daemon = NULL;
-		if (listen_fd != MHD_INVALID_SOCKET)
-			close(listen_fd);
-	}
+	if (G.nlst)
+		stop_serving();
 	lua_close(L);
 	free(cert);
 	free(key);
+	if (G.watch_fd >= 0)
+		close(G.watch_fd);
 	if (G.sigpipe[0] >= 0) {
 		close(G.sigpipe[0]);
 		close(G.sigpipe[1]);

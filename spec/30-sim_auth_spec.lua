@@ -133,3 +133,64 @@ describe("ucwa-sim token form decoding", function()
     assert.equal(400, (form(sim, "grant_type=password&username=sp@contoso.com&password=a+b+c&d")))
   end)
 end)
+
+-- Regression: ms_rtc_renew with an expired token and wrong credentials
+-- returned a working token.  A renewal carries a grant that succeeds on its
+-- own, and a token this service issued to that identity.
+describe("ucwa-sim token renewal", function()
+  local sim
+  C.use_sim_each(function(s) sim = s end, { topology = "pool" })
+  local DEMO1 = "sip:alice@contoso.com;gruu;opaque=app:conf:focus:id:DEMO1"
+
+  local function at(host, body)
+    local status, _, b = C.request("POST", sim.hosts[host].url .. "/WebTicket/oauthtoken",
+      { ["Content-Type"] = "application/x-www-form-urlencoded" }, body)
+    return status, b and cjson.decode(b)
+  end
+  local D = "lyncdiscover.contoso.com"
+  local ANON = "grant_type=urn:microsoft.rtc:anonmeeting&ms_rtc_conferenceuri=" .. C.form_encode(DEMO1)
+  local function renew(tok) return "&ms_rtc_renew=" .. C.form_encode(tok) end
+
+  it("refuses a renewal without a grant, with wrong credentials, or of a token it did not issue", function()
+    local _, anon = at(D, ANON .. "&password=DEMO1")
+    local _, bot = at(D, "grant_type=password&username=bot@contoso.com&password=password")
+    sim:control("POST", "/_sim/tokens/expire", {})
+    local cases = {
+      { renew(anon.access_token), "invalid_request" },
+      { ANON .. "&password=WRONG" .. renew(anon.access_token), "invalid_grant" },
+      { "grant_type=password&username=bot@contoso.com&password=nope" .. renew(bot.access_token), "invalid_grant" },
+      { "grant_type=password&username=bob@contoso.com&password=password" .. renew(bot.access_token),
+        "invalid_grant" },
+      { ANON .. "&password=DEMO1" .. renew(bot.access_token), "invalid_grant" },
+      { ANON .. "&password=DEMO1" .. renew("cwt=AAEBnope"), "invalid_grant" },
+    }
+    for _, case in ipairs(cases) do
+      local status, t = at(D, case[1])
+      assert.equal(400, status, case[1])
+      assert.equal(case[2], t.error, case[1])
+      assert.is_nil(t.access_token)
+    end
+    -- a token of another host's service
+    local status, t = at("pool2.contoso.com", ANON .. "&password=DEMO1" .. renew(anon.access_token))
+    assert.equal(400, status)
+    assert.equal("unknown token to renew", t.error_description)
+  end)
+
+  it("renews an expired guest token with the conference key: the same guest, the same application", function()
+    local _, anon = at("pool2.contoso.com", ANON .. "&password=DEMO1")
+    local pool = sim.hosts["pool2.contoso.com"].url
+    local status, _, ab = C.request("POST", pool .. "/ucwa/anonymous/v1/applications",
+      { Authorization = "Bearer " .. anon.access_token, ["Content-Type"] = "application/json" },
+      cjson.encode({ userAgent = "guest/1", culture = "en-US" }))
+    assert.equal(201, status)
+    local href = cjson.decode(ab)._links.self.href
+    sim:control("POST", "/_sim/tokens/expire", {})
+    local st, t = at("pool2.contoso.com", ANON .. "&password=DEMO1" .. renew(anon.access_token))
+    assert.equal(200, st)
+    assert.equal("anonymous", t.ms_rtc_identityscope)
+    assert.equal(200, (C.request("GET", pool .. href, { Authorization = "Bearer " .. t.access_token })))
+    -- a fresh grant is another guest: not that application's owner
+    local _, other = at("pool2.contoso.com", ANON .. "&password=DEMO1")
+    assert.equal(403, (C.request("GET", pool .. href, { Authorization = "Bearer " .. other.access_token })))
+  end)
+end)

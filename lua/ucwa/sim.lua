@@ -7,6 +7,13 @@
 --    sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
 --    sim:stop()
 --
+-- With `topology` (a preset name, a file, or a table: see sim/README.md) it
+-- serves several hosts, each on its own loopback address, and writes links
+-- with their names: `sim.hosts[name]` has each host's `url` (by name),
+-- `address`, `port` (and `http_url`, `http_port` for its plain-HTTP
+-- listener, with TLS), and `sim.resolve` the entries ("name:port:address")
+-- a libcurl client needs to reach them by name.
+--
 -- Options: `binary` (path of ucwa-sim), `port` (default 0: any free port),
 -- `args` (a list of extra command-line arguments), and any ucwa-sim option
 -- spelt with underscores (`step_delay = 0` gives `--step-delay 0`;
@@ -81,7 +88,7 @@ local function engine_of(self)
   if not self.engine then
     -- A simulator this process started on loopback, often with a self-signed
     -- certificate: its control calls need no proxy and no verification.
-    self.engine = core.engine{ proxy = false, verify = not self.base:match("^https:") }
+    self.engine = core.engine{ proxy = false, verify = not self.control_base:match("^https:") }
   end
   return self.engine
 end
@@ -101,9 +108,31 @@ end
 local Sim = {}
 Sim.__index = Sim
 
+-- The lines after the root URL: "host NAME SCHEME://ADDRESS:PORT
+-- [http://ADDRESS:PORT]", then an empty one.
+local function read_hosts(self)
+  local discovery = self.base:match("^https?://([^:/]+)")
+  for line in self.pipe:lines() do
+    if line == "" then break end
+    local name, scheme, address, port, rest = line:match("^host (%S+) (https?)://([^:]+):(%d+)%s*(.*)$")
+    if name then
+      local h = { name = name, address = address, port = tonumber(port), scheme = scheme,
+        url = scheme .. "://" .. name .. ":" .. port }
+      local hport = rest:match("^http://[^:]+:(%d+)$")
+      if hport then h.http_port, h.http_url = tonumber(hport), "http://" .. name .. ":" .. hport end
+      if name ~= address then -- names, not addresses, need resolving
+        for _, p in ipairs({ port, hport }) do self.resolve[#self.resolve + 1] = name .. ":" .. p .. ":" .. address end
+      end
+      self.hosts[name] = h
+      if name == discovery then self.control_base = scheme .. "://" .. address .. ":" .. port end
+    end
+  end
+end
+
 --- Starts a simulator; raises if it cannot start.
 -- @tparam[opt] table opts
--- @return a simulator object with `url`, `base`, `pid`, `control` and `stop`
+-- @return a simulator object with `url`, `base` (by name), `control_base`
+-- (by address), `hosts`, `resolve`, `pid`, `control`, `state` and `stop`
 function M.start(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'start' (table expected)", 2) end
@@ -114,12 +143,16 @@ function M.start(opts)
       return "a string, a number or a boolean" end end
   end
   spec.binary = function(v) if type(v) ~= "string" then return "a string" end end
+  if spec.topology then
+    spec.topology = function(v) if type(v) ~= "string" and type(v) ~= "table" then return "a string or a table" end end
+  end
   spec.args = function(v) if type(v) ~= "table" then return "a table" end end
   options.check(opts, spec, "start", 2)
   local argv = { quote(binary), "--port", tostring(opts.port or 0) }
   for k, v in pairs(opts) do
     if k ~= "binary" and k ~= "port" and k ~= "args" and type(k) == "string" then
       local flag = "--" .. k:gsub("_", "-")
+      if type(v) == "table" then v = assert(cjson.encode(v)) end -- topology: inline JSON
       if v == true then
         argv[#argv + 1] = flag
       elseif v ~= false then
@@ -140,12 +173,23 @@ function M.start(opts)
     error("ucwa-sim did not start (" .. tostring(how) .. " " .. tostring(code) .. ", "
       .. tostring(ok) .. "): " .. tostring(url), 2)
   end
-  local self = setmetatable({ pid = pid, url = url, pipe = pipe }, Sim)
+  local self = setmetatable({ pid = pid, url = url, pipe = pipe, hosts = {}, resolve = {} }, Sim)
   self.base = url:match("^(https?://[^/]+)")
+  self.control_base = self.base
+  if options_of(binary).topology then read_hosts(self) end
   return self
 end
 
---- Sends a control request (JSON body) to the simulator's /_sim API.
+--- The state dump (`GET /_sim/state`), decoded; raises if it cannot be had.
+-- @treturn table
+function Sim:state()
+  local status, st = self:control("GET", "/_sim/state")
+  if status ~= 200 then error("ucwa-sim state: " .. tostring(status) .. " " .. tostring(st), 2) end
+  return st
+end
+
+--- Sends a control request (JSON body) to the simulator's /_sim API (on
+-- the discovery host, by its address).
 -- @treturn number status
 -- @treturn table the decoded JSON answer (or the raw body if it is not JSON)
 function Sim:control(method, path, body)
@@ -153,7 +197,7 @@ function Sim:control(method, path, body)
   local payload = body ~= nil and cjson.encode(body) or (method ~= "GET" and "" or nil)
   local resp, err
   eng:request{
-    method = method, url = self.base .. path, body = payload, timeout = 30,
+    method = method, url = self.control_base .. path, body = payload, timeout = 30,
     headers = { ["Content-Type"] = payload and "application/json" or nil },
     callback = function(r, e) resp, err = r or false, e end,
   }

@@ -3,9 +3,14 @@
 -- token, the application resource with its embedded me / people /
 -- communication, availability, idle expiry, and the routes under <app>.
 --
--- Fields other modules read: app.id, .href, .user (the token's identity),
+-- Fields other modules read: app.id, .href, .host (the host it lives on:
+-- requests for it elsewhere get 404), .user (the token's identity),
 -- .scopes, .anonymous, .meeting_id (an anonymous token's meeting),
 -- .available (after makeMeAvailable).
+--
+-- An expired application leaves a tombstone: later requests for it get
+-- 404 InactiveApplicationExpired (a deleted or forgotten one is just
+-- unknown: 404 ApplicationNotFound).
 local host = require "ucwasim.host"
 local auth = require "auth"
 local config = require "config"
@@ -26,6 +31,10 @@ local apps = {}      -- id -> app
 local order = {}     -- ids in creation order (for the state dump)
 local user_apps = {} -- username -> { app = true }
 local seq = 100
+local expired = {}     -- id -> { host=, message= } (tombstones, at most MAX_TOMBSTONES)
+local expired_order, expired_head, expired_tail = {}, 1, 0 -- a FIFO of ids
+local MAX_TOMBSTONES = 10000
+local EXPIRED = "InactiveApplicationExpired"
 
 local function uuid()
   local r = host.random(16)
@@ -121,15 +130,37 @@ local function drop_conversations(app)
 end
 events.on_reset(drop_conversations)
 
--- Removes an application; its pending P-GET gets 404 ApplicationNotFound.
-function M.delete(app, why)
+-- Removes an application; its pending P-GET gets 404 with `subcode`
+-- (default ApplicationNotFound).
+function M.delete(app, why, subcode)
   if app.deleted then return end
   app.deleted = true
   timers.cancel(app.idle_timer)
   drop_conversations(app)
-  events.close(app, why)
+  events.close(app, why, subcode)
   apps[app.id] = nil
   user_apps[app.user.username][app] = nil
+end
+
+-- The application expires (idle, or the control API): gone, and later
+-- requests for it get 404 InactiveApplicationExpired.
+function M.expire(app)
+  local why = "An inactive application expired."
+  M.delete(app, why, EXPIRED)
+  expired[app.id] = { host = app.host, message = why }
+  expired_tail = expired_tail + 1
+  expired_order[expired_tail] = app.id
+  if expired_tail - expired_head >= MAX_TOMBSTONES then
+    expired[expired_order[expired_head]] = nil
+    expired_order[expired_head] = nil
+    expired_head = expired_head + 1
+  end
+end
+
+-- When the application was last used: a request, or a P-GET (answered,
+-- replaced, or whose client went away).
+local function last_used(app)
+  return math.max(app.last_active, events.last_pget(app))
 end
 
 -- An application with no request and no pending P-GET for --app-idle
@@ -137,16 +168,26 @@ end
 local function schedule_idle(app)
   timers.cancel(app.idle_timer)
   local idle = config.get("app-idle")
-  app.idle_timer = timers.after(math.max(app.last_active + idle - host.now(), 0.01), function()
+  app.idle_timer = timers.after(math.max(last_used(app) + idle - host.now(), 0.01), function()
     if app.deleted then return end
     local holding = events.holding(app)
-    if holding or host.now() - app.last_active < idle then
+    if holding or host.now() - last_used(app) < idle then
       if holding then app.last_active = host.now() end
       schedule_idle(app)
       return
     end
-    M.delete(app, "An inactive application expired.")
+    M.expire(app)
   end)
+end
+
+-- The server forgets that the application made itself available (a pool
+-- that lost it): reportMyActivity answers 409 MakeMeAvailableRequired and
+-- makeMeAvailable works again.
+function M.forget_availability(app)
+  if not app.available then return false end
+  app.available = false
+  app.etag = app.etag + 1
+  return true
 end
 
 local function created(ctx, app)
@@ -166,13 +207,13 @@ local function create(ctx, tok, anonymous_path)
     reply.field(input, "endpointId")
   if type(ua) ~= "string" or ua == "" or #ua > 100
       or (culture ~= nil and (type(culture) ~= "string" or #culture > 100)) then
-    return reply.bad_parameter(ctx, "userAgent is required (at most 100 characters).")
+    return reply.bad_parameter(ctx, "userAgent is required (at most 100 characters).", "userAgent")
   end
   if anonymous_path and (type(culture) ~= "string" or culture == "") then
-    return reply.bad_parameter(ctx, "culture is required.")
+    return reply.bad_parameter(ctx, "culture is required.", "culture")
   end
   if not anonymous_path and (type(epid) ~= "string" or epid == "") then
-    return reply.bad_parameter(ctx, "endpointId is required.")
+    return reply.bad_parameter(ctx, "endpointId is required.", "endpointId")
   end
   local user = tok.identity
   local mine = user_apps[user.username]
@@ -180,10 +221,11 @@ local function create(ctx, tok, anonymous_path)
     mine = {}
     user_apps[user.username] = mine
   end
-  -- The same endpoint signing in again gets its application back.
+  -- The same endpoint signing in again (on the same host) gets its
+  -- application back.
   local count = 0
   for app in pairs(mine) do
-    if epid and app.endpointId == epid then
+    if epid and app.endpointId == epid and app.host == ctx.host then
       app.last_active = host.now()
       app.token = tok
       return created(ctx, app)
@@ -198,6 +240,7 @@ local function create(ctx, tok, anonymous_path)
   local app = {
     id = id,
     href = (anonymous_path and M.ANON_PATH or M.PATH) .. "/" .. id,
+    host = ctx.host,
     user = user,
     token = tok,
     anonymous = tok.anonymous,
@@ -319,13 +362,17 @@ function M.route(ctx)
   if not collection and not (id and (kind == "oauth" or kind == "anonymous")) then
     return reply.not_found(ctx)
   end
-  local tok, refusal = auth.authenticate(req)
+  local tok, refusal = auth.authenticate(req, ctx.host)
   if not tok then return table.unpack(refusal) end
   if collection then
     return reply.only(ctx, "POST", create, ctx, tok, path == M.ANON_PATH)
   end
   local app = apps[id]
-  if not app or app.href ~= "/ucwa/" .. kind .. "/v1/applications/" .. id then
+  if not app or app.host ~= ctx.host or app.href ~= "/ucwa/" .. kind .. "/v1/applications/" .. id then
+    local tomb = expired[id]
+    if tomb and tomb.host == ctx.host then
+      return reply.error(ctx, 404, "NotFound", EXPIRED, tomb.message)
+    end
     return reply.error(ctx, 404, "NotFound", "ApplicationNotFound", "The application resource does not exist.")
   end
   if app.user.username ~= tok.identity.username then
@@ -374,6 +421,7 @@ function M.info(app)
   local info = events.info(app)
   info.id = app.id
   info.href = app.href
+  info.host = app.host.name
   info.user = app.user.username
   info.anonymous = app.anonymous
   info.available = app.available

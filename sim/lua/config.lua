@@ -1,6 +1,7 @@
 -- ucwa-sim: the options the C host hands to Lua (--token-lifetime and the
--- rest of the timings, --directory, --auto-admit, --no-control), checked once
--- at start-up.  main.c parses the command line; sim/README.md documents them.
+-- rest of the timings, --max-version, --topology, --directory,
+-- --auto-admit, --no-control, and host/port/tls of the C side), checked
+-- once at start-up.  main.c parses the command line; sim/README.md documents them.
 local M = {}
 
 -- Numeric options and their defaults (seconds, except where noted).
@@ -16,7 +17,9 @@ local DEFAULTS = {
   ["lobby-timeout"] = 900,
   ["invite-timeout"] = 60,
   ["typing-timeout"] = 5,
+  ["max-version"] = 2, -- a resource version, 1 or more
 }
+local MINIMUM = { ["max-version"] = 1 }
 
 local values = {}
 
@@ -28,8 +31,10 @@ function M.load(opts)
   for k, x in pairs(opts) do
     if DEFAULTS[k] ~= nil then
       local n = tonumber(x)
-      if not n or n ~= n or n < 0 or n == math.huge then
-        return nil, string.format("bad value for --%s: '%s' (seconds, 0 or more)", k, tostring(x))
+      local lo = MINIMUM[k] or 0
+      if not n or n ~= n or n < lo or n == math.huge then
+        return nil, string.format("bad value for --%s: '%s' (%s)", k, tostring(x),
+          MINIMUM[k] and ("a number, " .. lo .. " or more") or "seconds, 0 or more")
       end
       v[k] = n
     else

@@ -1,19 +1,23 @@
 -- ucwa-sim: the control API under /_sim/ (JSON in, JSON out), for tests and
--- prototyping: the state dump, scenarios (meetings, lobby, invitations,
--- messages, typing) and fault injection.  sim/README.md documents every
+-- prototyping: the state dump (with what each host received), scenarios
+-- (meetings, lobby, invitations, messages, typing), fault injection and
+-- planted links.  sim/README.md documents every
 -- endpoint.  Lists in answers are always JSON arrays, empty ones too.
 local host = require "ucwasim.host"
 local cjson = require "cjson.safe"
 local applications = require "applications"
 local auth = require "auth"
 local conversations = require "conversations"
+local credentials = require "credentials"
 local directory = require "directory"
 local events = require "events"
 local faults = require "faults"
 local fmt = require "formats"
+local hosts = require "hosts"
 local invitations = require "invitations"
 local meetings = require "meetings"
 local participants = require "participants"
+local plants = require "plants"
 local reply = require "reply"
 local stats = require "stats"
 
@@ -45,6 +49,27 @@ local function meeting_info(m)
     lobby = m.lobby, ended = m.ended, members = members }
 end
 
+-- A host, its settings and what it received (credentials.lua).
+local function host_info(h)
+  local c = credentials.snapshot(h)
+  return { name = h.name, address = h.address, scheme = h.scheme, port = h.port, url = h.base,
+    http_port = h.http_port, http_url = h.http_base, max_version = h.max_version, hostile = h.hostile,
+    user = h.user, root_redirect = h.root and h.root.redirect or nil,
+    requests = c.requests, authorization = c.authorization, token_service = c.token_service }
+end
+
+local function hosts_info()
+  local t = {}
+  for _, h in ipairs(hosts.list()) do t[h.name] = host_info(h) end
+  return t
+end
+
+local function faults_info()
+  local f = faults.describe()
+  f.failures = array(f.failures)
+  return f
+end
+
 local function state()
   local apps = array()
   local queued, pgets = 0, 0
@@ -69,7 +94,10 @@ local function state()
     tokens = auth.count(),
     meetings = list,
     stats = stats.snapshot(),
-    faults = faults.describe(),
+    faults = faults_info(),
+    hosts = hosts_info(),
+    discovery = hosts.discovery().name,
+    plants = array(plants.describe()),
   }
 end
 
@@ -118,6 +146,15 @@ local function app_action(app, action, t)
   elseif action == "resume" then
     events.reset(app)
     return answer(200, { resume = app.id })
+  elseif action == "unavailable" then
+    -- the server forgets makeMeAvailable: reportMyActivity gets 409 MakeMeAvailableRequired
+    return answer(200, { unavailable = app.id, was_available = applications.forget_availability(app) })
+  elseif action == "expire" then
+    applications.expire(app)
+    return answer(200, { expired = app.id })
+  elseif action == "pget-replaced" then
+    -- another client's P-GET replaces the pending one (or the next one)
+    return answer(200, { replaced = events.replace_foreign(app) and "pending" or "next" })
   elseif action == "events" then
     local n, prio = event_args(t)
     if not n then return prio end
@@ -222,19 +259,19 @@ local function meeting_action(m, action, t)
   return fail(404, "unknown meeting action")
 end
 
+-- The host a fault body names (`host`), or nil; err when it names none.
+local function fault_host(t)
+  if t.host == nil then return nil end
+  local h = hosts.get(t.host)
+  if not h then return nil, "no host " .. tostring(t.host) end
+  return h
+end
+
 local function fault_action(action, t)
   if action == "drop-pget" then
     local n = count_of(t, 1)
     if not n then return fail(400, "count must be a whole number") end
     faults.drop_pgets(n)
-  elseif action == "fail" then
-    local n = count_of(t, 1)
-    local status = tonumber(t.status or 503)
-    if not n or not status or status < 400 or status > 599 then
-      return fail(400, "count must be a whole number, status 400..599")
-    end
-    faults.fail_next({ count = n, status = math.floor(status), code = t.code or "ServiceFailure",
-      subcode = t.subcode, match = t.match, retry_after = t.retry_after })
   elseif action == "delay" then
     local n = count_of(t, 1)
     local secs = tonumber(t.seconds)
@@ -242,10 +279,55 @@ local function fault_action(action, t)
     faults.delay_next({ count = n, seconds = secs, match = t.match })
   elseif action == "clear" then
     faults.clear()
+  elseif faults.KINDS[action] then
+    local n = count_of(t, 1)
+    if not n then return fail(400, "count must be a whole number") end
+    local h, err = fault_host(t)
+    if err then return fail(404, err) end
+    if t.match ~= nil and type(t.match) ~= "string" then return fail(400, "match must be a string") end
+    local spec = { kind = action, count = n, match = t.match, host = h and h.name }
+    if action == "fail" then
+      local status = tonumber(t.status or 503)
+      if not status or status < 400 or status > 599 then return fail(400, "status must be 400..599") end
+      for _, k in ipairs({ "parameters", "debugInfo", "headers" }) do
+        if t[k] ~= nil and type(t[k]) ~= "table" then return fail(400, k .. " must be an object") end
+      end
+      for name, v in pairs(t.headers or {}) do
+        if type(name) ~= "string" or not name:match("^[%w!#$%%&'*+.^_`|~-]+$")
+            or (type(v) ~= "string" and type(v) ~= "number") or tostring(v):find("[%c]") then
+          return fail(400, "headers must map header names to values without control characters")
+        end
+      end
+      spec.status, spec.code, spec.subcode, spec.message = math.floor(status), t.code or "ServiceFailure",
+        t.subcode, t.message
+      spec.parameters, spec.debugInfo, spec.headers, spec.retry_after = t.parameters, t.debugInfo, t.headers,
+        t.retry_after
+    elseif action == "pool-down" then
+      -- the pool is down: 502 on its applications resource; with move_to,
+      -- its users are homed on another pool from now on
+      spec.host = spec.host or hosts.home("").name
+      if t.move_to ~= nil then
+        local to = hosts.get(t.move_to)
+        if not to then return fail(404, "no host " .. tostring(t.move_to)) end
+        hosts.move(hosts.get(spec.host), to)
+        spec.move_to = to.name
+      end
+    end
+    faults.fail_next(spec)
   else
     return fail(404, "unknown fault " .. action)
   end
-  return answer(200, faults.describe())
+  return answer(200, faults_info())
+end
+
+-- POST /_sim/hosts/<name> { max_version? }
+local function host_action(h, t)
+  if t.max_version ~= nil then
+    local v = tonumber(t.max_version)
+    if not v or v < 1 then return fail(400, "max_version must be a number, 1 or more") end
+    h.max_version = v
+  end
+  return answer(200, host_info(h))
 end
 
 ---------------------------------------------------------------------------
@@ -274,6 +356,7 @@ end
 function M.handle(ctx)
   local req = ctx.req
   local path, m = req.path, req.method
+  if req.too_large then return fail(413, "the body is too large") end
   local t = body(ctx)
   if not t then return fail(400, "the body must be a JSON object") end
   if path == "/_sim/state" then
@@ -281,7 +364,7 @@ function M.handle(ctx)
     return answer(200, state())
   end
   if m ~= "POST" and m ~= "GET" then return fail(405, "GET or POST") end
-  local id, action = path:match("^/_sim/apps/([^/]+)/(%a+)$")
+  local id, action = path:match("^/_sim/apps/([^/]+)/([%a%-]+)$")
   if id then
     return with(applications.get, id, "application", app_action, action, t)
   end
@@ -310,7 +393,7 @@ function M.handle(ctx)
     end
     return answer(200, { applications = #list, events = #list * n })
   end
-  local fault = path:match("^/_sim/faults/([%a%-]+)$")
+  local fault = path:match("^/_sim/faults/([%w%-]+)$")
   if fault and m == "POST" then
     return fault_action(fault, t)
   end
@@ -318,9 +401,31 @@ function M.handle(ctx)
     return answer(200, { expired = auth.expire(t.token, norm(t.user)) })
   end
   if path == "/_sim/users" and m == "POST" then
+    local home = t.home ~= nil and hosts.get(t.home)
+    if t.home ~= nil and not home then return fail(404, "no host " .. tostring(t.home)) end
     local u, err = directory.add(t)
     if not u then return fail(400, err) end
-    return answer(201, { username = u.username })
+    if home then hosts.set_home(u.username, home) end
+    return answer(201, { username = u.username, home = hosts.home(u.username).name })
+  end
+  if path == "/_sim/hosts" then
+    return answer(200, hosts_info())
+  end
+  local hname = path:match("^/_sim/hosts/([^/]+)$")
+  if hname then
+    local h = hosts.get(hname)
+    if not h then return fail(404, "no host " .. hname) end
+    if m == "GET" then return answer(200, host_info(h)) end
+    return host_action(h, t)
+  end
+  if path == "/_sim/plants" and m == "POST" then
+    local p, err = plants.plant(t)
+    if not p then return fail(400, err) end
+    return answer(200, { plants = array(plants.describe()) })
+  end
+  if path == "/_sim/plants/clear" and m == "POST" then
+    plants.clear()
+    return answer(200, { plants = array() })
   end
   return fail(404, "unknown control path " .. path)
 end

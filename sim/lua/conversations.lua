@@ -396,7 +396,7 @@ local function send_message(ctx, conv)
   end
   local opid = req.query.operationId
   if opid and #opid > 50 then
-    return reply.bad_parameter(ctx, "The operationId exceeds 50 characters.")
+    return reply.bad_parameter(ctx, "The operationId exceeds 50 characters.", "operationId")
   end
   local msg = add_message(conv,
     { direction = "Outgoing", from = conv.member, text = text, html = html, operationId = opid })

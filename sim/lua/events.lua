@@ -16,6 +16,7 @@
 local host = require "ucwasim.host"
 local config = require "config"
 local faults = require "faults"
+local plants = require "plants"
 local reply = require "reply"
 local stats = require "stats"
 local timers = require "timers"
@@ -28,6 +29,7 @@ local MAX_BATCH = 1000
 local CLASS = { realtime = "now", high = "now", medium = "medium", low = "low" }
 
 local channels = {} -- app -> channel
+local held = setmetatable({}, { __mode = "k" }) -- box of a held P-GET -> its channel
 local on_reset = function() end
 
 -- Called with the application whenever its channel is reset for `resume`
@@ -54,6 +56,7 @@ function M.open(app)
     last_pget = host.now(),
     resume = false,      -- the next answer carries `resume` instead of `next`
     resync = false,      -- the next answer is a resync (control API)
+    replaced = false,    -- the next P-GET gets a foreign 409 PGetReplaced (control API)
     release_timer = nil, release_at = nil,
   }
 end
@@ -132,8 +135,8 @@ local function build_batch(ch)
     rel = "resume"
     ch.resume = false
   end
-  local batch = { self = events_href(ch, ch.next_ack), senders = senders,
-    links = { { rel = rel, href = events_href(ch, ch.next_ack + 1) } } }
+  local batch = plants.batch(ch.app, { self = events_href(ch, ch.next_ack), senders = senders,
+    links = { { rel = rel, href = events_href(ch, ch.next_ack + 1) } } })
   ch.batch = batch
   stats.add("batches")
   return batch
@@ -151,6 +154,7 @@ local function take_pget(ch)
   local p = ch.pget
   if not p then return nil end
   ch.pget = nil
+  held[p.box] = nil
   timers.cancel(p.timer)
   timers.cancel(ch.release_timer)
   ch.release_timer = nil
@@ -228,15 +232,47 @@ function M.resync(app)
   end
 end
 
--- Closes the channel; a pending P-GET gets 404 ApplicationNotFound.
-function M.close(app, why)
+-- Closes the channel; a pending P-GET gets 404 with `subcode` (default
+-- ApplicationNotFound).
+function M.close(app, why, subcode)
   local ch = channels[app]
   if not ch then return end
   channels[app] = nil
   local p = take_pget(ch)
   if p then
-    host.respond(p.box, reply.error(p.ctx, 404, "NotFound", "ApplicationNotFound",
+    host.respond(p.box, reply.error(p.ctx, 404, "NotFound", subcode or "ApplicationNotFound",
       why or "The application does not exist."))
+  end
+end
+
+local REPLACED = "The existing P-GET was replaced with a new P-GET from the client application."
+
+local function replaced(ctx)
+  return reply.error(ctx, 409, "Conflict", "PGetReplaced", REPLACED)
+end
+
+-- Another client's P-GET replaces the application's (control API): the
+-- pending one gets 409 PGetReplaced now, or, with none pending, the next
+-- one does.  Returns true if a pending one was answered.
+function M.replace_foreign(app)
+  local ch = channels[app]
+  local p = take_pget(ch)
+  if not p then
+    ch.replaced = true
+    return false
+  end
+  ch.last_pget = host.now()
+  host.respond(p.box, replaced(p.ctx))
+  return true
+end
+
+-- The client of a held P-GET went away (main.c closed the connection): the
+-- channel waits for the next P-GET, its batch kept if it had one.
+function M.gone(box)
+  local ch = held[box]
+  if ch and ch.pget and ch.pget.box == box then
+    take_pget(ch)
+    ch.last_pget = host.now()
   end
 end
 
@@ -244,6 +280,12 @@ end
 function M.holding(app)
   local ch = channels[app]
   return ch ~= nil and ch.pget ~= nil
+end
+
+-- When the application's last P-GET ended (or arrived, if it is held).
+function M.last_pget(app)
+  local ch = channels[app]
+  return ch and ch.last_pget or 0
 end
 
 -- The channel's state for the control API.
@@ -260,8 +302,6 @@ local function numparam(q, name, lo, hi)
   if not n or n ~= n then return false end
   return math.min(math.max(n, lo), hi)
 end
-
-local REPLACED = "The existing P-GET was replaced with a new P-GET from the client application."
 
 -- GET <app>/events?ack=N[&timeout=&low=&medium=&priority=]
 function M.get(ctx, app)
@@ -284,12 +324,16 @@ function M.get(ctx, app)
   -- A newer P-GET replaces the pending one, unless its priority is lower:
   -- the losing one, new or pending, gets the 409.
   local had_pending = ch.pget ~= nil
+  if ch.replaced then
+    ch.replaced = false
+    return replaced(ctx)
+  end
   if ch.pget then
     if priority < ch.pget.priority then
-      return reply.error(ctx, 409, "Conflict", "PGetReplaced", REPLACED)
+      return replaced(ctx)
     end
     local old = take_pget(ch)
-    host.respond(old.box, reply.error(old.ctx, 409, "Conflict", "PGetReplaced", REPLACED))
+    host.respond(old.box, replaced(old.ctx))
   end
 
   local now = host.now()
@@ -331,6 +375,7 @@ function M.get(ctx, app)
   -- Wait: suspended in C, no CPU until an event is due or the timeout.
   local p = { box = req.box, ctx = { fmt = ctx.fmt, ctype = ctx.ctype }, priority = priority, ack = ack }
   ch.pget = p
+  held[req.box] = ch
   p.timer = timers.after(ch.params.timeout, function()
     if ch.pget == p then
       deliver(ch, build_batch(ch))

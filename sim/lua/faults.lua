@@ -1,19 +1,38 @@
 -- ucwa-sim: injected faults (/_sim/faults/...): dropped P-GET answers,
--- failed requests, delayed answers.  Each is armed for a number of requests;
--- the places that honour them ask take_*(), which uses one up.
+-- delayed answers, and failures, one kind per real-server behaviour.  Each
+-- is armed for a number of requests; the places that honour them ask
+-- take_*(), which uses one up.
+--
+-- Failure kinds (server.lua writes their answers):
+--   fail            any status, code, subcode, message, parameters, debugInfo, headers
+--   token-invalid   403 + X-Ms-diagnostics 28055 + Warning "InvalidToken"  (requests with a token)
+--   ticket-invalid  500 IIS page + X-Ms-diagnostics 28032                  (requests with a token)
+--   iis-401         IIS's 401 page, no WWW-Authenticate                    (requests with a token)
+--   pool-down       502 on the applications resource                       (its host)
+--   api-version     404 NotFound / APIVersionNotSupported
 local M = {}
 
 local drop_pget = 0
-local fail, delay -- { count=, match=, ... } or nil
+local delay -- { count=, match=, seconds= } or nil
+local failures = {} -- kind -> { kind=, count=, match=, host=, ... }
+local order = {}    -- kinds, in arming order
 
-local function matches(f, path)
-  return f.match == nil or path:find(f.match, 1, true) ~= nil
-end
+-- Kinds that apply only to requests that carry an Authorization header, and
+-- the paths a kind applies to when the fault gives no `match`.
+local NEEDS_TOKEN = { ["token-invalid"] = true, ["ticket-invalid"] = true, ["iis-401"] = true }
+local APPLICATIONS = "/v1/applications"
+M.KINDS = { fail = true, ["token-invalid"] = true, ["ticket-invalid"] = true, ["iis-401"] = true,
+  ["pool-down"] = true, ["api-version"] = true }
 
--- Uses up one armed fault `f` if `path` matches; returns whether it did.
-local function take(f, path)
-  if not f or f.count <= 0 or not matches(f, path) then return false end
-  f.count = f.count - 1
+local function applies(f, path, host, has_token)
+  if f.count <= 0 or (f.host and f.host ~= host.name) or (NEEDS_TOKEN[f.kind] and not has_token) then
+    return false
+  end
+  if f.match then return path:find(f.match, 1, true) ~= nil end
+  if f.kind == "pool-down" then
+    local p = path:lower()
+    return p:sub(-#APPLICATIONS) == APPLICATIONS and p:sub(1, 6) == "/ucwa/"
+  end
   return true
 end
 
@@ -24,18 +43,29 @@ function M.take_drop()
   return true
 end
 
--- The failure the request for `path` is to get: { status=, code=, subcode=,
--- retry_after= }, or nil.
-function M.take_failure(path)
-  if not take(fail, path) then return nil end
-  local f = fail
-  if f.count <= 0 then fail = nil end
-  return f
+-- The failure a request for `path` on `host` (has_token: it carries an
+-- Authorization header) is to get: the armed record (kind= and the
+-- fields it was armed with), or nil.
+function M.take_failure(path, host, has_token)
+  if #order == 0 then return nil end
+  for i, kind in ipairs(order) do
+    local f = failures[kind]
+    if applies(f, path, host, has_token) then
+      f.count = f.count - 1
+      if f.count <= 0 then
+        failures[kind] = nil
+        table.remove(order, i)
+      end
+      return f
+    end
+  end
+  return nil
 end
 
 -- The seconds the answer to `path` is to be held, or nil.
 function M.take_delay(path)
-  if not take(delay, path) then return nil end
+  if not delay or delay.count <= 0 or (delay.match and not path:find(delay.match, 1, true)) then return nil end
+  delay.count = delay.count - 1
   local secs = delay.seconds
   if delay.count <= 0 then delay = nil end
   return secs
@@ -45,9 +75,19 @@ function M.drop_pgets(n)
   drop_pget = n
 end
 
--- spec: { count=, status=, code=, subcode=, match=, retry_after= }
+-- Arms a failure of `spec.kind` (replacing one of the same kind) for
+-- spec.count requests: { kind=, count=, match=, host=, ... }.
 function M.fail_next(spec)
-  fail = spec.count > 0 and spec or nil
+  if failures[spec.kind] then
+    for i, k in ipairs(order) do
+      if k == spec.kind then table.remove(order, i) break end
+    end
+  end
+  failures[spec.kind] = nil
+  if spec.count > 0 then
+    failures[spec.kind] = spec
+    order[#order + 1] = spec.kind
+  end
 end
 
 -- spec: { count=, seconds=, match= }
@@ -56,12 +96,15 @@ function M.delay_next(spec)
 end
 
 function M.clear()
-  drop_pget, fail, delay = 0, nil, nil
+  drop_pget, delay, failures, order = 0, nil, {}, {}
 end
 
--- What is armed, for the control API.
+-- What is armed, for the control API: drop_pget, fail (the generic one),
+-- delay, and failures (every kind, in arming order).
 function M.describe()
-  return { drop_pget = drop_pget, fail = fail, delay = delay }
+  local list = {}
+  for i, kind in ipairs(order) do list[i] = failures[kind] end
+  return { drop_pget = drop_pget, fail = failures.fail, delay = delay, failures = list }
 end
 
 return M

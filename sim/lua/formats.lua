@@ -276,6 +276,14 @@ end
 --   ev = { type=, link={rel=,href=,title=}, ["in"]={rel=,href=}|nil,
 --          resource=res|nil, status=|nil, reason={code=,subcode=,message=}|nil }
 
+-- A property bag (an error's debugInfo, parameters) in name order.
+local function bag_names(bag)
+  local names = {}
+  for k in pairs(bag) do names[#names + 1] = tostring(k) end
+  table.sort(names)
+  return names
+end
+
 local function jreason(r)
   local parts = { '"code":' .. jstr(r.code) }
   if r.subcode then
@@ -283,6 +291,16 @@ local function jreason(r)
   end
   if r.message then
     parts[#parts + 1] = '"message":' .. jstr(r.message)
+  end
+  for _, name in ipairs({ "debugInfo", "parameters" }) do
+    local bag = r[name]
+    if bag then
+      local items = {}
+      for i, k in ipairs(bag_names(bag)) do
+        items[i] = jstr(k) .. ":" .. jvalue(bag[k])
+      end
+      parts[#parts + 1] = jstr(name) .. ":{" .. table.concat(items, ",") .. "}"
+    end
   end
   return "{" .. table.concat(parts, ",") .. "}"
 end
@@ -332,6 +350,16 @@ local function xreason(r, top)
   if r.message then
     s = s .. "<message>" .. xstr(r.message) .. "</message>"
   end
+  for _, name in ipairs({ "debugInfo", "parameters" }) do
+    local bag = r[name]
+    if bag then
+      s = s .. "<" .. name .. ">"
+      for _, k in ipairs(bag_names(bag)) do
+        s = s .. '<property name="' .. xstr(k) .. '">' .. xscalar(bag[k]) .. "</property>"
+      end
+      s = s .. "</" .. name .. ">"
+    end
+  end
   return s .. "</reason>"
 end
 
@@ -374,12 +402,19 @@ end
 ---------------------------------------------------------------------------
 -- Errors (ErrorsAndInformationalMessages.md: "Error sample - JSON/XML")
 
-function fmt.error_json(code, subcode, message)
-  return jreason({ code = code, subcode = subcode, message = message })
+-- bag: nil, or { debugInfo = {name = value}, parameters = {name = value} }
+-- (property bags: JSON objects, XML <property> lists).
+local function reason_of(code, subcode, message, bag)
+  return { code = code, subcode = subcode, message = message,
+    debugInfo = bag and bag.debugInfo, parameters = bag and bag.parameters }
 end
 
-function fmt.error_xml(code, subcode, message)
-  return XML_DECL .. xreason({ code = code, subcode = subcode, message = message }, true)
+function fmt.error_json(code, subcode, message, bag)
+  return jreason(reason_of(code, subcode, message, bag))
+end
+
+function fmt.error_xml(code, subcode, message, bag)
+  return XML_DECL .. xreason(reason_of(code, subcode, message, bag), true)
 end
 
 ---------------------------------------------------------------------------
@@ -442,7 +477,7 @@ local function parse_xml_input(body)
     if not a then return nil, msg end
     return true
   end)
-  p:close()
+  pcall(p.close, p) -- lxp raises again here the error of a parse that failed
   if not ok then
     if type(r1) == "table" and r1.sim_xml then
       return nil, r1.sim_xml

@@ -182,26 +182,29 @@ local function join(ctx, app)
   for name, v in pairs({ onlineMeetingUri = uri, subject = subject, importance = importance, threadId = threadId,
     operationId = operationId, anonymousDisplayName = anonName }) do
     if type(v) ~= "string" then
-      return reply.bad_parameter(ctx, name .. " must be a string.")
+      return reply.bad_parameter(ctx, name .. " must be a string.", name)
     end
   end
   if subject and too_long(subject, 250) then
-    return reply.bad_parameter(ctx, "The subject exceeds the maximum length of 250 characters.")
+    return reply.bad_parameter(ctx, "The subject exceeds the maximum length of 250 characters.", "subject")
   end
   if operationId and #operationId > 50 then
-    return reply.bad_parameter(ctx, "The operationId exceeds the maximum length of 50 characters.")
+    return reply.bad_parameter(ctx, "The operationId exceeds the maximum length of 50 characters.", "operationId")
   end
   if importance and not IMPORTANCE[importance] then
-    return reply.bad_parameter(ctx, "importance must be Normal, Urgent or Emergency.")
+    return reply.bad_parameter(ctx, "importance must be Normal, Urgent or Emergency.", "importance")
   end
   if anonName and not app.anonymous then
-    return reply.bad_parameter(ctx, "anonymousDisplayName is only for anonymous users.")
+    return reply.bad_parameter(ctx, "anonymousDisplayName is only for anonymous users.",
+      "anonymousDisplayName")
   end
   if app.anonymous and (not anonName or anonName == "") then
-    return reply.bad_parameter(ctx, "anonymousDisplayName is required for anonymous users.")
+    return reply.bad_parameter(ctx, "anonymousDisplayName is required for anonymous users.",
+      "anonymousDisplayName")
   end
   if anonName and too_long(anonName, 250) then
-    return reply.bad_parameter(ctx, "The anonymousDisplayName exceeds the maximum length of 250 characters.")
+    return reply.bad_parameter(ctx, "The anonymousDisplayName exceeds the maximum length of 250 characters.",
+      "anonymousDisplayName")
   end
   local meeting
   if uri == "adhoc" or uri == nil or uri == "" then
@@ -308,7 +311,7 @@ local function decline(ctx, _, inv)
   if not input then return table.unpack(refusal) end
   local why = reply.field(input, "reason")
   if why ~= nil and why ~= "Local" and why ~= "Global" and why ~= "Unknown" then
-    return reply.bad_parameter(ctx, "reason must be Local, Global or Unknown.")
+    return reply.bad_parameter(ctx, "reason must be Local, Global or Unknown.", "reason")
   end
   local record = inv.record
   local all_declined = true

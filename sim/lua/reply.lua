@@ -33,9 +33,10 @@ local function as(ctx, status, extra, kind, ...)
   return status, headers(ctx.ctype, extra), body
 end
 
--- An error body { code, subcode, message }.
-function M.error(ctx, status, code, subcode, message, extra)
-  return as(ctx, status, extra, "error", code, subcode, message)
+-- An error body { code, subcode, message }; bag: nil or { parameters=,
+-- debugInfo= } (property bags, ErrorsAndInformationalMessages.md).
+function M.error(ctx, status, code, subcode, message, extra, bag)
+  return as(ctx, status, extra, "error", code, subcode, message, bag)
 end
 
 -- A resource (formats.resource).
@@ -67,8 +68,11 @@ function M.missing_scope(ctx, scope)
     "The token lacks the " .. scope .. (scope:find(" and ", 1, true) and " scopes." or " scope."))
 end
 
-function M.bad_parameter(ctx, message)
-  return M.error(ctx, 400, "BadRequest", "ParameterValidationFailure", message)
+-- 400 ParameterValidationFailure; `name`, the property at fault, goes in
+-- the error's `parameters`.
+function M.bad_parameter(ctx, message, name)
+  return M.error(ctx, 400, "BadRequest", "ParameterValidationFailure", message, nil,
+    name and { parameters = { [name] = message } } or nil)
 end
 
 -- Plain JSON (tokens, the control API), encoded by lua-cjson or by `encode`.

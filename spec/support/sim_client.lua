@@ -15,12 +15,21 @@ local C = {}
 
 C.defaults = { step_delay = 0, min_timeout = 0.1, pget_timeout = 2, min_aggregation = 0 }
 
+-- "name:port" -> address, for the hosts of simulators with a topology: the
+-- requests of these specs reach names as a libcurl client with `resolve` does.
+C.names = {}
+
 -- Starts a simulator with test-friendly timings (override with opts).
 function C.start(opts)
   local o = {}
   for k, v in pairs(C.defaults) do o[k] = v end
   for k, v in pairs(opts or {}) do o[k] = v end
-  return require("ucwa.sim").start(o)
+  local sim = require("ucwa.sim").start(o)
+  for _, r in ipairs(sim.resolve) do
+    local hostport, address = r:match("^(.+):(%d+%.%d+%.%d+%.%d+)$")
+    C.names[hostport] = address
+  end
+  return sim
 end
 
 -- Stops a simulator; the test fails unless it exited cleanly.
@@ -68,17 +77,41 @@ function C.sample(name, fmt)
   return C.model(helpers.read(helpers.fixtures .. "/samples/" .. name .. "." .. fmt), fmt)
 end
 
--- Sends one request.  Returns status, headers (lowercase names), body.
+-- A URL by name as the request goes out: to the host's address, with the
+-- name in Host (C.names), as libcurl's resolve does.
+local function by_address(url, h)
+  local scheme, name, port, rest = url:match("^(https?)://([^:/]+):(%d+)(.*)$")
+  local address = name and C.names[name .. ":" .. port]
+  if not address then return url end
+  local named = false
+  for k in pairs(h) do
+    if k:lower() == "host" then named = true end
+  end
+  if not named then h.Host = name .. ":" .. port end
+  return scheme .. "://" .. address .. ":" .. port .. rest
+end
+
+-- Sends one request (https: not verified; 36-sim_tls checks certificates).
+-- Returns status, headers (lowercase names), body.
 function C.request(method, url, headers, body)
   local out = {}
   local h = {}
   for k, v in pairs(headers or {}) do h[k] = v end
   if body then h["Content-Length"] = tostring(#body) end
-  local ok, status, rh = http.request({
+  url = by_address(url, h)
+  local req = {
     url = url, method = method, headers = h,
     source = body and ltn12.source.string(body) or nil,
     sink = ltn12.sink.table(out),
-  })
+  }
+  local ok, status, rh
+  if url:match("^https:") then
+    req.verify, req.protocol = "none", "any"
+    ok, status, rh = require("ssl.https").request(req)
+  else
+    req.redirect = false
+    ok, status, rh = http.request(req)
+  end
   if not ok then
     return nil, status
   end
@@ -275,10 +308,13 @@ function C.token(sim, user, password)
   return cjson.decode(body).access_token
 end
 
+-- A form field value, percent-encoded.
+function C.form_encode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
 function C.anon_token(sim, meeting_uri, key)
-  local function enc(s)
-    return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
-  end
+  local enc = C.form_encode
   local status, _, body = C.request("POST", sim.base .. "/WebTicket/oauth/token",
     { ["Content-Type"] = "application/x-www-form-urlencoded;charset=UTF-8" },
     "grant_type=urn:microsoft.rtc:anonmeeting&password=" .. enc(key)
@@ -303,6 +339,78 @@ function C.session(sim, user, fmt, opts)
   local abody = fmt == "xml" and C.xml_input(input) or cjson.encode(input)
   local astatus, ah, ab = s:request("POST", u.links.applications.href, abody)
   assert(astatus == 201, "application: " .. tostring(astatus) .. " " .. tostring(ab))
+  s.app_headers = ah
+  s.app = C.model(ab, fmt)
+  s.events = s.app.links.events.href
+  return s
+end
+
+local function origin(url)
+  return url:match("^(https?://[^/]+)")
+end
+C.origin = origin
+
+-- Signs in as a client of a real deployment does, following links only:
+-- the root (a 302 to HTTPS, `redirect` links), the user resource (on 401 a
+-- token from its challenge's token service; `redirect` links to another
+-- user resource or root), then the applications resource (a new pool
+-- answers 401: a token from its own service).  A token is sent only to the
+-- origin whose service issued it.  opts: url (default sim.url), password,
+-- input.  Returns a Session on the pool (s.base, s.token: the pool's), with
+-- s.trail: every step as "METHOD url -> status".
+function C.discover(sim, user, fmt, opts)
+  opts = opts or {}
+  fmt = fmt or "json"
+  local trail, tokens = {}, {}
+  local function grant(challenge)
+    local href = assert(challenge and challenge:match('MsRtcOAuth href="([^"]+)"'), "no MsRtcOAuth challenge")
+    local st, _, b = C.request("POST", href, { ["Content-Type"] = "application/x-www-form-urlencoded" },
+      "grant_type=password&username=" .. C.form_encode(user)
+        .. "&password=" .. C.form_encode(opts.password or "password"))
+    trail[#trail + 1] = "POST " .. href .. " -> " .. tostring(st)
+    assert(st == 200, "token from " .. href .. ": " .. tostring(st) .. " " .. tostring(b))
+    tokens[origin(href)] = cjson.decode(b).access_token
+  end
+  local function call(method, url, body)
+    for attempt = 1, 2 do
+      local h = { Accept = ACCEPT[fmt] }
+      local tok = tokens[origin(url)]
+      if tok then h.Authorization = "Bearer " .. tok end
+      if body then h["Content-Type"] = fmt == "xml" and "application/xml" or "application/json" end
+      local st, rh, b = C.request(method, url, h, body)
+      trail[#trail + 1] = method .. " " .. url .. " -> " .. tostring(st)
+      if st ~= 401 or attempt == 2 then return st, rh, b end
+      grant(rh["www-authenticate"])
+    end
+  end
+  local function get(url)
+    local st, rh, b = call("GET", url)
+    if st == 302 then -- HTTP to HTTPS
+      local status, _, body = call("GET", rh.location)
+      st, b = status, body
+    end
+    assert(st == 200, "GET " .. url .. ": " .. tostring(st) .. " " .. tostring(b))
+    return C.model(b, fmt)
+  end
+  local root = get(opts.url or sim.url)
+  for _ = 1, 5 do
+    if not root.links.redirect then break end
+    root = get(root.links.redirect.href)
+  end
+  local user_res = get(root.links.user.href)
+  for _ = 1, 5 do
+    if user_res.links.applications then break end
+    local r = user_res.links.redirect.href
+    if not r:match("/oauth/user") then r = get(r).links.user.href end
+    user_res = get(r)
+  end
+  local apps = user_res.links.applications.href
+  local input = opts.input or { userAgent = "sim-spec/1.0", endpointId = "ep-" .. math.random(1, 1e9),
+    culture = "en-US" }
+  local st, ah, ab = call("POST", apps, fmt == "xml" and C.xml_input(input) or cjson.encode(input))
+  assert(st == 201, "application: " .. tostring(st) .. " " .. tostring(ab))
+  local s = setmetatable({ sim = sim, fmt = fmt, base = origin(apps), token = tokens[origin(apps)],
+    trail = trail, tokens = tokens, applications = apps }, Session)
   s.app_headers = ah
   s.app = C.model(ab, fmt)
   s.events = s.app.links.events.href
@@ -405,7 +513,7 @@ function C.raw_send(base, method, path, headers)
   local hostname, port = base:match("^http://([^:/]+):(%d+)")
   local sock = assert(socket.tcp())
   sock:settimeout(10)
-  assert(sock:connect(hostname, tonumber(port)))
+  assert(sock:connect(C.names[hostname .. ":" .. port] or hostname, tonumber(port)))
   local lines = { method .. " " .. path .. " HTTP/1.1", "Host: " .. hostname .. ":" .. port }
   for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
   lines[#lines + 1] = ""
@@ -430,6 +538,53 @@ function C.raw_receive(sock)
   local len = tonumber(h["content-length"] or 0)
   if len > 0 then body = assert(sock:receive(len)) end
   return status, h, body
+end
+
+-- A throw-away self-signed certificate whose SANs name `names` (and
+-- 127.0.0.1): returns the folder, cert.pem and key.pem.
+function C.make_cert(names)
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  local san = { "IP:127.0.0.1" }
+  for _, n in ipairs(names or {}) do san[#san + 1] = "DNS:" .. n end
+  assert(os.execute(("env -u LD_PRELOAD openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=%s "
+    .. "-addext subjectAltName=%s -keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1")
+    :format(names and names[1] or "127.0.0.1", table.concat(san, ","), dir, dir)))
+  return dir, dir .. "/cert.pem", dir .. "/key.pem"
+end
+
+-- Waits up to `secs` (default 3) for cond() to answer true; returns its last answer.
+function C.eventually(cond, secs)
+  local deadline = socket.gettime() + (secs or 3)
+  local v = cond()
+  while not v and socket.gettime() < deadline do
+    socket.sleep(0.02)
+    v = cond()
+  end
+  return v
+end
+
+-- The hosts of the pool preset (topology.lua), for certificates.
+C.POOL_HOSTS = { "lyncdiscover.contoso.com", "pool2.contoso.com", "pool3.contoso.com", "evil.example" }
+
+-- One simulator over HTTPS for the enclosing describe block, with a
+-- certificate naming `names` (default C.POOL_HOSTS); set(sim, cert) gets it.
+function C.use_tls_sim(set, opts, names)
+  local busted = require "busted"
+  local dir, sim
+  busted.setup(function()
+    local cert, key
+    dir, cert, key = C.make_cert(names or C.POOL_HOSTS)
+    local o = { cert = cert, key = key }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    sim = C.start(o)
+    set(sim, cert)
+  end)
+  busted.teardown(function()
+    C.stop(sim)
+    os.execute("rm -rf " .. dir)
+  end)
 end
 
 function C.path_of(href)
