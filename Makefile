@@ -95,7 +95,7 @@ fuzz:
 	$(MAKE) -C fuzz run FUZZ_TIME=$(FUZZ_TIME)
 
 lint:
-	luacheck lua spec examples bench tools sim
+	luacheck lua spec examples bench tools sim fuzz
 
 # Property types and collection rels, generated from the UCWA reference.
 schema:
