@@ -61,7 +61,9 @@ package.loaded["ucwasim.host"] = {
 
 -- The simulator reports the errors it catches (a handler's, a timer's) on
 -- stderr and answers 500: each is a finding here.
-io.stderr = { write = function(_, ...) error("simulator error: " .. table.concat({ ... }), 0) end } -- luacheck: ignore 122
+-- luacheck: push ignore 122
+io.stderr = { write = function(_, ...) error("simulator error: " .. table.concat({ ... }), 0) end }
+-- luacheck: pop
 
 local cjson = require "cjson.safe"
 local server = require "server"
