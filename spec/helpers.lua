@@ -83,6 +83,20 @@ function helpers.drive(stepper, pred, seconds, what)
   end
 end
 
+-- A self-signed certificate for 127.0.0.1 and the host `names` given, in a
+-- fresh folder; returns the folder, the certificate and the key paths.
+function helpers.make_cert(names)
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  local san = { "IP:127.0.0.1" }
+  for _, n in ipairs(names or {}) do san[#san + 1] = "DNS:" .. n end
+  assert(os.execute(("env -u LD_PRELOAD openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=%s "
+    .. "-addext subjectAltName=%s -keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1")
+    :format(names and names[1] or "127.0.0.1", table.concat(san, ","), dir, dir)))
+  return dir, dir .. "/cert.pem", dir .. "/key.pem"
+end
+
 -- Runs Lua `code` in a child interpreter (helpers.lua, the sanitized one under
 -- `make check`, which takes a script file, not -e) with the checkout's module
 -- on its paths. `env` is put before the command (e.g. "env -u UCWA_SIM"),

@@ -50,18 +50,8 @@ function M.batch_n(batch)
 end
 
 -- A throw-away self-signed certificate for 127.0.0.1: returns dir (cert.pem, key.pem).
-function M.make_cert()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. dir))
-  assert(os.execute(("env -u LD_PRELOAD openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
-    .. "-keyout %s/key.pem -out %s/cert.pem -subj /CN=127.0.0.1 "
-    .. "-addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1"):format(dir, dir)))
-  return dir
-end
+M.make_cert = require("helpers").make_cert
 
--- Steps eng until cond() is true; fails after `secs` (default 5) seconds. Under
--- the sanitizers a full collection between steps flushes out lifetime bugs.
 -- Synchronous request: returns resp, err.
 function M.fetch(eng, opts)
   local done, resp, err = false, nil, nil

@@ -13,7 +13,8 @@ local lom = require "lxp.lom"
 
 local C = {}
 
-C.defaults = { step_delay = 0, min_timeout = 0.1, pget_timeout = 2, min_aggregation = 0 }
+-- helpers.sim's timings, with scenario steps at once
+C.defaults = { step_delay = 0 }
 
 -- "name:port" -> address, for the hosts of simulators with a topology: the
 -- requests of these specs reach names as a libcurl client with `resolve` does.
@@ -24,7 +25,7 @@ function C.start(opts)
   local o = {}
   for k, v in pairs(C.defaults) do o[k] = v end
   for k, v in pairs(opts or {}) do o[k] = v end
-  local sim = require("ucwa.sim").start(o)
+  local sim = require("helpers").sim(o)
   for _, r in ipairs(sim.resolve) do
     local hostport, address = r:match("^(.+):(%d+%.%d+%.%d+%.%d+)$")
     C.names[hostport] = address
@@ -542,17 +543,7 @@ end
 
 -- A throw-away self-signed certificate whose SANs name `names` (and
 -- 127.0.0.1): returns the folder, cert.pem and key.pem.
-function C.make_cert(names)
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. dir))
-  local san = { "IP:127.0.0.1" }
-  for _, n in ipairs(names or {}) do san[#san + 1] = "DNS:" .. n end
-  assert(os.execute(("env -u LD_PRELOAD openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=%s "
-    .. "-addext subjectAltName=%s -keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1")
-    :format(names and names[1] or "127.0.0.1", table.concat(san, ","), dir, dir)))
-  return dir, dir .. "/cert.pem", dir .. "/key.pem"
-end
+C.make_cert = require("helpers").make_cert
 
 -- Waits up to `secs` (default 3) for cond() to answer true; returns its last answer.
 function C.eventually(cond, secs)
