@@ -356,17 +356,22 @@ int ucwa_url_same_origin(const char *a, const char *b)
     return same;
 }
 
+/* The parts of the URL argument, or pushes nil, err and returns 0. */
+static int parts_arg(lua_State *L, url_parts *p)
+{
+    const char *url = url_arg(L, 1), *err = NUL_BYTE;
+    if (url) err = split_url(url, p);
+    if (!err) return 1;
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot read URL: %s", err);
+    return 0;
+}
+
 /* core.url_parts(url) -> {scheme=, host=, port=, path=, query=} | nil, err */
 static int l_url_parts(lua_State *L)
 {
-    const char *url = url_arg(L, 1), *err = NUL_BYTE;
     url_parts p;
-    if (url) err = split_url(url, &p);
-    if (err) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "cannot read URL: %s", err);
-        return 2;
-    }
+    if (!parts_arg(L, &p)) return 2;
     lua_createtable(L, 0, 5);
     ucwa_set_str(L, -1, "scheme", p.scheme);
     ucwa_set_str(L, -1, "host", p.host);
@@ -381,14 +386,8 @@ static int l_url_parts(lua_State *L)
 /* core.url_origin(url) -> "scheme://host:port" | nil, err */
 static int l_url_origin(lua_State *L)
 {
-    const char *url = url_arg(L, 1), *err = NUL_BYTE;
     url_parts p;
-    if (url) err = split_url(url, &p);
-    if (err) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "cannot read URL: %s", err);
-        return 2;
-    }
+    if (!parts_arg(L, &p)) return 2;
     ucwa_pushf(L, "%s://%s:%ld", p.scheme, p.host, p.port);
     parts_free(&p);
     return 1;
