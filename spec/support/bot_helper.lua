@@ -47,6 +47,9 @@ end
 
 -- The invitation's conversation object.
 function H.conversation(inv)
+  -- the link comes with the 201 or an event, which may still be on its way
+  H.wait(function() return inv:link("conversation") ~= nil or inv.embedded.conversation ~= nil end,
+    "the invitation's conversation link")
   local conv, err
   inv:conversation(function(c, e) conv, err = c, e or false end)
   H.wait(function() return conv ~= nil or err ~= nil end, "conversation")
