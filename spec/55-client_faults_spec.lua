@@ -147,6 +147,19 @@ describe("sign-in and token faults reach the error handler", function()
     c2:close()
   end)
 
+  it("gives up after signin_attempts, saying so, with retrying = false", function()
+    local c, errs = new_client{ url = "http://127.0.0.1:1/", signin_attempts = 2 }
+    c:start()
+    drive(c, function() return #errs >= 2 end, 10, "two failed attempts")
+    local t = E.gettime() + 2
+    drive(c, function() return E.gettime() > t end, 3, "time")
+    assert.equal(2, #errs)
+    assert.is_true(errs[1].retrying)
+    assert.is_false(errs[2].retrying)
+    assert.matches("the last of 2 sign%-in attempts", errs[2].message)
+    c:close()
+  end)
+
   -- regression: a 401 on the event channel set off an unthrottled flood of
   -- password grants (21,684 in 15 s), nothing reported to the bot
   it("backs off and bounds token renewals on a channel that keeps answering 401, then reports", function()

@@ -61,6 +61,7 @@ emitter.install(Client, "client", {
 -- @field available false skips makeMeAvailable (then no incoming invitations)
 -- @field engine a shared ucwa.engine{}; verify, ca_file, proxy, max_body then belong to it
 -- @field log function(level, message); never sees a token or a password
+-- @field signin_attempts sign-in attempts before giving up on faults that may pass (default: no limit)
 
 --- Makes a client from @{options}; a wrong option raises.
 function client.new(opts)

@@ -130,6 +130,9 @@ options.CLIENT = {
   activity_interval = positive, available = boolean_,
   engine = engine_, log = function_,
   trusted_domains = list_of_strings,
+  signin_attempts = function(v)
+    if math.type(v) ~= "integer" or v < 1 then return "a whole number, 1 or more" end
+  end,
 }
 
 -- Options that configure the client's own engine: meaningless with engine=.

@@ -41,6 +41,7 @@ function session.new(client, o)
       timeout = o.timeout, event_timeout = o.event_timeout, event_grace = o.event_grace,
       aggregation = o.aggregation or {},
       backoff = o.backoff, activity_interval = o.activity_interval, available = o.available,
+      signin_attempts = o.signin_attempts,
     },
     engine = o.engine,
     own_engine = o.own_engine,
@@ -369,15 +370,21 @@ end
 --- Signs in and opens the event channel; the client's "ready" fires when done.
 function Session:start()
   if self.state ~= "new" then return end
+  local attempts, limit = 0, self.options.signin_attempts
   self:retry(function()
+    attempts = attempts + 1
     local ok, err = self:signin()
     if ok then self:emit("ready", self.client) end
     return ok, err
   end, function(err)
     self:set_state("new")
-    -- every failed attempt reaches the bot; a refusal once, and no retry
-    local again = retryable(err)
+    -- every failed attempt reaches the bot; a refusal once, and no retry;
+    -- with signin_attempts, the last one says so
+    local again = retryable(err) and not (limit and attempts >= limit)
     err = err or errors.new{ code = "NetworkError", message = "sign-in failed" }
+    if retryable(err) and not again then
+      err.message = tostring(err.message) .. " (the last of " .. limit .. " sign-in attempts)"
+    end
     err.retrying = again
     self:log("warn", "sign-in failed" .. (again and ", retrying: " or ": ") .. tostring(err))
     self:report(err)
