@@ -1278,6 +1278,8 @@ int main(int argc, char **argv)
 	lua_pop(L, 1);
 	lua_newtable(L);
 	luaL_setfuncs(L, sim_funcs, 0);
+	lua_pushboolean(L, G.verbose); /* host.verbose: log lines are built only then */
+	lua_setfield(L, -2, "verbose");
 	lua_getglobal(L, "package");
 	lua_getfield(L, -1, "loaded");
 	lua_pushvalue(L, -3);

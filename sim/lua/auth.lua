@@ -38,7 +38,8 @@ local tokens = {} -- token -> record
 local guest_seq = 0
 
 function M.is_token_path(path)
-  return TOKEN_PATHS[path:lower()] == true
+  local c = path:byte(2) -- "/W" or "/w": only those are lowercased and looked up
+  return (c == 87 or c == 119) and TOKEN_PATHS[path:lower()] == true
 end
 
 local function challenge(h)

@@ -95,10 +95,9 @@ end
 
 -- X-MS-RequiresMinResourceVersion above what the host honours (Versioning.md).
 local function version_refused(ctx)
-  local want = tonumber(ctx.req.headers["x-ms-requiresminresourceversion"] or "")
-  if want and want > ctx.host.max_version then
-    return true
-  end
+  local v = ctx.req.headers["x-ms-requiresminresourceversion"]
+  local want = v and tonumber(v)
+  return want ~= nil and want > ctx.host.max_version
 end
 
 local function api_version_error(ctx)
@@ -188,7 +187,6 @@ end
 
 -- Host: naming another host of the topology than the listener's.
 local function misdirected(req, h)
-  if single then return false end
   local name = (req.headers.host or ""):match("^%[?([^%]:]+)")
   local named = name and hosts.get(name)
   return named ~= nil and named ~= h
@@ -209,14 +207,14 @@ function M.handle(req)
   local h, insecure = hosts.of(req)
   local ctx = reply.context(req)
   ctx.host = h
-  host.log(h.name .. " " .. req.method .. " " .. req.path)
+  if host.verbose then host.log(h.name .. " " .. req.method .. " " .. req.path) end
   if req.path == "/_sim" or req.path:sub(1, 6) == "/_sim/" then
     if config.get("no-control") then return reply.not_found(ctx) end
     return control.handle(ctx)
   end
-  credentials.request(h, auth.issuer(req), insecure)
+  credentials.request(h, req.headers.authorization and auth.issuer(req), insecure)
   if insecure then return plain_http(req, h) end
-  if misdirected(req, h) then
+  if not single and misdirected(req, h) then
     return reply.error(ctx, 421, "MisdirectedRequest", nil, "This host does not serve " .. req.headers.host .. ".")
   end
   if req.too_large then return too_large(ctx) end
