@@ -5,6 +5,9 @@
  *
  * n sequential blocking GETs on one libcurl easy handle (keep-alive), the
  * least any libcurl client can spend per request. */
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <curl/curl.h>
 #include <lua.h>
@@ -44,9 +47,41 @@ static int l_easy_get(lua_State *L)
     return 1;
 }
 
+/* bench.heap() -> bytes of C heap in use (malloc'd and not freed: glibc's
+ * mallinfo2 uordblks + hblkhd), bytes the allocator holds (arena + mmap) */
+static int l_heap(lua_State *L)
+{
+    struct mallinfo2 mi = mallinfo2();
+    lua_pushinteger(L, (lua_Integer)(mi.uordblks + mi.hblkhd));
+    lua_pushinteger(L, (lua_Integer)(mi.arena + mi.hblkhd));
+    return 2;
+}
+
+/* bench.malloc_info() -> glibc's malloc_info XML */
+static int l_malloc_info(lua_State *L)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return luaL_error(L, "open_memstream failed");
+    malloc_info(0, f);
+    fclose(f);
+    lua_pushlstring(L, buf, len);
+    free(buf);
+    return 1;
+}
+
+/* bench.trim(): malloc_trim(0), what free memory the allocator gives back */
+static int l_trim(lua_State *L)
+{
+    lua_pushboolean(L, malloc_trim(0));
+    return 1;
+}
+
 int luaopen_ucwa_bench(lua_State *L)
 {
-    static const luaL_Reg funcs[] = {{"easy_get", l_easy_get}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"easy_get", l_easy_get}, {"heap", l_heap}, {"malloc_info", l_malloc_info},
+                                     {"trim", l_trim}, {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;
 }
