@@ -293,7 +293,20 @@ static int64_t next_deadline(ucwa_engine *e)
  *    later leaves the earlier arming in place: at most one early wake-up, after
  *    which step() re-arms. An expired timerfd stays readable until it is set again,
  *    so it is always re-set then. */
+static void rearm(ucwa_engine *e, int force);
+
 void ucwa_engine_rearm(ucwa_engine *e, int force)
+{
+    /* inside step() the timerfd and eventfd are left alone: deliveries that
+     * add transfers set libcurl's deadline to "now" (a fresh transfer), which
+     * step's kick at its end clears; arming for it would cost a
+     * timerfd_settime and a spurious wake-up per batch. step() rearms once,
+     * after that kick. */
+    if (e->in_step) return;
+    rearm(e, force);
+}
+
+static void rearm(ucwa_engine *e, int force)
 {
     if (!e->multi) return;
     if (e->n_ready && !e->signaled) {
@@ -406,7 +419,7 @@ static int step_body(lua_State *L)
         wait_ms = 0;
     else if (wait_ms < 0 && !e->n_xfers && !e->n_heap && e->curl_deadline < 0)
         wait_ms = 0;
-    ucwa_engine_rearm(e, 0); /* an expired timerfd would cut the wait short */
+    rearm(e, 0); /* an expired timerfd would cut the wait short */
     struct epoll_event evs[MAX_EVENTS];
     int n = epoll_wait(e->epfd, evs, MAX_EVENTS, wait_ms), i, running;
     for (i = 0; i < n && e->multi; i++) {
