@@ -543,7 +543,7 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
      * elsewhere (a redirect) takes the full path */
     char *next = r->eff_url && strcmp(r->eff_url, r->url) != 0 ? NULL : next_fast(L, ch, params, href, hlen);
 #ifdef __SANITIZE_ADDRESS__
-    char *fast = next; /* the sanitized builds check the fast path against the full one */
+    char *fast_url = next; /* the sanitized builds check the fast path against the full one */
     next = NULL;
 #endif
     int slow = !next;
@@ -554,6 +554,9 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
             free(abs);
         }
         if (!next) {
+#ifdef __SANITIZE_ADDRESS__
+            free(fast_url);
+#endif
             lua_pushfstring(L, "bad event link: %s", err ? err : "?");
             push_batch_error(L, "BadLink", lua_tostring(L, -1), r->url);
             return unreadable(L, ch, chidx);
@@ -564,16 +567,19 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
             lua_pushfstring(L, "event link to another origin refused (the token of %s goes nowhere else): %s",
                             ch->url, next);
             free(next);
+#ifdef __SANITIZE_ADDRESS__
+            free(fast_url);
+#endif
             ucwa_error_push(L, 0, "Forbidden", "UntrustedLink", "%s", lua_tostring(L, -1));
             ucwa_set_str(L, -1, "url", r->url);
             return stop_with(L, ch, chidx);
         }
 #ifdef __SANITIZE_ADDRESS__
-        if (fast && strcmp(fast, next) != 0) {
-            fprintf(stderr, "channel: fast next link %s, libcurl's %s\n", fast, next);
+        if (fast_url && strcmp(fast_url, next) != 0) {
+            fprintf(stderr, "channel: fast next link %s, libcurl's %s\n", fast_url, next);
             abort();
         }
-        free(fast);
+        free(fast_url);
 #endif
     }
     lua_pop(L, 2);

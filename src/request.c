@@ -207,7 +207,19 @@ const char *ucwa_req_start(ucwa_engine *e, ucwa_req *r, const ucwa_req_spec *s)
     SET(CURLOPT_TIMEOUT_MS, s->timeout_ms);
     SET(CURLOPT_SSL_VERIFYPEER, h->verify ? 1L : 0L);
     SET(CURLOPT_SSL_VERIFYHOST, h->verify ? 2L : 0L);
-    if (h->ca_file) SET(CURLOPT_CAINFO, h->ca_file);
+    if (h->ca_file) {
+        /* the file is the trust: without libcurl's default CA directory too,
+         * which also lets libcurl parse the file once and share the store
+         * among connections (its CA cache needs CAfile without CApath): each
+         * TLS connection otherwise held its own parsed copy */
+        SET(CURLOPT_CAINFO, h->ca_file);
+        SET(CURLOPT_CAPATH, (char *)NULL);
+    }
+    /* Over TLS libcurl copies each request into an upload buffer (OpenSSL
+     * wants the same bytes on a retried write), 64 KiB by default, kept by
+     * the easy handle: every pending P-GET held one. 16 KiB (libcurl's
+     * least) is one TLS record; larger requests go in pieces. */
+    SET(CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
     if (h->proxy) SET(CURLOPT_PROXY, h->proxy);
     if (h->resolve) SET(CURLOPT_RESOLVE, h->resolve);
     /* HTTP/1.1 also over TLS (libcurl would offer h2): one long poll per
