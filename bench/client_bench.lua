@@ -23,12 +23,7 @@ local bench = require "ucwa_bench" -- the libcurl baseline (bench/easy_bench.c)
 local util = require "support.peer_util"
 local gettime = require("socket").gettime
 
-local RUNS = {}
-if os.getenv("BENCH_10K") then
-  RUNS = { 1000, 10000 }
-else
-  RUNS = { tonumber(os.getenv("CLIENT_BENCH_APPS") or "1000") }
-end
+local RUNS = os.getenv("BENCH_10K") and { 1000, 10000 } or { tonumber(os.getenv("CLIENT_BENCH_APPS") or "1000") }
 local N_TLS = tonumber(os.getenv("CLIENT_BENCH_TLS_APPS") or "1000")
 local ROUNDS = tonumber(os.getenv("CLIENT_BENCH_ROUNDS") or "300")
 
