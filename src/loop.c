@@ -544,6 +544,8 @@ static void http_opts_free(ucwa_http_opts *h)
 {
     free(h->user_agent);
     free(h->ca_file);
+    free(h->default_ca);
+    h->default_ca = NULL;
     free(h->proxy);
     h->user_agent = h->ca_file = h->proxy = NULL;
     curl_slist_free_all(h->resolve);
@@ -713,6 +715,13 @@ static int l_engine(lua_State *L)
     double maxc = ucwa_opt_number(L, 1, 1, "max_connections", 1024, 0, 1e6);
     h->user_agent = opt_strdup(L, 1, "user_agent", DEFAULT_UA);
     h->ca_file = opt_strdup(L, 1, "ca_file", NULL);
+    if (!h->ca_file && h->verify) { /* libcurl's default bundle, asked once (CURLINFO_CAINFO, 7.84+) */
+        CURL *c = curl_easy_init();
+        char *ca = NULL;
+        if (c && curl_easy_getinfo(c, CURLINFO_CAINFO, &ca) == CURLE_OK && ca && access(ca, R_OK) == 0)
+            h->default_ca = strdup(ca);
+        if (c) curl_easy_cleanup(c);
+    }
     if (lua_getfield(L, 1, "proxy") == LUA_TBOOLEAN) {
         if (lua_toboolean(L, -1)) ucwa_argerror(L, 1, "option 'proxy' must be a string or false (got true)");
         h->proxy = strdup(""); /* false: no proxy, whatever the environment says */

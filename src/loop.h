@@ -108,6 +108,7 @@ typedef struct ucwa_http_opts {
     size_t max_header;          /* bytes of one request header line (name: value) */
     size_t max_response_header; /* bytes of a response's header section */
     char *user_agent, *ca_file;
+    char *default_ca; /* libcurl's default CA bundle when it is a readable file (see request.c), or NULL */
     char *proxy;                /* NULL: libcurl's default (the environment); "": never */
     struct curl_slist *resolve; /* CURLOPT_RESOLVE entries ("host:port:address"), or NULL */
 } ucwa_http_opts;
