@@ -1,29 +1,42 @@
--- Client bench against ucwa-sim: figures only, no pass/fail; ratios are
--- against baselines measured in the same run.
---   1. event latency: the simulator releasing an event (asked by a POST) to the
---      bot's Lua callback, against a bare libcurl GET round trip to the same server
+-- Client bench against ucwa-sim (issue 16's table): figures only, no
+-- pass/fail; every ratio is against a baseline measured in the same run.
+--   1. event latency, the simulator's release to the bot's Lua callback, against
+--      a raw long-poll GET (eng:request, no channel, parse or dispatch) on the
+--      same server, rounds interleaved; and the raw long poll against a plain
+--      bare-libcurl GET round trip (the simulator's own share)
 --   2. events per second through one client's event channel
---   3. N applications (default 1,000) in one process sharing one engine, each
---      with a pending P-GET: memory per application and CPU used while idle
+--   3. N bots (default 1,000; CLIENT_BENCH_APPS=N, or BENCH_10K=1 for 1,000
+--      then 10,000) signing in on one shared engine, each left with a pending
+--      P-GET: sign-in time and where it goes (client and simulator CPU), memory
+--      per bot (RSS, C+Lua heap in use, Lua heap) against a bare libcurl GET held
+--      pending (bench.hold), idle CPU and wake-ups
+--   4. the same over TLS (ucwa-sim --cert/--key): event latency and memory per
+--      bot (CLIENT_BENCH_TLS_APPS, default 1,000; 0 skips it)
 local build = os.getenv("UCWA_BUILD") or "build"
 package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
 
 local ucwa = require "ucwa"
 local core = require "ucwa.core"
-local bench = require "ucwa_bench"       -- the libcurl baseline (bench/easy_bench.c)
+local cjson = require "cjson"
+local bench = require "ucwa_bench" -- the libcurl baseline (bench/easy_bench.c)
+local util = require "support.peer_util"
 local gettime = require("socket").gettime
-local N_APPS = tonumber(os.getenv("CLIENT_BENCH_APPS") or "1000")
+
+local RUNS = os.getenv("BENCH_10K") and { 1000, 10000 } or { tonumber(os.getenv("CLIENT_BENCH_APPS") or "1000") }
+local N_TLS = tonumber(os.getenv("CLIENT_BENCH_TLS_APPS") or "1000")
+local ROUNDS = tonumber(os.getenv("CLIENT_BENCH_ROUNDS") or "300")
 
 local function report(fmt, ...) io.write(fmt:format(...), "\n"); io.flush() end
 
-local function rss_kb(pid)
+local function proc_status(pid, field)
   local f = io.open("/proc/" .. (pid or "self") .. "/status")
   if not f then return 0 end
-  local kb = f:read("a"):match("VmRSS:%s*(%d+)")
+  local v = f:read("a"):match(field .. ":%s*(%d+)")
   f:close()
-  return tonumber(kb) or 0
+  return tonumber(v) or 0
 end
+local function rss_kb(pid) return proc_status(pid, "VmRSS") end
 
 local function cpu_seconds(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
@@ -32,8 +45,10 @@ local function cpu_seconds(pid)
   f:close()
   local fields = {}
   for v in stat:gsub("^.-%) ", ""):gmatch("%S+") do fields[#fields + 1] = v end
-  return (tonumber(fields[12]) + tonumber(fields[13])) / 100  -- utime + stime, clock ticks
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- utime + stime, clock ticks
 end
+
+local ME = io.open("/proc/self/stat"):read("n")
 
 local function wait_for(step, pred, secs)
   local deadline = gettime() + secs
@@ -43,126 +58,235 @@ local function wait_for(step, pred, secs)
   end
 end
 
-local sim = require("ucwa.sim").start{ step_delay = 0, min_timeout = 0.1, app_idle = 3600 }
-local ok, err = pcall(function()
-  -- 1 and 2: one client
-  local client = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password" }
-  local ready, received = false, 0
-  client:on("ready", function() ready = true end)
-  client:on("event", function(ev) if ev.link and ev.link.rel == "note" then received = received + 1 end end)
-  client:start()
-  wait_for(function() client:step(0.01) end, function() return ready end, 10)
-  local _, st = sim:control("GET", "/_sim/state")
-  local events_url = ("%s/_sim/apps/%d/events"):format(sim.base, st.applications[1].id)
-  local eng = client.engine
+local function median(list)
+  table.sort(list)
+  return list[#list // 2 + 1]
+end
 
-  local cjson = require "cjson"
-  -- Asks the simulator to release `count` events; on_answer(released_at) with
-  -- the simulator's wall clock at the release.
-  local function release(count, on_answer)
-    eng:request{ method = "POST", url = events_url, headers = { ["Content-Type"] = "application/json" },
+local summary = {}
+local function row(what, figure, baseline, ratio, goal)
+  summary[#summary + 1] = { what, figure, baseline or "", ratio and ("%.2f"):format(ratio) or "", goal or "" }
+end
+
+-- Two clients on one engine: A keeps its event channel, B's is stopped and
+-- its events URL is long-polled raw. Returns what the rounds measured.
+local function latency(sim, eng_opts, bare_url)
+  local eng = ucwa.engine(eng_opts)
+  local function new_client()
+    local c = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password", engine = eng }
+    local ready = false
+    c:on("ready", function() ready = true end)
+    c:start()
+    wait_for(function() eng:step(0.01) end, function() return ready end, 20)
+    return c
+  end
+  local a, b = new_client(), new_client()
+  local _, st = sim:control("GET", "/_sim/state")
+  local apps = st.applications
+  local function events_url(i) return ("%s/_sim/apps/%d/events"):format(sim.base, apps[i].id) end
+  local a_events, b_events = events_url(#apps - 1), events_url(#apps)
+
+  -- asks the simulator to release `count` events; on_answer(released_at)
+  local function release(url, count, on_answer)
+    eng:request{ method = "POST", url = url, headers = { ["Content-Type"] = "application/json" },
                  body = ('{"count":%d}'):format(count), callback = function(r)
                    if on_answer then on_answer(cjson.decode(r.body).released_at) end
                  end }
   end
 
-  local function median(list)
-    table.sort(list)
-    return list[#list // 2 + 1]
-  end
-
-  -- 1. release -> callback, for the client and for a raw long poll (below)
-  local rounds, lat = 300, {}
   local t_event
-  client:on("event", function(ev) if ev.link and ev.link.rel == "note" then t_event = gettime() end end)
-  for i = 1, rounds do
-    client:step(0.003)                      -- let the next P-GET settle at the server
-    local released
-    t_event = nil
-    release(1, function(at) released = at end)
-    while not (t_event and released) do client:step(1) end
-    lat[i] = t_event - released
-  end
-  local client_lat = median(lat)
-  local root = sim.base .. "/autodiscover/autodiscoverservice.svc/root"
-  bench.easy_get(root, 100)
-  local bare = math.huge
-  for _ = 1, 5 do bare = math.min(bare, bench.easy_get(root, 300) / 300) end
-  report("event latency: median %.0f us from the simulator's release to the Lua callback; "
-    .. "bare libcurl GET round trip %.0f us; ratio %.2f", client_lat * 1e6, bare * 1e6, client_lat / bare)
-
-  -- what the client itself spends on a one-event batch: parse and dispatch
-  do
-    local app = "/ucwa/oauth/v1/applications/1"
-    local body = cjson.encode{
-      _links = { self = { href = app .. "/events?ack=5" }, next = { href = app .. "/events?ack=6" } },
-      sender = { { rel = "me", href = app .. "/me",
-        events = { { link = { rel = "note", href = app .. "/me/note", title = "5" }, type = "updated" } } } } }
-    local n, t0 = 20000, os.clock()
-    local registry = client._session.registry -- white box: what the channel hands a batch to
-    for _ = 1, n do registry:dispatch(core.parse_events(body, "application/json")) end
-    report("  parse_events + dispatch of a one-event batch: %.1f us (CPU)", (os.clock() - t0) / n * 1e6)
-  end
-
-  local total = 20000
-  local start, t0 = received, gettime()
-  for _ = 1, total // 1000 do release(1000) end
-  wait_for(function() client:step(0.05) end, function() return received - start >= total end, 60)
-  local dt = gettime() - t0
-  report("events through one client: %d in %.2f s, %.0f events/s", total, dt, total / dt)
-  -- the same release answered to a raw long poll (engine request, no channel, parse or dispatch)
-  local session = client._session -- white box: the session's channel and token
+  a:on("event", function(ev) if ev.link and ev.link.rel == "note" then t_event = gettime() end end)
+  local session = b._session -- white box: the session's channel and token
   local url = session.channel:url()
   session.channel:stop()
-  local raw = {}
-  for i = 1, rounds do
-    local got, released
-    eng:request{ url = url, timeout = 30, callback = function(r) got = { r, gettime() } end,
-                 headers = { Authorization = session.tokens:authorization(url), Accept = "application/json" } }
-    client:step(0.003)
-    release(1, function(at) released = at end)
-    while not (got and released) do client:step(1) end
-    raw[i] = got[2] - released
-    url = core.url_resolve(url, cjson.decode(got[1].body)._links.next.href)
-  end
-  local raw_lat = median(raw)
-  report("  the same release to a raw long-poll GET: median %.0f us; the client's own cost: ratio %.2f",
-    raw_lat * 1e6, client_lat / raw_lat)
-  client:close()
+  local auth = session.tokens:authorization(url)
 
-  -- 3: many applications, one engine
-  collectgarbage(); collectgarbage()
-  local shared = ucwa.engine{}
-  local rss0, lua0 = rss_kb(), collectgarbage("count")
+  local client_lat, raw_lat, bare_lat = {}, {}, {}
+  if bare_url then bench.easy_get(bare_url, 50) end
+  for i = 1, ROUNDS do
+    -- the client: release -> its Lua event callback
+    eng:step(0.003) -- let the next P-GET settle at the server
+    local released
+    t_event = nil
+    release(a_events, 1, function(at) released = at end)
+    while not (t_event and released) do eng:step(1) end
+    client_lat[i] = t_event - released
+    -- a raw long-poll GET on B's channel URL: release -> its callback
+    local got
+    released = nil
+    eng:request{ url = url, timeout = 30, callback = function(r) got = { r, gettime() } end,
+                 headers = { Authorization = auth, Accept = "application/json" } }
+    eng:step(0.003)
+    release(b_events, 1, function(at) released = at end)
+    while not (got and released) do eng:step(1) end
+    raw_lat[i] = got[2] - released
+    url = core.url_resolve(url, cjson.decode(got[1].body)._links.next.href)
+    -- a plain bare-libcurl GET round trip to the same server
+    if bare_url then bare_lat[i] = bench.easy_get(bare_url, 3) / 3 end
+  end
+
+  -- what the client itself spends on a one-event batch: parse and dispatch
+  local body = cjson.encode{
+    _links = { self = { href = "/a/events?ack=5" }, next = { href = "/a/events?ack=6" } },
+    sender = { { rel = "me", href = "/a/me",
+      events = { { link = { rel = "note", href = "/a/me/note", title = "5" }, type = "updated" } } } } }
+  local n, t0 = 20000, os.clock()
+  local registry = a._session.registry -- white box: what the channel hands a batch to
+  for _ = 1, n do registry:dispatch(core.parse_events(body, "application/json")) end
+  local parse_dispatch = (os.clock() - t0) / n
+
+  -- events through one client
+  local received = 0
+  a:on("event", function(ev) if ev.link and ev.link.rel == "note" then received = received + 1 end end)
+  local total = 20000
+  t0 = gettime()
+  for _ = 1, total // 1000 do release(a_events, 1000) end
+  wait_for(function() eng:step(0.05) end, function() return received >= total end, 60)
+  local rate = total / (gettime() - t0)
+
+  a:close()
+  b:close()
+  eng:close()
+  return { client = median(client_lat), raw = median(raw_lat), bare = bare_url and median(bare_lat),
+           parse_dispatch = parse_dispatch, rate = rate }
+end
+
+-- n bots signing in on one shared engine; figures per bot
+local function many(sim, n, eng_opts, client_opts)
+  collectgarbage()
+  collectgarbage()
+  local shared = ucwa.engine(eng_opts)
+  local rss0, lua0, heap0 = rss_kb(), collectgarbage("count"), bench.heap()
   local sim_rss0 = rss_kb(sim.pid)
   local clients, n_ready = {}, 0
-  for i = 1, N_APPS do
-    local c = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password", engine = shared,
-                           available = false }
+  local c0, s0, t0 = cpu_seconds(ME), cpu_seconds(sim.pid), gettime()
+  for i = 1, n do
+    local o = { url = sim.url, username = "bot@contoso.com", password = "password", engine = shared,
+                available = false }
+    for k, v in pairs(client_opts or {}) do o[k] = v end
+    local c = ucwa.client(o)
     c:on("ready", function() n_ready = n_ready + 1 end)
     c:start()
     clients[i] = c
   end
-  local t_sign = gettime()
-  wait_for(function() shared:step(0.05) end, function() return n_ready == N_APPS end, 300)
-  t_sign = gettime() - t_sign
+  wait_for(function() shared:step(0.05) end, function() return n_ready == n end, 900)
+  local r = { n = n, signin = gettime() - t0, client_cpu = cpu_seconds(ME) - c0,
+              sim_cpu = cpu_seconds(sim.pid) - s0 }
   for _ = 1, 20 do shared:step(0.01) end
-  collectgarbage(); collectgarbage()
-  local rss1, lua1 = rss_kb(), collectgarbage("count")
-  _, st = sim:control("GET", "/_sim/state")
-  report("applications: %d signed in in %.1f s; %d P-GETs held by the simulator", N_APPS, t_sign, st.pgets_held)
-  report("memory per application: %.1f KB (process RSS), of which Lua heap %.1f KB; goal 64 KB",
-    (rss1 - rss0) / N_APPS, (lua1 - lua0) / N_APPS)
-  report("simulator memory per application: %.1f KB", (rss_kb(sim.pid) - sim_rss0) / N_APPS)
-  local me = io.open("/proc/self/stat"):read("n")
-  local c0, s0, w0 = cpu_seconds(me), cpu_seconds(sim.pid), gettime()
-  local wakeups = 0
-  while gettime() - w0 < 3 do wakeups = wakeups + shared:step(1) end
+  collectgarbage()
+  collectgarbage()
+  r.rss = (rss_kb() - rss0) / n
+  r.lua = (collectgarbage("count") - lua0) / n
+  r.heap = (bench.heap() - heap0) / 1024 / n
+  bench.trim() -- what the allocator keeps of the sign-in's transient peak, given back
+  r.rss_trimmed = (rss_kb() - rss0) / n
+  r.sim_rss = (rss_kb(sim.pid) - sim_rss0) / n
+  local _, st = sim:control("GET", "/_sim/state")
+  r.held = st.pgets_held
+  -- idle: every wake-up of the process while the P-GETs wait
+  local cpu0, w0, vcs0 = cpu_seconds(ME), gettime(), proc_status(nil, "voluntary_ctxt_switches")
+  local steps, delivered = 0, 0
+  while gettime() - w0 < 3 do
+    delivered = delivered + shared:step(math.max(0.001, 3 - (gettime() - w0)))
+    steps = steps + 1
+  end
   local wall = gettime() - w0
-  report("idle with %d pending P-GETs for %.1f s: client CPU %.1f%%, simulator CPU %.1f%%, %d callbacks",
-    N_APPS, wall, (cpu_seconds(me) - c0) / wall * 100, (cpu_seconds(sim.pid) - s0) / wall * 100, wakeups)
-  for _, c in ipairs(clients) do c._stepping = true; c:close() end  -- no blocking DELETE one by one
+  r.idle_cpu = (cpu_seconds(ME) - cpu0) / wall * 100
+  r.wakeups = steps - 1 -- the last step is the one that timed out
+  r.vcs = proc_status(nil, "voluntary_ctxt_switches") - vcs0 - 1
+  r.delivered = delivered
+  for _, c in ipairs(clients) do c._stepping = true; c:close() end -- no blocking DELETE one by one
   shared:close()
+  return r
+end
+
+-- the baseline of memory: a bare libcurl GET held pending by a peer
+local peer = util.start("peer_fast.lua")
+local function hold_baseline(n)
+  collectgarbage()
+  collectgarbage()
+  local rss0, heap0 = rss_kb(), bench.heap()
+  local running = bench.hold(peer.base .. "/hold/x", n, 1.5)
+  local r = { rss = (rss_kb() - rss0) / n, heap = (bench.heap() - heap0) / 1024 / n, running = running }
+  bench.release()
+  return r
+end
+
+local ok, err = pcall(function()
+  -- HTTP
+  local sim = require("ucwa.sim").start{ step_delay = 0, min_timeout = 0.1, app_idle = 3600 }
+  local fine, e = pcall(function()
+    local root = sim.base .. "/autodiscover/autodiscoverservice.svc/root"
+    local l = latency(sim, {}, root)
+    report("event latency: median %.0f us from the simulator's release to the Lua callback; a raw long-poll GET "
+      .. "%.0f us (ratio %.2f, the client's own cost); a plain bare-libcurl GET %.0f us (raw long poll / plain "
+      .. "GET %.2f, the simulator's)", l.client * 1e6, l.raw * 1e6, l.client / l.raw, l.bare * 1e6, l.raw / l.bare)
+    report("  parse_events + dispatch of a one-event batch: %.1f us (CPU)", l.parse_dispatch * 1e6)
+    report("events through one client: %.0f events/s", l.rate)
+    row("event latency, client / raw long-poll GET (HTTP)", ("%.0f us"):format(l.client * 1e6),
+      ("%.0f us"):format(l.raw * 1e6), l.client / l.raw, "<= 1.2")
+    row("ucwa-sim: release -> raw long poll / plain GET", ("%.0f us"):format(l.raw * 1e6),
+      ("%.0f us"):format(l.bare * 1e6), l.raw / l.bare, "<= 1.3")
+
+    for _, n in ipairs(RUNS) do
+      local base = hold_baseline(n)
+      report("baseline: %d bare libcurl GETs held pending (libcurl defaults): %.1f KB RSS, %.1f KB heap each "
+        .. "(%d running)", n, base.rss, base.heap, base.running)
+      local r = many(sim, n, {})
+      report("bots: %d signed in in %.1f s (client CPU %.1f s, simulator CPU %.1f s); %d P-GETs held",
+        n, r.signin, r.client_cpu, r.sim_cpu, r.held)
+      report("  memory per bot: %.1f KB RSS (%.1f KB after malloc_trim), C+Lua heap in use %.1f KB, of which "
+        .. "Lua heap %.1f KB; RSS / bare pending GET %.2f", r.rss, r.rss_trimmed, r.heap, r.lua, r.rss / base.rss)
+      report("  simulator memory per bot: %.1f KB", r.sim_rss)
+      report("  idle with %d pending P-GETs for 3 s: client CPU %.2f%%, %d wake-ups (%d context switches), "
+        .. "%d callbacks", n, r.idle_cpu, r.wakeups, r.vcs, r.delivered)
+      row(("memory per bot, %d bots (RSS; heap in use)"):format(n), ("%.1f KB; %.1f KB"):format(r.rss, r.heap),
+        ("%.1f KB bare GET"):format(base.rss), r.rss / base.rss, "<= 16 KB")
+      row(("signing in %d bots (client CPU, sim CPU)"):format(n),
+        ("%.1f s (%.1f s, %.1f s)"):format(r.signin, r.client_cpu, r.sim_cpu), "", nil,
+        n >= 10000 and "<= 15 s" or "")
+      row(("idle, %d bots, 3 s: CPU, wake-ups"):format(n), ("%.2f %%, %d"):format(r.idle_cpu, r.wakeups), "",
+        nil, "0.0 %, 0")
+    end
+  end)
+  sim:stop()
+  if not fine then error(e, 0) end
+
+  -- TLS
+  if N_TLS > 0 and os.execute("command -v openssl >/dev/null 2>&1") then
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+    assert(os.execute("env -u LD_PRELOAD openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
+      .. " -addext subjectAltName=IP:127.0.0.1 -keyout " .. key .. " -out " .. cert .. " >/dev/null 2>&1"))
+    local tsim = require("ucwa.sim").start{ step_delay = 0, min_timeout = 0.1, app_idle = 3600, cert = cert,
+                                            key = key }
+    fine, e = pcall(function()
+      local l = latency(tsim, { ca_file = cert })
+      report("TLS event latency: median %.0f us to the Lua callback; a raw long-poll GET %.0f us; ratio %.2f",
+        l.client * 1e6, l.raw * 1e6, l.client / l.raw)
+      row("event latency, client / raw long-poll GET (TLS)", ("%.0f us"):format(l.client * 1e6),
+        ("%.0f us"):format(l.raw * 1e6), l.client / l.raw, "<= 1.2")
+      local base = hold_baseline(N_TLS)
+      local r = many(tsim, N_TLS, { ca_file = cert })
+      report("TLS bots: %d signed in in %.1f s (client CPU %.1f s, simulator CPU %.1f s)", N_TLS, r.signin,
+        r.client_cpu, r.sim_cpu)
+      report("  memory per bot: %.1f KB RSS (%.1f KB after malloc_trim), C+Lua heap in use %.1f KB, of which "
+        .. "Lua heap %.1f KB", r.rss, r.rss_trimmed, r.heap, r.lua)
+      report("  idle: client CPU %.2f%%, %d wake-ups", r.idle_cpu, r.wakeups)
+      row(("memory per bot, %d bots over TLS (RSS; heap in use)"):format(N_TLS),
+        ("%.1f KB; %.1f KB"):format(r.rss, r.heap), ("%.1f KB bare HTTP GET"):format(base.rss), r.rss / base.rss,
+        "stated")
+    end)
+    tsim:stop()
+    os.execute("rm -rf " .. dir)
+    if not fine then error(e, 0) end
+  end
 end)
-sim:stop()
+peer.stop()
 if not ok then error(err, 0) end
+
+report("\nsummary (issue 16; parse ratios: bench/parse_bench.lua)")
+report("%-52s %-26s %-22s %-6s %s", "what", "figure", "baseline", "ratio", "goal")
+for _, r in ipairs(summary) do report("%-52s %-26s %-22s %-6s %s", r[1], r[2], r[3], r[4], r[5]) end

@@ -290,6 +290,81 @@ describe("ucwa.parse_error", function()
     assert.equal(409, e.status)
   end)
 
+  it("keeps parameters and debugInfo (ErrorsAndInformationalMessages.md: property bags) in both formats", function()
+    local j = ucwa.parse_error('{"code":"BadRequest","message":"m","parameters":{"to":"sip:x","ttl":30,'
+      .. '"nested":{"a":1},"gone":null},"debugInfo":[{"name":"diagnostics","value":"28032;reason=x"},'
+      .. '{"name":"errorReportId","value":"abc"},{"value":"no name"},"loose"]}', "application/json", 400)
+    assert.same({ to = "sip:x", ttl = 30 }, j.parameters)
+    assert.same({ diagnostics = "28032;reason=x", errorReportId = "abc" }, j.debugInfo)
+    assert.equal("400 BadRequest: m", tostring(j))
+    local x = ucwa.parse_error([[<reason xmlns="http://schemas.microsoft.com/rtc/2012/03/ucwa"
+      xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><code>BadRequest</code><message>m</message>
+      <debugInfo><property name="diagnostics">28032;reason=x</property><property name="errorReportId">abc</property>
+      <property>no name</property><property name="n" xsi:nil="true"/></debugInfo>
+      <parameters><property name="to">sip:x</property><property name="ttl">30</property></parameters></reason>]],
+      "application/xml", 400)
+    assert.same({ to = "sip:x", ttl = "30" }, x.parameters)
+    assert.same(j.debugInfo, x.debugInfo)
+    assert.equal("BadRequest", x.code)
+    assert.equal("m", x.message)
+    -- the docs' sample: both present and empty
+    local doc = helpers.read(helpers.pages .. "/ErrorsAndInformationalMessages.md")
+    local e = ucwa.parse_error(assert(doc:match("(<%?xml[^\n]*\n<reason.-</reason>)")), "application/xml", 409)
+    assert.same({}, e.debugInfo)
+    assert.same({}, e.parameters)
+    local empty = ucwa.parse_error('{"code":"Conflict","debugInfo":{},"parameters":[]}', "application/json", 409)
+    assert.same({}, empty.debugInfo)
+    assert.same({}, empty.parameters)
+    -- absent, or not a bag: no field
+    local none = ucwa.parse_error('{"code":"Conflict","debugInfo":"text"}', "application/json", 409)
+    assert.is_nil(none.debugInfo)
+    assert.is_nil(none.parameters)
+    assert.is_nil(ucwa.parse_error("", "application/json", 500).debugInfo)
+  end)
+
+  it("bounds the bags: 64 entries, names of 256 bytes, values cut to 4096 bytes on a character", function()
+    local parts, props = {}, {}
+    for i = 1, 100 do
+      parts[#parts + 1] = ('"k%d":"v"'):format(i)
+      props[#props + 1] = ('<property name="k%d">v</property>'):format(i)
+    end
+    local long = ("é"):rep(3000) -- 6000 bytes
+    local name = ("n"):rep(257)
+    local j = ucwa.parse_error('{"code":"BadRequest","debugInfo":{' .. table.concat(parts, ",") .. '},'
+      .. '"parameters":{"long":"' .. long .. '","' .. name .. '":"x"}}', "application/json", 400)
+    local x = ucwa.parse_error('<reason><code>BadRequest</code><debugInfo>' .. table.concat(props)
+      .. '</debugInfo><parameters><property name="long">' .. long .. '</property><property name="'
+      .. name .. '">x</property></parameters></reason>', "application/xml", 400)
+    for _, e in ipairs{ j, x } do
+      local n = 0
+      for _ in pairs(e.debugInfo) do n = n + 1 end
+      assert.equal(64, n)
+      assert.equal(4096, #e.parameters.long)
+      assert.equal(("é"):rep(2048), e.parameters.long)
+      assert.is_nil(e.parameters[name])
+    end
+    local odd = ucwa.parse_error('{"code":"BadRequest","parameters":{"long":"' .. ("a"):rep(4095) .. 'é"}}',
+      "application/json", 400)
+    assert.equal(("a"):rep(4095), odd.parameters.long)
+  end)
+
+  it("keeps the bags of an event's reason too", function()
+    local jb = assert(ucwa.parse_events('{"_links":{"self":{"href":"/e"}},"sender":[{"rel":"communication",'
+      .. '"href":"/c","events":[{"link":{"rel":"x","href":"/x"},"type":"completed","status":"Failure",'
+      .. '"reason":{"code":"Forbidden","debugInfo":{"diagnostics":"1"},"parameters":[{"name":"p","value":"2"}]}}]}]}',
+      "application/json"))
+    local r = jb.senders[1].events[1].reason
+    assert.same({ diagnostics = "1" }, r.debugInfo)
+    assert.same({ p = "2" }, r.parameters)
+    local xb = assert(ucwa.parse_events('<events href="/e"><sender rel="communication" href="/c">'
+      .. '<completed rel="x" href="/x"><status>Failure</status><reason><code>Forbidden</code>'
+      .. '<debugInfo><property name="diagnostics">1</property></debugInfo>'
+      .. '<parameters><property name="p">2</property></parameters></reason></completed></sender></events>',
+      "application/xml"))
+    assert.same(r.debugInfo, xb.senders[1].events[1].reason.debugInfo)
+    assert.same(r.parameters, xb.senders[1].events[1].reason.parameters)
+  end)
+
   it("keeps unknown subcodes as given", function()
     local e = ucwa.parse_error('{"code":"Conflict","subcode":"BrandNewSubcode2027"}', "application/json", 409)
     assert.equal("BrandNewSubcode2027", e.subcode)

@@ -27,7 +27,9 @@
  * Userdata = ucwa_channel; uservalues: 1 engine, 2 state table (on_batch,
  * on_error, params, and the two parse functions), 3 headers table. A running
  * channel is anchored in the engine's anchors table. */
+#include <ctype.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -42,6 +44,13 @@
 #define CUV_ENGINE  1
 #define CUV_STATE   2
 #define CUV_HEADERS 3
+
+/* The P-GET's receive buffer, bytes. libcurl's default, 16 KiB, is held by
+ * every pending P-GET; most batches are a few hundred bytes, and a large one
+ * costs a read() per 2 KiB instead of per 16 KiB (docs/transport.md: +4%
+ * on a 64 KiB batch, +160 us on a 1 MiB one, against milliseconds to parse
+ * it). */
+#define UCWA_CHANNEL_BUFFER 2048
 
 /* how many delivered batches are remembered (hashes of their self links) */
 #define SEEN_N 32
@@ -63,6 +72,12 @@ typedef struct ucwa_channel {
     int fast_empty;         /* empty batches in a row answered within min_interval */
     uint64_t seen[SEEN_N];  /* the self links of the last batches delivered with events */
     unsigned n_seen, i_seen;
+    long buffer_size; /* the P-GET's receive buffer (libcurl's CURLOPT_BUFFERSIZE) */
+    /* the next link's fast path (next_fast): libcurl's spelling of the
+     * channel URL's origin ("http://host:port") and of the query the params
+     * append to a URL without one; NULL: not known, the full path only */
+    char *fast_origin, *fast_query;
+    size_t fast_origin_len, fast_query_len;
 } ucwa_channel;
 
 static ucwa_channel *check_channel(lua_State *L, int idx)
@@ -136,17 +151,22 @@ static const char *issue_pget(lua_State *L, ucwa_channel *ch, int chidx, char **
     lua_getiuservalue(L, chidx, CUV_HEADERS);
     /* validated when they were set; only their total can be over a cap */
     ucwa_headers(L, 0, -1, &s.hdrs, NULL, ch->eng->http.max_header, too_large);
+    s.lane_key = ucwa_headers_lane(L, -1);
     lua_pop(L, 1);
     if (*too_large) return *too_large;
     s.method = "GET";
     s.url = ch->url;
+    s.buffer_size = ch->buffer_size;
     double t = ch->client_timeout > 0 ? ch->client_timeout : ch->timeout > 0 ? ch->timeout + ch->grace : 0;
     s.timeout_ms = t > 0 ? ucwa_secs_to_ms(t) : ch->eng->http.timeout_ms;
     ucwa_work_cancel(&ch->retry.w);
     ch->pausing = 0;
     ch->sent_at = ucwa_now();
     const char *err = ucwa_req_start(ch->eng, &ch->req, &s);
-    if (!err) ucwa_engine_kick(ch->eng); /* on a kept-alive connection: sent now */
+    /* on a kept-alive connection: sent now; from step()'s delivery, once the
+     * callbacks of this step have run (step kicks), so that on_batch is not
+     * kept waiting for the next P-GET's send */
+    if (!err && !ch->eng->in_step) ucwa_engine_kick(ch->eng);
     ucwa_engine_rearm(ch->eng, 0);
     return err;
 }
@@ -371,6 +391,102 @@ static void push_repeat(lua_State *L, ucwa_channel *ch, const char *url, int del
 
 enum { REL_NEXT, REL_RESYNC, REL_RESUME };
 
+static void fast_clear(ucwa_channel *ch)
+{
+    free(ch->fast_origin);
+    free(ch->fast_query);
+    ch->fast_origin = ch->fast_query = NULL;
+}
+
+/* Learns the fast path's two strings from libcurl, for ch->url and the
+ * params table at idx: the URL of "/" (its origin, as libcurl writes it) and
+ * that URL with the params. */
+static void fast_prepare(lua_State *L, ucwa_channel *ch, int idx)
+{
+    const char *err = NULL;
+    fast_clear(ch);
+    char *root = ucwa_url_resolve(ch->url, "/", &err), *withq = NULL;
+    if (root) withq = ucwa_url_with_query(L, root, idx, &err);
+    size_t rl = root ? strlen(root) : 0;
+    if (withq && rl > 1 && root[rl - 1] == '/' && strncmp(withq, root, rl) == 0 &&
+        (withq[rl] == '\0' || withq[rl] == '?')) {
+        ch->fast_origin = root;
+        ch->fast_origin_len = rl - 1;
+        ch->fast_query = strdup(withq[rl] ? withq + rl + 1 : "");
+        ch->fast_query_len = ch->fast_query ? strlen(ch->fast_query) : 0;
+        if (!ch->fast_query) fast_clear(ch);
+        root = NULL;
+    }
+    free(root);
+    free(withq);
+}
+
+/* whether the query q[0..n) has a parameter of one of the params' names,
+ * or an empty segment (ucwa_url_with_query drops those) */
+static int query_has_param(lua_State *L, int params, const char *q, size_t n)
+{
+    size_t i = 0;
+    if (n == 0 || q[n - 1] == '&') return 1;
+    while (i < n) {
+        size_t e = i, k;
+        while (e < n && q[e] != '&') e++;
+        if (e == i) return 1;
+        for (k = i; k < e && q[k] != '='; k++) {}
+        if (k > i) {
+            lua_pushlstring(L, q + i, k - i);
+            int t = lua_rawget(L, params);
+            lua_pop(L, 1);
+            if (t != LUA_TNIL) return 1;
+        }
+        i = e + 1;
+    }
+    return 0;
+}
+
+/* The next P-GET's URL without libcurl's URL parser, for the link every
+ * server sends: an absolute path ("/ucwa/.../events?ack=7") of plain URL
+ * characters (unreserved, sub-delims, ':', '@', '/', '?', a '%' with two hex
+ * digits), no dot segment, no fragment, no parameter the channel sets.
+ * libcurl would resolve it to the origin plus the path as given, and the
+ * params would append their query: that string is made here, from the
+ * origin and query libcurl wrote (fast_prepare). Anything else, NULL: the
+ * full path (ucwa_url_resolve, ucwa_url_with_query, the origin check). */
+static char *next_fast(lua_State *L, ucwa_channel *ch, int params, const char *href, size_t n)
+{
+    size_t i, qs = 0;
+    if (!ch->fast_origin || n < 1 || href[0] != '/' || (n > 1 && href[1] == '/')) return NULL;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)href[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) continue;
+        if (c == '%') {
+            if (i + 2 >= n || !isxdigit((unsigned char)href[i + 1]) || !isxdigit((unsigned char)href[i + 2]))
+                return NULL;
+            continue;
+        }
+        if (c == '?' && !qs) qs = i + 1;
+        if (c == '.' && !qs && href[i - 1] == '/' &&
+            (i + 1 == n || href[i + 1] == '/' || href[i + 1] == '?' ||
+             (href[i + 1] == '.' && (i + 2 == n || href[i + 2] == '/' || href[i + 2] == '?'))))
+            return NULL; /* a dot segment: libcurl removes it */
+        if (!strchr("-._~!$&'()*+,;=:@/?", c)) return NULL;
+    }
+    if (qs && query_has_param(L, params, href + qs, n - qs)) return NULL;
+    size_t ol = ch->fast_origin_len, ql = ch->fast_query_len;
+    char *out = malloc(ol + n + 1 + ql + 1), *o = out;
+    if (!out) return NULL;
+    memcpy(o, ch->fast_origin, ol);
+    o += ol;
+    memcpy(o, href, n);
+    o += n;
+    if (ql) {
+        *o++ = qs ? '&' : '?';
+        memcpy(o, ch->fast_query, ql);
+        o += ql;
+    }
+    *o = '\0';
+    return out;
+}
+
 /* A 200: the batch parsed and checked, the next P-GET sent (or its wait
  * armed), then on_batch(batch, url); a fault found on the way is reported to
  * on_error after on_batch, so the batch is delivered whatever on_error does. */
@@ -419,30 +535,54 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
         return unreadable(L, ch, chidx);
     }
     const char *err = NULL;
-    char *abs = ucwa_url_resolve(r->eff_url ? r->eff_url : r->url, href, &err);
-    char *next = NULL;
-    if (abs) {
-        lua_getiuservalue(L, chidx, CUV_STATE);
-        lua_getfield(L, -1, "params");
-        next = ucwa_url_with_query(L, abs, -1, &err);
-        lua_pop(L, 2);
-        free(abs);
-    }
+    size_t hlen = lua_rawlen(L, -1);
+    lua_getiuservalue(L, chidx, CUV_STATE);
+    lua_getfield(L, -1, "params");
+    int params = lua_gettop(L);
+    /* the origin of the response's URL is the channel's: an effective URL
+     * elsewhere (a redirect) takes the full path */
+    char *next = r->eff_url && strcmp(r->eff_url, r->url) != 0 ? NULL : next_fast(L, ch, params, href, hlen);
+#ifdef __SANITIZE_ADDRESS__
+    char *fast_url = next; /* the sanitized builds check the fast path against the full one */
+    next = NULL;
+#endif
+    int slow = !next;
     if (!next) {
-        lua_pushfstring(L, "bad event link: %s", err ? err : "?");
-        push_batch_error(L, "BadLink", lua_tostring(L, -1), r->url);
-        return unreadable(L, ch, chidx);
+        char *abs = ucwa_url_resolve(r->eff_url ? r->eff_url : r->url, href, &err);
+        if (abs) {
+            next = ucwa_url_with_query(L, abs, params, &err);
+            free(abs);
+        }
+        if (!next) {
+#ifdef __SANITIZE_ADDRESS__
+            free(fast_url);
+#endif
+            lua_pushfstring(L, "bad event link: %s", err ? err : "?");
+            push_batch_error(L, "BadLink", lua_tostring(L, -1), r->url);
+            return unreadable(L, ch, chidx);
+        }
+        /* The channel's headers carry the session's token for its origin: a link
+         * elsewhere (another host, http:// from https) would send it there. */
+        if (!ucwa_url_same_origin(next, ch->url)) {
+            lua_pushfstring(L, "event link to another origin refused (the token of %s goes nowhere else): %s",
+                            ch->url, next);
+            free(next);
+#ifdef __SANITIZE_ADDRESS__
+            free(fast_url);
+#endif
+            ucwa_error_push(L, 0, "Forbidden", "UntrustedLink", "%s", lua_tostring(L, -1));
+            ucwa_set_str(L, -1, "url", r->url);
+            return stop_with(L, ch, chidx);
+        }
+#ifdef __SANITIZE_ADDRESS__
+        if (fast_url && strcmp(fast_url, next) != 0) {
+            fprintf(stderr, "channel: fast next link %s, libcurl's %s\n", fast_url, next);
+            abort();
+        }
+        free(fast_url);
+#endif
     }
-    /* The channel's headers carry the session's token for its origin: a link
-     * elsewhere (another host, http:// from https) would send it there. */
-    if (!ucwa_url_same_origin(next, ch->url)) {
-        lua_pushfstring(L, "event link to another origin refused (the token of %s goes nowhere else): %s",
-                        ch->url, next);
-        free(next);
-        ucwa_error_push(L, 0, "Forbidden", "UntrustedLink", "%s", lua_tostring(L, -1));
-        ucwa_set_str(L, -1, "url", r->url);
-        return stop_with(L, ch, chidx);
-    }
+    lua_pop(L, 2);
     ch->bad = 0;
 
     /* repeats and pace */
@@ -458,6 +598,12 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
     int stuck = strcmp(next, ch->url) == 0 && (events || hasty);
     free(ch->url);
     ch->url = next;
+    if (slow) { /* the fast path learnt anew for this URL */
+        lua_getiuservalue(L, chidx, CUV_STATE);
+        lua_getfield(L, -1, "params");
+        fast_prepare(L, ch, lua_gettop(L));
+        lua_pop(L, 2);
+    }
 
     int problem = 0; /* 1: a repeat; 2: the next P-GET could not be added; 3: nor its retry */
     char *too_large = NULL;
@@ -587,7 +733,7 @@ static int deliver_retry(lua_State *L, int eidx, ucwa_work *w)
 
 static const char *const channel_options[] = {
     "url",      "headers",  "timeout", "grace",        "client_timeout",  "low",         "medium", "priority",
-    "on_batch", "on_error", "backoff", "min_interval", "max_bad_batches", "max_repeats", NULL,
+    "on_batch", "on_error", "backoff", "min_interval", "max_bad_batches", "max_repeats", "buffer_size", NULL,
 };
 static const char *const backoff_options[] = {"initial", "max", NULL};
 static const char *const params[] = {"low", "medium", "priority"};
@@ -619,6 +765,7 @@ static int l_channel(lua_State *L)
     double min_interval = ucwa_opt_number(L, 2, 2, "min_interval", 1, 0, 3600);
     int max_bad = opt_count(L, "max_bad_batches", 5);
     int max_repeats = opt_count(L, "max_repeats", 10);
+    double bufsize = ucwa_opt_number(L, 2, 2, "buffer_size", UCWA_CHANNEL_BUFFER, 1024, 512 * 1024);
     double b_initial = 0.5, b_max = 30;
     if (ucwa_opt_value(L, 2, 2, "backoff", LUA_TTABLE, 0)) {
         ucwa_opt_check(L, 2, -1, "backoff.", backoff_options);
@@ -675,6 +822,9 @@ static int l_channel(lua_State *L)
     ch->url = ucwa_url_with_query(L, url, -1, &err);
     lua_pop(L, 1);
     if (!ch->url) return ucwa_argerror(L, 2, "option 'url' is not a URL: %s", err ? err : "?");
+    lua_getfield(L, 7, "params");
+    fast_prepare(L, ch, lua_gettop(L));
+    lua_pop(L, 1);
     ch->req.x.w.deliver = deliver_response;
     ch->req.x.w.abandon = abandon_request;
     ch->retry.w.deliver = deliver_retry;
@@ -686,6 +836,8 @@ static int l_channel(lua_State *L)
     ch->min_interval = min_interval;
     ch->max_bad = max_bad;
     ch->max_repeats = max_repeats;
+    ch->buffer_size = (long)bufsize;
+    ch->req.keep_easy = 1; /* one easy handle for all its P-GETs */
     ch->b_initial = ch->b_cur = b_initial;
     ch->b_max = b_max;
     lua_pushvalue(L, 1);
@@ -736,6 +888,7 @@ static int l_close(lua_State *L)
     ch->closed = 1;
     free(ch->url);
     ch->url = NULL;
+    fast_clear(ch);
     return 0;
 }
 

@@ -166,15 +166,62 @@ static void heap_remove(ucwa_engine *e, ucwa_timer *t)
 
 /* ---------------------------------------------------------------- work items */
 
+uint64_t ucwa_lane_key(const char *s, size_t n)
+{
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+/* libcurl counts busy connections against CURLMOPT_MAXCONNECTS too: with
+ * more transfers than max_connections in flight, each one that ended closed
+ * an idle connection (keep-alive lost past 1,024 bots). The cap is set to
+ * the idle connections wanted plus the transfers in flight. */
+static void set_maxconnects(ucwa_engine *e)
+{
+    if (e->multi) curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, e->max_idle + (long)e->n_xfers);
+}
+
+static CURLSH *lane_share(ucwa_lane *l)
+{
+    if (!l->share && (l->share = curl_share_init()) != NULL) {
+        if (curl_share_setopt(l->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK) {
+            curl_share_cleanup(l->share);
+            l->share = NULL;
+        } else {
+            curl_share_setopt(l->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+        }
+    }
+    return l->share;
+}
+
+static int lane_pick(ucwa_engine *e, uint64_t key)
+{
+    int i, best = 0;
+    if (key) return (int)(key % UCWA_LANES);
+    for (i = 0; i < UCWA_LANES; i++) {
+        if (e->lanes[i].busy < UCWA_LANE_SPILL) return i;
+        if (e->lanes[i].busy < e->lanes[best].busy) best = i;
+    }
+    return best;
+}
+
 int ucwa_xfer_add(ucwa_engine *e, ucwa_xfer *x)
 {
     ucwa_work_cancel(&x->w);
-    if (!e->multi || curl_multi_add_handle(e->multi, x->easy) != CURLM_OK) return -1;
+    if (!e->multi) return -1;
+    int lane = lane_pick(e, x->lane_key);
+    curl_easy_setopt(x->easy, CURLOPT_SHARE, lane_share(&e->lanes[lane]));
+    if (curl_multi_add_handle(e->multi, x->easy) != CURLM_OK) return -1;
+    x->lane = lane;
+    e->lanes[lane].busy++;
     x->result = CURLE_OK;
     x->w.eng = e;
     x->w.state = UCWA_XFER;
     list_push(&e->xfers, &x->w.link);
     e->n_xfers++;
+    set_maxconnects(e);
     return 0;
 }
 
@@ -213,6 +260,9 @@ void ucwa_work_cancel(ucwa_work *w)
             if (e->multi && x->easy) curl_multi_remove_handle(e->multi, x->easy);
             list_unlink(&w->link);
             e->n_xfers--;
+            if (x->lane >= 0) e->lanes[x->lane].busy--;
+            x->lane = -1;
+            set_maxconnects(e);
             break;
         }
         case UCWA_TIMER: heap_remove(e, ucwa_container_of(w, ucwa_timer, w)); break;
@@ -243,7 +293,20 @@ static int64_t next_deadline(ucwa_engine *e)
  *    later leaves the earlier arming in place: at most one early wake-up, after
  *    which step() re-arms. An expired timerfd stays readable until it is set again,
  *    so it is always re-set then. */
+static void rearm(ucwa_engine *e, int force);
+
 void ucwa_engine_rearm(ucwa_engine *e, int force)
+{
+    /* inside step() the timerfd and eventfd are left alone: deliveries that
+     * add transfers set libcurl's deadline to "now" (a fresh transfer), which
+     * step's kick at its end clears; arming for it would cost a
+     * timerfd_settime and a spurious wake-up per batch. step() rearms once,
+     * after that kick. */
+    if (e->in_step) return;
+    rearm(e, force);
+}
+
+static void rearm(ucwa_engine *e, int force)
 {
     if (!e->multi) return;
     if (e->n_ready && !e->signaled) {
@@ -356,7 +419,7 @@ static int step_body(lua_State *L)
         wait_ms = 0;
     else if (wait_ms < 0 && !e->n_xfers && !e->n_heap && e->curl_deadline < 0)
         wait_ms = 0;
-    ucwa_engine_rearm(e, 0); /* an expired timerfd would cut the wait short */
+    rearm(e, 0); /* an expired timerfd would cut the wait short */
     struct epoll_event evs[MAX_EVENTS];
     int n = epoll_wait(e->epfd, evs, MAX_EVENTS, wait_ms), i, running;
     for (i = 0; i < n && e->multi; i++) {
@@ -413,6 +476,7 @@ static int l_step(lua_State *L)
     e->in_step = 1;
     int st = lua_pcall(L, 2, 1, 0);
     e->in_step = 0;
+    ucwa_engine_kick(e); /* sends what the callbacks added (the channels' next P-GETs) */
     ucwa_engine_rearm(e, 0);
     if (st != LUA_OK) return lua_error(L); /* the callback's error, as raised */
     return 1;
@@ -480,6 +544,8 @@ static void http_opts_free(ucwa_http_opts *h)
 {
     free(h->user_agent);
     free(h->ca_file);
+    free(h->default_ca);
+    h->default_ca = NULL;
     free(h->proxy);
     h->user_agent = h->ca_file = h->proxy = NULL;
     curl_slist_free_all(h->resolve);
@@ -526,6 +592,11 @@ static int l_close(lua_State *L)
     e->cap_heap = 0;
     curl_multi_cleanup(e->multi);
     e->multi = NULL;
+    for (int i = 0; i < UCWA_LANES; i++) { /* after the easy handles: closes the lane's connections */
+        if (e->lanes[i].share) curl_share_cleanup(e->lanes[i].share);
+        e->lanes[i].share = NULL;
+        e->lanes[i].busy = 0;
+    }
     close_fds(e);
     http_opts_free(&e->http); /* after the easy handles: they point at the resolve list */
     /* drop the anchors: everything they held is finished */
@@ -644,6 +715,13 @@ static int l_engine(lua_State *L)
     double maxc = ucwa_opt_number(L, 1, 1, "max_connections", 1024, 0, 1e6);
     h->user_agent = opt_strdup(L, 1, "user_agent", DEFAULT_UA);
     h->ca_file = opt_strdup(L, 1, "ca_file", NULL);
+    if (!h->ca_file && h->verify) { /* libcurl's default bundle, asked once (CURLINFO_CAINFO, 7.84+) */
+        CURL *c = curl_easy_init();
+        char *ca = NULL;
+        if (c && curl_easy_getinfo(c, CURLINFO_CAINFO, &ca) == CURLE_OK && ca && access(ca, R_OK) == 0)
+            h->default_ca = strdup(ca);
+        if (c) curl_easy_cleanup(c);
+    }
     if (lua_getfield(L, 1, "proxy") == LUA_TBOOLEAN) {
         if (lua_toboolean(L, -1)) ucwa_argerror(L, 1, "option 'proxy' must be a string or false (got true)");
         h->proxy = strdup(""); /* false: no proxy, whatever the environment says */
@@ -687,7 +765,8 @@ static int l_engine(lua_State *L)
     curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, (void *)e);
     curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, (void *)e);
-    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, (long)maxc);
+    e->max_idle = (long)maxc;
+    set_maxconnects(e);
     return 1;
 }
 

@@ -72,7 +72,25 @@ typedef struct ucwa_xfer {
     CURL *easy;
     CURLcode result;
     void (*done)(struct ucwa_xfer *x);
+    uint64_t lane_key; /* which connection lane (0: any; see below): set by the owner */
+    int lane;          /* the lane it runs in while added, else -1 */
 } ucwa_xfer;
+
+/* Connection lanes. libcurl keeps every connection to one host:port in one
+ * list and walks all of it for each new transfer (ConnectionExists), busy
+ * ones included: with 10,000 P-GETs pending on one server, each request
+ * walked 10,000 connections (the sign-in of 10,000 bots was quadratic). The
+ * engine splits its connections into lanes, each a libcurl share with its
+ * own connection cache (and TLS session cache): a transfer with a lane key
+ * (a hash of its Authorization header: one bot's requests and P-GETs) runs
+ * in the lane of that key, one without in the first lane with fewer than
+ * UCWA_LANE_SPILL transfers (or the least busy one). A walk covers one lane. */
+#define UCWA_LANES      64
+#define UCWA_LANE_SPILL 32
+typedef struct ucwa_lane {
+    CURLSH *share; /* made when first used; NULL: the multi handle's own cache */
+    size_t busy;   /* transfers added in this lane */
+} ucwa_lane;
 
 typedef struct ucwa_timer {
     ucwa_work w;
@@ -90,6 +108,7 @@ typedef struct ucwa_http_opts {
     size_t max_header;          /* bytes of one request header line (name: value) */
     size_t max_response_header; /* bytes of a response's header section */
     char *user_agent, *ca_file;
+    char *default_ca; /* libcurl's default CA bundle when it is a readable file (see request.c), or NULL */
     char *proxy;                /* NULL: libcurl's default (the environment); "": never */
     struct curl_slist *resolve; /* CURLOPT_RESOLVE entries ("host:port:address"), or NULL */
 } ucwa_http_opts;
@@ -111,6 +130,8 @@ struct ucwa_engine {
     uint64_t seq;
     uint64_t rng;
     size_t n_channels; /* running event channels: kept by channel.c, shown by stats() */
+    long max_idle;     /* max_connections: idle connections kept (per lane) */
+    ucwa_lane lanes[UCWA_LANES];
 };
 
 /* time */
@@ -129,7 +150,8 @@ void ucwa_unanchor(lua_State *L, int eidx, void *key);
 int ucwa_anchored(lua_State *L, int eidx, void *key); /* pushes it; returns its type */
 
 /* work items */
-int ucwa_xfer_add(ucwa_engine *e, ucwa_xfer *x);                /* 0, or -1 (not added) */
+int ucwa_xfer_add(ucwa_engine *e, ucwa_xfer *x);                /* 0, or -1 (not added); picks its lane */
+uint64_t ucwa_lane_key(const char *s, size_t n);                /* the lane key of an Authorization value */
 int ucwa_timer_arm(ucwa_engine *e, ucwa_timer *t, double secs); /* 0, or -1 (out of memory) */
 void ucwa_work_ready(ucwa_engine *e, ucwa_work *w);             /* an idle item, queued */
 void ucwa_work_cancel(ucwa_work *w);                            /* idle again, from any state; no callback */

@@ -336,6 +336,70 @@ static int l_parse_events(lua_State *L)
     return parse_body(L, 1);
 }
 
+void ucwa_bag_put(lua_State *L, int bag, const char *name, size_t nlen, int *n)
+{
+    int t = lua_type(L, -1);
+    if (*n >= UCWA_BAG_MAX || nlen == 0 || nlen > UCWA_BAG_NAME ||
+        (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (t == LUA_TSTRING) {
+        size_t vlen;
+        const char *v = lua_tolstring(L, -1, &vlen);
+        if (vlen > UCWA_BAG_VALUE) {
+            size_t cut = UCWA_BAG_VALUE;
+            while (cut > 0 && ((unsigned char)v[cut] & 0xC0) == 0x80) cut--; /* not inside a character */
+            lua_pushlstring(L, v, cut);
+            lua_replace(L, -2);
+        }
+    }
+    lua_pushlstring(L, name, nlen);
+    lua_insert(L, -2);
+    lua_rawset(L, bag);
+    ++*n;
+}
+
+void ucwa_bag(lua_State *L, int src, int dst, const char *k)
+{
+    int in, bag, n = 0;
+    src = lua_absindex(L, src);
+    dst = lua_absindex(L, dst);
+    luaL_checkstack(L, 6, NULL);
+    if (lua_getfield(L, src, k) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        if (src == dst) {
+            lua_pushnil(L);
+            lua_setfield(L, dst, k);
+        }
+        return;
+    }
+    in = lua_gettop(L);
+    lua_createtable(L, 0, 0);
+    bag = in + 1;
+    lua_pushnil(L);
+    while (n < UCWA_BAG_MAX && lua_next(L, in)) {
+        size_t nlen;
+        const char *name;
+        if (lua_type(L, -2) == LUA_TSTRING) { /* {"name": value} */
+            name = lua_tolstring(L, -2, &nlen);
+            lua_pushvalue(L, -1);
+            ucwa_bag_put(L, bag, name, nlen, &n);
+        } else if (lua_type(L, -1) == LUA_TTABLE) { /* [{"name": .., "value": ..}] */
+            if (lua_getfield(L, -1, "name") == LUA_TSTRING) {
+                name = lua_tolstring(L, -1, &nlen);
+                lua_getfield(L, -2, "value");
+                ucwa_bag_put(L, bag, name, nlen, &n);
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, bag);
+    lua_setfield(L, dst, k);
+    lua_pop(L, 1);
+}
+
 static const char *str_field(lua_State *L, int t, const char *k)
 {
     if (lua_getfield(L, t, k) == LUA_TSTRING) return lua_tostring(L, -1); /* stays on the stack */
@@ -348,7 +412,7 @@ static const char *str_field(lua_State *L, int t, const char *k)
 static int l_parse_error(lua_State *L)
 {
     const char *code = NULL, *subcode = NULL, *message = NULL;
-    int status = (int)luaL_optinteger(L, 3, 0);
+    int status = (int)luaL_optinteger(L, 3, 0), t = 0;
     if (!lua_isnoneornil(L, 1)) {
         size_t len, skipped;
         const char *b = body_arg(L, 1, &len, &skipped);
@@ -364,8 +428,8 @@ static int l_parse_error(lua_State *L)
             ok = ucwa_xml_parse(L, x, b, len, skipped) == 0;
             if (ok) ucwa_xml_error(L, x);
         }
-        if (ok) {
-            int t = lua_gettop(L);
+        if (ok && lua_type(L, -1) == LUA_TTABLE) {
+            t = lua_gettop(L);
             code = str_field(L, t, "code");
             subcode = str_field(L, t, "subcode");
             message = str_field(L, t, "message");
@@ -377,6 +441,10 @@ static int l_parse_error(lua_State *L)
         ucwa_error_push(L, status, code ? code : ucwa_status_code(status), subcode, "HTTP %d", status);
     else
         ucwa_error_push(L, status, code ? code : ucwa_status_code(status), subcode, NULL);
+    if (t) {
+        ucwa_bag(L, t, -1, "parameters");
+        ucwa_bag(L, t, -1, "debugInfo");
+    }
     return 1;
 }
 

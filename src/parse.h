@@ -54,6 +54,23 @@ int ucwa_schema_coll(const char *parent, const char *rel);
  * (n when all of it is). */
 size_t ucwa_utf8_valid_prefix(const char *s, size_t n);
 
+/* The property bags of an error body or an event's reason (debugInfo,
+ * parameters: ErrorsAndInformationalMessages.md), bounded: at most
+ * UCWA_BAG_MAX entries a bag, names of at most UCWA_BAG_NAME bytes (longer
+ * ones left out), string values cut to UCWA_BAG_VALUE bytes at a character
+ * boundary. */
+#define UCWA_BAG_MAX   64
+#define UCWA_BAG_NAME  256
+#define UCWA_BAG_VALUE 4096
+/* Replaces src[k] (src at index src) by a table of name -> value: from an
+ * object (string keys, scalar values), an array of {name=, value=} objects,
+ * or either mixed; anything else, or nothing, leaves dst[k] unset (an empty
+ * bag stays an empty table). The result goes to dst[k] (dst may be src). */
+void ucwa_bag(lua_State *L, int src, int dst, const char *k);
+/* bag[name] = the scalar value on top (popped), within the bounds above;
+ * *n counts the bag's entries. */
+void ucwa_bag_put(lua_State *L, int bag, const char *name, size_t nlen, int *n);
+
 /* Integral floats become integers, as they would print in the body. */
 static inline void ucwa_push_number(lua_State *L, lua_Number d)
 {

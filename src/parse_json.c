@@ -267,6 +267,8 @@ int ucwa_json_events(lua_State *L)
             lua_settop(L, e);
             if (lua_getfield(L, e, "reason") == LUA_TTABLE) {
                 json_clean(L, lua_gettop(L));
+                ucwa_bag(L, -1, -1, "parameters");
+                ucwa_bag(L, -1, -1, "debugInfo");
                 luaL_setmetatable(L, UCWA_ERROR_MT);
             }
             lua_settop(L, ev);

@@ -747,7 +747,25 @@ void ucwa_xml_model(lua_State *L, const struct ucwa_xml *x)
     lua_setfield(L, -2, "embedded");
 }
 
-/* code/subcode/message children of a <reason>/<error> element. */
+/* A <debugInfo>/<parameters> property bag: its <property name=".."> children,
+ * name -> text (xsi:nil ones left out), bounded as parse.h says. */
+static void xml_bag(lua_State *L, const struct ucwa_xml *x, const xnode *bagn)
+{
+    int bag, n = 0;
+    int32_t c;
+    lua_createtable(L, 0, 0);
+    bag = lua_gettop(L);
+    for (c = bagn->first; c >= 0 && n < UCWA_BAG_MAX; c = x->nodes[c].next) {
+        const xnode *k = &x->nodes[c];
+        const xattr *a;
+        if (k->id != XE_PROPERTY || k->nil || !(a = xattr_of(x, k, XA_NAME))) continue;
+        push_text(L, x, k);
+        ucwa_bag_put(L, bag, xstr(x, a->value), a->value_len, &n);
+    }
+}
+
+/* code/subcode/message children of a <reason>/<error> element, and its
+ * <debugInfo> and <parameters> bags. */
 static void xml_reason(lua_State *L, const struct ucwa_xml *x, int32_t ni)
 {
     int32_t c;
@@ -760,6 +778,17 @@ static void xml_reason(lua_State *L, const struct ucwa_xml *x, int32_t ni)
         case XE_SUBCODE: key = "subcode"; break;
         case XE_MESSAGE: key = "message"; break;
         case XE_PROPERTY: key = xattr_str(x, k, XA_NAME); break;
+        case XE_OTHER:
+            if (k->name_len == 9 && !memcmp(xstr(x, k->name), "debugInfo", 9))
+                key = "debugInfo";
+            else if (k->name_len == 10 && !memcmp(xstr(x, k->name), "parameters", 10))
+                key = "parameters";
+            if (key) {
+                xml_bag(L, x, k);
+                lua_setfield(L, -2, key);
+                continue;
+            }
+            break;
         }
         if (key && !k->nil) {
             push_text(L, x, k);

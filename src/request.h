@@ -24,6 +24,7 @@ typedef struct ucwa_req {
     long status;
     char *eff_url; /* malloc'd */
     char *url;     /* malloc'd copy of the requested URL (error reports) */
+    int keep_easy; /* the owner's: the easy handle outlives the transfer, for the next one (a channel's P-GETs) */
     char errbuf[CURL_ERROR_SIZE];
 } ucwa_req;
 
@@ -34,8 +35,14 @@ typedef struct ucwa_req_spec {
     const char *body;        /* must stay alive until the request completes */
     size_t body_len;
     int has_body;
-    long timeout_ms; /* 0: none */
+    long timeout_ms;   /* 0: none */
+    uint64_t lane_key; /* ucwa_headers_lane of its headers (0: any lane) */
+    long buffer_size;  /* libcurl's receive buffer, bytes (0: libcurl's 16 KiB) */
 } ucwa_req_spec;
+
+/* The lane key (loop.h) of the headers table at idx: of its Authorization
+ * value, 0 when there is none. */
+uint64_t ucwa_headers_lane(lua_State *L, int idx);
 
 /* Starts r (idle) on e; NULL, or an error message (a static string). */
 const char *ucwa_req_start(ucwa_engine *e, ucwa_req *r, const ucwa_req_spec *s);
