@@ -363,6 +363,21 @@ describe("real-server faults", function()
     assert.equal(1, n)
   end)
 
+  -- regression: parameters and debugInfo of error bodies were dropped
+  for _, format in ipairs{ "json", "xml" } do
+    it("keeps an error body's parameters and debugInfo (" .. format .. ")", function()
+      c = client(sim, format)
+      assert.is_true(ready(c))
+      sim:control("POST", "/_sim/faults/fail", { count = 1, status = 400, code = "BadRequest",
+        subcode = "ParameterValidationFailure", match = "onlineMeetingInvitations",
+        parameters = { subject = "too long" }, debugInfo = { diagnostics = "2;reason=\"x\"" } })
+      local inv = join()
+      assert.equal("ParameterValidationFailure", inv.reason.subcode)
+      assert.equal("too long", inv.reason.parameters.subject)
+      assert.equal('2;reason="x"', inv.reason.debugInfo.diagnostics)
+    end)
+  end
+
   -- regression: 404 APIVersionNotSupported was not explained
   it("explains APIVersionNotSupported", function()
     c = client(sim, "json")
