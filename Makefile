@@ -1,4 +1,4 @@
-# lua-ucwa: build, test, check (sanitizers), bench, fuzz, demo, deps.
+# lua-ucwa: build, test, check (sanitizers), bench, soak, fuzz, demo, deps.
 LUA      ?= lua5.4
 BUSTED   ?= $(LUA) /usr/bin/busted
 CC       ?= gcc
@@ -30,7 +30,7 @@ DEBIAN_PKGS = lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson lib
   lua-busted libmicrohttpd-dev lua-expat clang libclang-rt-14-dev lua-check \
   lua-ldoc luarocks lua-cqueues lua-luv lua-socket lua-sec openssl python3 pkg-config make gcc lua5.1
 
-.PHONY: all test check bench fuzz demo deps lint rock clean schema doc env install
+.PHONY: all test check bench soak fuzz demo deps lint rock clean schema doc env install
 
 all: $(BUILD)/ucwa/core.so $(BUILD)/ucwa-sim
 
@@ -89,6 +89,14 @@ bench: all $(BUILD)/ucwa_bench.so
 $(BUILD)/ucwa_bench.so: bench/easy_bench.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(LUA_CFLAGS) -shared -o $@ $< $(CURL_LIBS)
+
+# The soak (tools/soak.lua): 100 bots on one engine against ucwa-sim for
+# SOAK_SECONDS under random faults; fails on a lost or repeated event, a bot
+# not ready at the end, or RSS growth past its bound. CI runs SOAK_SECONDS=15.
+SOAK_SECONDS ?= 60
+soak: all
+	@ulimit -S -n $$(ulimit -H -n) 2>/dev/null; \
+	SOAK_SECONDS=$(SOAK_SECONDS) UCWA_BUILD=$(BUILD) $(LUA) tools/soak.lua
 
 FUZZ_TIME ?= 20
 fuzz:
