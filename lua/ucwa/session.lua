@@ -458,7 +458,17 @@ function Session:channel_error(err)
   end
   if err.status == 401 and self.tokens:renewable() then
     self.tokens:renew(self.channel:url(), function(ok, e)
-      if not ok then return self:report(e) end
+      if not ok then
+        -- a renewal that may pass (the token service down, a timeout): tell
+        -- the bot and try the channel again later; a refusal stops it
+        e.retrying = retryable(e) and e.subcode ~= "TokenRefused"
+        self:report(e)
+        if not e.retrying then return end
+        self.channel_delays = self.channel_delays or backoff(5, 60)
+        return self:after(self.channel_delays:next(), function()
+          if self.channel and self.state == "ready" then self.channel:start() end
+        end, "channel")
+      end
       if self.channel then self.channel:start() end
     end)
   elseif err.status == 404 then

@@ -214,6 +214,9 @@ function M.reset(app)
   local ch = channels[app]
   on_reset(app)
   clear_queue(ch)
+  -- the batch handed out counts as acknowledged: the resume batch gets a new
+  -- self link (a client must not take it for the one it already had)
+  if ch.batch then ch.next_ack = ch.next_ack + 1 end
   ch.batch = nil
   ch.resume = true
   if ch.pget then
