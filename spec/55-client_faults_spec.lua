@@ -222,3 +222,53 @@ describe("faults that cannot pass reach the error handler once, and sign-in stop
     c:close()
   end)
 end)
+
+-- Found by the soak (make soak).
+describe("the event channel across a resume and a failed renewal", function()
+  local sim
+  before_each(function() sim = require("helpers").sim{} end)
+  after_each(function() require("helpers").close_clients(); sim:stop() end)
+
+  local function bot()
+    local c = require("helpers").client(sim, {})
+    local seen, ready = {}, false
+    c:on("ready", function() ready = true end)
+    c:on("event", function(ev, sender)
+      if sender.rel == "me" and ev.link and ev.link.rel == "note" then seen[#seen + 1] = tonumber(ev.link.title) end
+    end)
+    c:start()
+    drive(c, function() return ready end, 5, "ready")
+    local id = ("%d"):format(sim:state().applications[1].id)
+    return c, seen, id
+  end
+
+  -- regression: events sent after a resume were lost (the resume batch had the
+  -- self link of the batch handed out before, and was taken for a repeat)
+  it("delivers the events sent after a resume", function()
+    local c, seen, id = bot()
+    local resumed
+    c:on("resumed", function(info) resumed = info end)
+    sim:control("POST", "/_sim/faults/fail", { count = 1, status = 503, match = "/events" })
+    sim:control("POST", "/_sim/apps/" .. id .. "/events", { count = 5 })
+    drive(c, function() return #seen >= 5 end, 5, "the first five")
+    sim:control("POST", "/_sim/apps/" .. id .. "/resume", {})
+    sim:control("POST", "/_sim/apps/" .. id .. "/events", { count = 5 })
+    drive(c, function() return #seen >= 10 end, 10, "the five after the resume")
+    assert.equal("resume", resumed and resumed.reason)
+    c:close()
+  end)
+
+  -- regression: a token renewal that failed transiently left the channel
+  -- stopped while the session stayed "ready"
+  it("carries on after a token renewal that failed once", function()
+    local c, seen, id = bot()
+    sim:control("POST", "/_sim/tokens/expire", {})
+    sim:control("POST", "/_sim/faults/fail", { count = 1, status = 503, match = "/oauth/token" })
+    sim:control("POST", "/_sim/apps/" .. id .. "/events", { count = 5 })
+    drive(c, function() return #seen >= 5 end, 20, "the events after the failed renewal")
+    sim:control("POST", "/_sim/apps/" .. id .. "/events", { count = 5 })
+    drive(c, function() return #seen >= 10 end, 20, "and the next ones")
+    assert.is_true(c.errors[1].retrying)
+    c:close()
+  end)
+end)
