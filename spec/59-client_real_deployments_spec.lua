@@ -388,3 +388,27 @@ describe("real-server faults", function()
     assert.matches("older than Skype for Business Server 2015", inv.reason.message)
   end)
 end)
+
+-- regression: after the server came back on another address the bot retried
+-- the old one forever; after a bounded time of failing P-GETs it runs
+-- autodiscovery again
+describe("a pool that stops answering the event channel", function()
+  it("sends the session back to autodiscovery, which finds the new pool", function()
+    local session = require "ucwa.session"
+    local saved = session.CHANNEL_REDISCOVER_AFTER
+    session.CHANNEL_REDISCOVER_AFTER = 2
+    local sim = start("pool")
+    finally(function() session.CHANNEL_REDISCOVER_AFTER = saved; sim:stop() end)
+    local c = client(sim, "json", { backoff = { initial = 0.2, max = 0.5 } })
+    assert.is_true(ready(c))
+    sim:control("POST", "/_sim/faults/fail", { count = 100000, status = 503, match = "/events",
+                                               host = "pool2.contoso.com" })
+    sim:control("POST", "/_sim/faults/pool-down", { count = 100000, host = "pool2.contoso.com",
+                                                   move_to = "pool3.contoso.com" })
+    helpers.drive(c, function()
+      local a = sim:state().applications
+      return a[#a].host == "pool3.contoso.com" and c.state == "ready" and a[#a].pget
+    end, 20, "the session on pool3")
+    close(c)
+  end)
+end)
