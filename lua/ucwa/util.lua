@@ -22,7 +22,6 @@ local function encode_component(s)
     return string.format("%%%02X", c:byte())
   end))
 end
-util.encode_component = encode_component
 
 --- application/x-www-form-urlencoded body from an array of {name, value} pairs (order kept).
 function util.form_encode(pairs_list)
