@@ -7,7 +7,10 @@
  * Booleans are spelled True/False as in the docs' XML requests; properties
  * come sorted by name so the output is deterministic. Values that cannot be
  * sent (functions, nested objects in XML, control characters in XML, bad
- * UTF-8 in either format) are argument errors: they raise. */
+ * UTF-8 in either format) are argument errors: they raise.
+ * Links of the input (`_links = {message = {href = "data:..."}}`, as
+ * startMessaging takes its first message) are `<link rel= href=/>` in XML,
+ * after the properties, sorted by rel. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,12 +138,69 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* The `_links` of the input table t as XML <link> elements, pushed as one
+ * string (empty without links). Every rel and href must be a string. */
+static void links_xml(lua_State *L, int t)
+{
+    luaL_Buffer b;
+    const char **rels;
+    size_t n = 0, i, len;
+    int links, reltab;
+    if (lua_getfield(L, t, "_links") == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "");
+        return;
+    }
+    if (lua_type(L, -1) != LUA_TTABLE) ucwa_raise(L, "ucwa.encode: _links must be a table of rel -> {href =}");
+    links = lua_gettop(L);
+    lua_newtable(L);
+    reltab = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, links)) {
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE ||
+            lua_getfield(L, -1, "href") != LUA_TSTRING)
+            ucwa_raise(L, "ucwa.encode: _links must be a table of rel -> {href = string}");
+        lua_pop(L, 2);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, reltab, (lua_Integer)++n);
+    }
+    rels = (const char **)lua_newuserdatauv(L, (n ? n : 1) * sizeof *rels, 0);
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, reltab, (lua_Integer)i + 1);
+        rels[i] = lua_tostring(L, -1); /* anchored in reltab */
+        lua_pop(L, 1);
+    }
+    qsort(rels, n, sizeof *rels, cmp_str);
+    /* the hrefs, in rel order, anchored in reltab after the rels */
+    for (i = 0; i < n; i++) {
+        lua_getfield(L, links, rels[i]);
+        lua_getfield(L, -1, "href");
+        lua_rawseti(L, reltab, (lua_Integer)(n + i + 1));
+        lua_pop(L, 1);
+    }
+    luaL_buffinit(L, &b);
+    for (i = 0; i < n; i++) {
+        const char *href;
+        lua_rawgeti(L, reltab, (lua_Integer)(n + i + 1));
+        href = lua_tolstring(L, -1, &len);
+        lua_pop(L, 1); /* still anchored in reltab */
+        luaL_addstring(&b, "\n  <link rel=\"");
+        add_escaped(L, &b, rels[i], strlen(rels[i]), "a link rel");
+        luaL_addstring(&b, "\" href=\"");
+        add_escaped(L, &b, href, len, rels[i]);
+        luaL_addstring(&b, "\" />");
+    }
+    luaL_pushresult(&b);
+    lua_replace(L, links); /* the string where the links table was; reltab and rels go */
+    lua_settop(L, links);
+}
+
 static int encode_xml(lua_State *L)
 {
     luaL_Buffer b;
     const char **keys;
     size_t nkeys = 0, i, len;
-    int t = 1, keytab;
+    int t = 1, keytab, links;
     char tmp[64];
     const char *s;
 
@@ -152,6 +212,10 @@ static int encode_xml(lua_State *L)
     while (lua_next(L, t)) {
         if (lua_type(L, -2) != LUA_TSTRING)
             ucwa_raise(L, "ucwa.encode: XML property names must be strings (got a %s key)", luaL_typename(L, -2));
+        if (!strcmp(lua_tostring(L, -2), "_links")) {
+            lua_pop(L, 1); /* written apart: links_xml */
+            continue;
+        }
         if (lua_type(L, -1) == LUA_TTABLE) {
             lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
             int arr = lua_gettop(L);
@@ -181,12 +245,16 @@ static int encode_xml(lua_State *L)
         lua_pop(L, 1);
     }
     qsort(keys, nkeys, sizeof *keys, cmp_str);
+    links_xml(L, t);
+    links = lua_gettop(L);
 
     luaL_buffinit(L, &b);
     luaL_addstring(&b, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<input xmlns=\"" UCWA_NS "\">");
     for (i = 0; i < nkeys; i++) {
         const char *k = keys[i];
-        int type = lua_getfield(L, t, k);
+        int type;
+        if (!strcmp(k, "_links")) continue;
+        type = lua_getfield(L, t, k);
         if (type == LUA_TTABLE) {
             lua_Integer n = (lua_Integer)lua_rawlen(L, -1), j;
             lua_pop(L, 1);
@@ -223,6 +291,8 @@ static int encode_xml(lua_State *L)
         add_escaped(L, &b, s, len, k);
         luaL_addstring(&b, "</property>");
     }
+    s = lua_tolstring(L, links, &len);
+    luaL_addlstring(&b, s, len);
     luaL_addstring(&b, "\n</input>\n");
     luaL_pushresult(&b);
     lua_pushliteral(L, "application/xml");

@@ -449,6 +449,10 @@ local function parse_xml_input(body)
         if list_name then out[list_name] = {} end
       elseif local_name == "item" then
         text = {}
+      elseif local_name == "link" and depth == 2 and attrs.rel and attrs.href then
+        -- links of the input (startMessaging's first message), as JSON's _links
+        out._links = out._links or {}
+        out._links[attrs.rel] = { href = fmt.clean(attrs.href) }
       end
     end,
     EndElement = function()
