@@ -5,6 +5,7 @@
 local emitter = require "ucwa.emitter"
 local errors = require "ucwa.errors"
 local invitation = require "ucwa.invitation"
+local messaging = require "ucwa.messaging"
 local options = require "ucwa.options"
 local resource = require "ucwa.resource"
 local session = require "ucwa.session"
@@ -105,30 +106,33 @@ end
 -- ------------------------------------------------------------------------
 -- Meetings
 
--- Starts an outgoing onlineMeetingInvitation through link `rel`. Always
+-- What an outgoing invitation is: its rel, the check of its arguments and
+-- the properties it starts with (messaging.lua gives another kind).
+local MEETING = {
+  rel = "onlineMeetingInvitation",
+  validate = invitation.validate,
+  properties = function(body)
+    return { subject = body.subject, onlineMeetingUri = body.onlineMeetingUri }
+  end,
+}
+
+-- Starts an outgoing invitation (a meeting's, or `kind`'s) through link
+-- `rel` of communication, or the href `kind.resolve(cb)` finds. Always
 -- returns the invitation; a failure completes it with Failure.
-function Client:_invite(rel, args, cb, what)
+function Client:_invite(rel, args, cb, what, kind)
+  kind = kind or MEETING
   local s = self._session
   local body = {}
   for k, v in pairs(args) do body[k] = v end
-  if self.anonymous and body.anonymousDisplayName == nil then
+  if kind == MEETING and self.anonymous and body.anonymousDisplayName == nil then
     body.anonymousDisplayName = s.options.display_name
   end
-  local err = invitation.validate(body, self.anonymous, what)
+  local err = kind.validate(body, self.anonymous, what)
   body.operationId = body.operationId or util.operation_id()
-  local inv = resource.new(s, { rel = "onlineMeetingInvitation",
-    properties = { operationId = body.operationId, subject = body.subject,
-                   onlineMeetingUri = body.onlineMeetingUri, direction = "Outgoing" } })
-  local href = not err and resource.embedded_link(s.application, "communication", rel)
-  if not err and not href then
-    err = errors.new{ code = "NotAllowed", subcode = "NotSignedIn",
-                      message = "not signed in, or the server gives no " .. rel .. " link" }
-  end
-  local function start(done)
-    if err then
-      inv:_fail(err)
-      return done(inv, err)
-    end
+  local props = kind.properties(body)
+  props.operationId, props.direction = body.operationId, "Outgoing"
+  local inv = resource.new(s, { rel = kind.rel, properties = props })
+  local function post(href, done)
     s.registry:track(inv, body.operationId)
     s:send({ method = "POST", url = href, body = body }, function(model, e, resp)
       if e then
@@ -141,6 +145,22 @@ function Client:_invite(rel, args, cb, what)
       inv:_check_cancel()
       done(inv)
     end)
+  end
+  local function start(done)
+    local function go(href, e)
+      e = err or e
+      if not e and not href then
+        e = errors.new{ code = "NotAllowed", subcode = "NotSignedIn",
+                        message = "not signed in, or the server gives no " .. rel .. " link" }
+      end
+      if e then
+        inv:_fail(e)
+        return done(inv, e)
+      end
+      post(href, done)
+    end
+    if err or not kind.resolve then return go(resource.embedded_link(s.application, "communication", rel)) end
+    kind.resolve(go)
   end
   -- in a spawned coroutine without a callback: inv, err once the server answered
   if not cb and s.async:current() then return s.async:await(start) end
@@ -166,6 +186,17 @@ function Client:start_meeting(args, cb)
   if type(args) == "function" then args, cb = nil, args end
   if args ~= nil and type(args) ~= "table" then error("bad argument #1 to 'start_meeting' (table expected)", 2) end
   return self:_invite("startOnlineMeeting", args or {}, cb, "start_meeting")
+end
+
+--- Starts a one-to-one instant message conversation (startMessaging):
+-- returns the messagingInvitation at once, as join_meeting does. args: `to`
+-- (a sip: URI, required), `message` (the first message, text), `subject`,
+-- `importance` ("Normal", "Urgent", "Emergency"), `threadId`, `operationId`.
+-- Wrong arguments raise; a limit the reference states (subject 250,
+-- operationId 50 characters) completes inv with Failure before anything is
+-- sent. cb(inv, err) when the server answers. See ucwa.messaging.
+function Client:start_messaging(args, cb)
+  return messaging.start(self, args, cb)
 end
 
 --- The conversations going on (kept alive by the client while they last).

@@ -29,6 +29,7 @@
 -- @module ucwa.conversation
 local core = require "ucwa.core"
 local errors = require "ucwa.errors"
+local messaging = require "ucwa.messaging"
 local resource = require "ucwa.resource"
 local util = require "ucwa.util"
 
@@ -334,6 +335,23 @@ function Conversation:set_typing(cb)
       end)
     end)
   end)
+end
+
+--- Stops the conversation's messaging (stopMessaging; in a one-to-one
+-- conversation, for both sides). `cb(true, err)`; the `messaging` callback
+-- follows when the server says it is disconnected. See ucwa.messaging.
+-- @tparam[opt] function cb
+function Conversation:stop_messaging(cb)
+  return messaging.stop(self, cb)
+end
+
+--- Adds messaging to the conversation again (addMessaging): returns a
+-- messagingInvitation at once, as `client:start_messaging` does.
+-- `args`: `message` (a first message), `operationId`. `cb(inv, err)`.
+-- @tparam[opt] table args
+-- @tparam[opt] function cb
+function Conversation:add_messaging(args, cb)
+  return messaging.add(self, args, cb)
 end
 
 --- Leaves the meeting: DELETE of the conversation. `cb(true, err)`.

@@ -19,6 +19,7 @@ local directory = require "directory"
 local events = require "events"
 local fmt = require "formats"
 local invitations = require "invitations"
+local messaging = require "messaging"
 local reply = require "reply"
 local timers = require "timers"
 
@@ -89,6 +90,7 @@ local function communication_resource(app)
   if directory.has_scope(app.scopes, "Conversations.Initiate") then
     res:link("startOnlineMeeting", h .. "/onlineMeetingInvitations?onlineMeetingUri=adhoc")
       :link("joinOnlineMeeting", h .. "/onlineMeetingInvitations")
+    if not app.anonymous then res:link("startMessaging", h .. "/messagingInvitations") end
   end
   return res
 end
@@ -310,6 +312,10 @@ local function communication_route(ctx, app, rest)
   local inv_rest = rest:match("^/onlineMeetingInvitations(.*)$")
   if inv_rest then
     return invitations.route(ctx, app, inv_rest)
+  end
+  local im_rest = rest:match("^/messagingInvitations(.*)$")
+  if im_rest then
+    return messaging.route(ctx, app, im_rest)
   end
   if rest == "/conversations" then
     return conversations.list_route(ctx, app)

@@ -16,6 +16,7 @@ local fmt = require "formats"
 local hosts = require "hosts"
 local invitations = require "invitations"
 local meetings = require "meetings"
+local messaging = require "messaging"
 local participants = require "participants"
 local plants = require "plants"
 local reply = require "reply"
@@ -93,6 +94,7 @@ local function state()
     events_queued = queued,
     tokens = auth.count(),
     meetings = list,
+    messaging = messaging.info(),
     stats = stats.snapshot(),
     faults = faults_info(),
     hosts = hosts_info(),
@@ -407,6 +409,10 @@ function M.handle(ctx)
     if not u then return fail(400, err) end
     if home then hosts.set_home(u.username, home) end
     return answer(201, { username = u.username, home = hosts.home(u.username).name })
+  end
+  local uname, uaction = path:match("^/_sim/users/([^/]+)/(%a+)$")
+  if uname and messaging.has_control(uaction, m) then
+    return answer(messaging.control(uaction, uname, t))
   end
   if path == "/_sim/hosts" then
     return answer(200, hosts_info())

@@ -13,12 +13,19 @@
 -- onlineMeetingInvitation, invitations.lua) hooks itself in as
 -- conv.operation, an object with :connected() and :closed(reason, quiet)
 -- (true if the operation failed just now).
+--
+-- A one-to-one IM conversation (messaging.lua) has for its meeting a
+-- peer-to-peer session (meeting.p2p): no lobby, leaders or onlineMeeting;
+-- conv.messaging_off once messaging has stopped; the handlers messaging.lua
+-- registers (M.set_p2p) take stopMessaging, addMessaging and the end of a
+-- conversation.
 local host = require "ucwasim.host"
 local directory = require "directory"
 local events = require "events"
 local fmt = require "formats"
 local meetings = require "meetings"
 local participants = require "participants"
+local plants = require "plants"
 local reply = require "reply"
 local timers = require "timers"
 
@@ -113,9 +120,15 @@ end
 ---------------------------------------------------------------------------
 -- resources
 
+-- Is the conversation's messaging connected?
+local function messaging_on(conv)
+  return conv.state == "Connected" and not conv.messaging_off
+end
+
 local function conv_resource(conv)
   local h = conv.href
-  local connected = conv.state == "Connected"
+  local connected = messaging_on(conv)
+  local one_to_one = conv.meeting.p2p
   local res = fmt.resource("conversation", h)
     :prop("activeModalities", connected and { "Messaging" } or {})
     :prop("audienceMessaging", "Enabled")
@@ -128,30 +141,34 @@ local function conv_resource(conv)
     :prop("state", conv.state)
     :prop("subject", conv.subject)
     :prop("threadId", conv.threadId)
-    :link("attendees", h .. "/attendees")
-    :link("leaders", h .. "/leaders")
-    :link("lobby", h .. "/lobby")
+  if not one_to_one then
+    res:link("attendees", h .. "/attendees"):link("leaders", h .. "/leaders"):link("lobby", h .. "/lobby")
+  end
   if conv.member then
     res:link("localParticipant", participants.href(conv, conv.member), conv.member.name)
   end
   res:link("messaging", h .. "/messaging")
-    :link("onlineMeeting", h .. "/onlineMeeting")
-    :link("participants", h .. "/participants")
+  if not one_to_one then res:link("onlineMeeting", h .. "/onlineMeeting") end
+  res:link("participants", h .. "/participants")
   return res
 end
 M.resource = conv_resource
 
 local function messaging_resource(conv)
   local h = conv.href .. "/messaging"
-  local connected = conv.state == "Connected"
+  local connected = messaging_on(conv)
   local res = fmt.resource("messaging", h)
     :prop("negotiatedMessageFormats", { "Plain", "Html" })
     :prop("state", connected and "Connected" or "Disconnected")
     :link("conversation", conv.href)
+  if not connected and conv.meeting.p2p and not conv.closed and conv.state ~= "Incoming" then
+    res:link("addMessaging", h .. "/addMessaging")
+  end
   if connected then
-    res:link("sendMessage", h .. "/messages")
-      :link("setIsTyping", h .. "/setIsTyping")
-      :link("stopMessaging", h .. "/stopMessaging")
+    local p = plants.href("messaging", h, conv.app.host) -- one planted origin for the resource's links
+    res:link("sendMessage", p .. "/messages")
+      :link("setIsTyping", p .. "/setIsTyping")
+      :link("stopMessaging", p .. "/stopMessaging")
       :link("typingParticipants", conv.href .. "/participants/typingParticipants")
   end
   return res
@@ -208,6 +225,14 @@ end
 local function emit_messaging_updated(conv)
   emit_conv(conv, "updated", { rel = "messaging", href = conv.href .. "/messaging" }, messaging_resource(conv))
 end
+M.emit_messaging_updated = emit_messaging_updated
+
+local p2p = {} -- messaging.lua's handlers: stop(ctx, conv), add(ctx, conv), closed(conv)
+
+-- Registers the handlers of one-to-one IM conversations (messaging.lua).
+function M.set_p2p(handlers)
+  p2p = handlers
+end
 
 -- Ends a conversation: its operation (if still running) completes with
 -- `reason`, then the conversation is deleted.  quiet: the application is
@@ -227,6 +252,7 @@ local function close(conv, reason, quiet)
       { reason = (not failed_now) and reason or nil })
   end
   of_app[app].convs[conv.id] = nil
+  if conv.meeting.p2p and p2p.closed then p2p.closed(conv) end
 end
 M.close = close
 
@@ -355,6 +381,7 @@ local function message_event(conv, type_, msg, extra)
 end
 
 local function deliver_message(meeting, from, text, html, except)
+  if meeting.on_message then meeting.on_message(from, text, html) end -- a one-to-one session's transcript
   for _, v in ipairs(viewers(meeting, except)) do
     local msg = add_message(v, { direction = "Incoming", from = from, text = text, html = html })
     message_event(v, "completed", msg, { status = "Success" })
@@ -378,8 +405,8 @@ local function send_message(ctx, conv)
   if not directory.has_scope(app.scopes, "Conversations.Initiate") then
     return reply.missing_scope(ctx, "Conversations.Initiate")
   end
-  if conv.state ~= "Connected" then
-    return reply.error(ctx, 409, "Conflict", nil, "The conversation is not connected.")
+  if not messaging_on(conv) then
+    return reply.error(ctx, 409, "Conflict", nil, "The conversation's messaging is not connected.")
   end
   if req.too_large then
     return reply.error(ctx, 413, "EntityTooLarge", nil, "The request is too large.")
@@ -503,7 +530,10 @@ function M.route(ctx, conv, rest)
   elseif rest == "/messaging/messages" then
     return reply.only(ctx, "POST", send_message, ctx, conv)
   elseif rest == "/messaging/stopMessaging" then
+    if conv.meeting.p2p and p2p.stop then return reply.only(ctx, "POST", p2p.stop, ctx, conv) end
     return reply.only(ctx, "POST", reply.no_content)
+  elseif rest == "/messaging/addMessaging" and conv.meeting.p2p and p2p.add then
+    return reply.only(ctx, "POST", p2p.add, ctx, conv)
   elseif rest == "/messaging/setIsTyping" then
     return reply.only(ctx, "POST", set_is_typing, ctx, conv)
   end
@@ -511,7 +541,7 @@ function M.route(ctx, conv, rest)
   if n then
     return reply.only(ctx, "GET", get_message, ctx, conv, tonumber(n))
   end
-  if rest == "/onlineMeeting" then
+  if rest == "/onlineMeeting" and not conv.meeting.p2p then
     return reply.get_only(ctx, function() return online_meeting_resource(conv) end)
   end
   return reply.not_found(ctx)

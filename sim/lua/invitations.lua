@@ -3,6 +3,10 @@
 -- meeting, through the lobby when it has one, and incoming invitations from
 -- another participant (control API), answered with accept or decline.
 --
+-- The same operations carry messagingInvitations (messaging.lua): an
+-- invitation's `rel` names its kind, and `inv.actions` (by direction) its
+-- own accept/decline/cancel when they differ from a meeting's.
+--
 -- An invitation is the operation of one conversation (conv.operation, with
 -- the methods :connected() and :closed(reason, quiet) conversations.lua
 -- calls): it completes when the conversation connects (Success) or closes
@@ -34,18 +38,21 @@ local records, record_seq = {}, 0 -- incoming invitations, for the control API
 
 local function inv_resource(inv)
   local conv = inv.conv
-  local res = fmt.resource("onlineMeetingInvitation", inv.href)
+  local meeting_inv = inv.rel == "onlineMeetingInvitation"
+  local res = fmt.resource(inv.rel, inv.href)
     :prop("anonymousDisplayName", inv.anonymousDisplayName)
-    :prop("availableModalities", { "Messaging" })
+    :prop("availableModalities", meeting_inv and { "Messaging" } or nil)
     :prop("direction", inv.direction)
     :prop("importance", inv.importance)
-    :prop("onlineMeetingUri", conv.meeting.uri)
+    :prop("onlineMeetingUri", meeting_inv and conv.meeting.uri or nil)
     :prop("operationId", inv.operationId)
     :prop("state", inv.state)
     :prop("subject", inv.subject)
     :prop("threadId", inv.threadId)
     :prop("to", inv.to)
-  if inv.message then
+  if inv.message_href then -- a messagingInvitation's first message, as its sender gave it
+    res:link("message", inv.message_href)
+  elseif inv.message then
     res:link("message", "data:text/plain;charset=utf-8," .. fmt.urlencode(inv.message))
   end
   if inv.from then
@@ -59,6 +66,7 @@ local function inv_resource(inv)
     end
   end
   res:link("conversation", conv.href)
+  if not meeting_inv then res:link("messaging", conv.href .. "/messaging") end
   if inv.direction == "Incoming" and inv.from then
     res:embed("from", participants.resource(conv, inv.from))
   end
@@ -66,8 +74,9 @@ local function inv_resource(inv)
 end
 
 local function emit(inv, type_, extra)
-  conversations.emit_communication(inv.conv.app, type_, "onlineMeetingInvitation", inv.href, inv_resource(inv), extra)
+  conversations.emit_communication(inv.conv.app, type_, inv.rel, inv.href, inv_resource(inv), extra)
 end
+M.emit = emit
 
 -- An invitation starts: `started onlineMeetingInvitation`, `added conversation`.
 local function announce(inv)
@@ -75,6 +84,7 @@ local function announce(inv)
   local conv = inv.conv
   conversations.emit_communication(conv.app, "added", "conversation", conv.href, conversations.resource(conv))
 end
+M.announce = announce
 
 -- The invitation's end, whichever way its conversation goes.
 local operation = {}
@@ -110,13 +120,16 @@ function operation:closed(reason, quiet)
   return failed_now
 end
 
--- A new invitation, the operation of conversation `conv`.
-local function new_inv(app, conv, direction)
+-- A new invitation, the operation of conversation `conv`; rel: its kind
+-- (default onlineMeetingInvitation), whose collection holds it.
+local function new_inv(app, conv, direction, rel)
   local t = of_app[app]
   t.seq = t.seq + 1
+  rel = rel or "onlineMeetingInvitation"
   local inv = setmetatable({
     n = t.seq,
-    href = app.href .. "/communication/onlineMeetingInvitations/" .. t.seq,
+    rel = rel,
+    href = app.href .. "/communication/" .. rel .. "s/" .. t.seq,
     conv = conv,
     direction = direction,
     state = "Connecting",
@@ -128,6 +141,7 @@ local function new_inv(app, conv, direction)
   conv.operation = inv
   return inv
 end
+M.new = new_inv
 
 ---------------------------------------------------------------------------
 -- joinOnlineMeeting / startOnlineMeeting
@@ -159,11 +173,13 @@ local function arrive(conv, inv, may_wait)
 end
 
 local IMPORTANCE = { Normal = true, Urgent = true, Emergency = true }
+M.IMPORTANCE = IMPORTANCE
 
 local function too_long(s, n)
   local len = utf8.len(s)
   return len ~= nil and len > n
 end
+M.too_long = too_long
 
 -- POST <app>/communication/onlineMeetingInvitations[?onlineMeetingUri=adhoc]
 local function join(ctx, app)
@@ -256,10 +272,7 @@ function M.invite(meeting, from_key, to_username, targets, message)
   local from, err = participants.bring_in(meeting, from_key)
   if not from then return nil, err end
   if #targets == 0 then return nil, to_username .. " has no available application" end
-  record_seq = record_seq + 1
-  local record = { id = record_seq, meeting = meeting.id, from = from.key, to = to_username,
-    state = "Ringing", invs = {} }
-  records[record.id] = record
+  local record = M.new_record{ meeting = meeting.id, from = from.key, to = to_username }
   for _, app in ipairs(targets) do
     local conv = conversations.new(app, meeting, { state = "Incoming" })
     local inv = new_inv(app, conv, "Incoming")
@@ -279,10 +292,21 @@ function M.invite(meeting, from_key, to_username, targets, message)
   return record
 end
 
+-- A new record of an incoming invitation (fields: from, to, meeting or
+-- session), Ringing, for the control API; `invs`: the invitations that ring.
+function M.new_record(fields)
+  record_seq = record_seq + 1
+  local record = { id = record_seq, state = "Ringing", invs = {} }
+  for k, v in pairs(fields) do record[k] = v end
+  records[record.id] = record
+  return record
+end
+
 -- The record of incoming invitation `id`, for the control API.
 function M.record(id)
   local r = records[id]
-  return r and { id = r.id, state = r.state, reason = r.reason, from = r.from, to = r.to, meeting = r.meeting }
+  return r and { id = r.id, state = r.state, reason = r.reason, from = r.from, to = r.to, meeting = r.meeting,
+    session = r.session }
 end
 
 local function accept(_, app, inv)
@@ -342,7 +366,7 @@ local ACTIONS = {
 
 -- POST <invitation>/accept, /decline (incoming) or /cancel (outgoing)
 local function act_on(ctx, app, inv, action)
-  local act = ACTIONS[inv.direction][action]
+  local act = (inv.actions or ACTIONS)[inv.direction][action]
   if not act then return reply.not_found(ctx) end
   if inv.done then
     return reply.error(ctx, 409, "Conflict", nil, "The invitation has already completed.")
@@ -353,18 +377,23 @@ local function act_on(ctx, app, inv, action)
   return act(ctx, app, inv)
 end
 
+-- <app>/communication/<rel>s/<n><rest>: GET, or an action on the invitation.
+function M.invitation_route(ctx, app, rest, rel)
+  local n, action = rest:match("^/(%d+)(.*)$")
+  local inv = n and of_app[app].invs[tonumber(n)]
+  if not inv or inv.rel ~= rel then return reply.not_found(ctx) end
+  if action == "" then
+    return reply.get_only(ctx, function() return inv_resource(inv) end)
+  end
+  return reply.only(ctx, "POST", act_on, ctx, app, inv, action)
+end
+
 -- <app>/communication/onlineMeetingInvitations<rest>
 function M.route(ctx, app, rest)
   if rest == "" then
     return reply.only(ctx, "POST", join, ctx, app)
   end
-  local n, action = rest:match("^/(%d+)(.*)$")
-  local inv = n and of_app[app].invs[tonumber(n)]
-  if not inv then return reply.not_found(ctx) end
-  if action == "" then
-    return reply.get_only(ctx, function() return inv_resource(inv) end)
-  end
-  return reply.only(ctx, "POST", act_on, ctx, app, inv, action)
+  return M.invitation_route(ctx, app, rest, "onlineMeetingInvitation")
 end
 
 -- The application is gone: so are its invitations.
