@@ -66,7 +66,8 @@ local function validate(body, what, needs_to)
     bad(what, "only message and operationId may be given", 3)
   end
   if body.importance ~= nil and not messaging.IMPORTANCE[body.importance] then
-    bad(what, "importance must be \"Normal\", \"Urgent\" or \"Emergency\", got " .. string.format("%q", body.importance), 3)
+    bad(what, "importance must be \"Normal\", \"Urgent\" or \"Emergency\", got "
+      .. string.format("%q", body.importance), 3)
   end
   if body.message ~= nil and not utf8.len(body.message) then bad(what, "message is not valid UTF-8", 3) end
   local function too_long(k, max)
