@@ -22,7 +22,8 @@ emitter.install(Client, "client", {
   ready = true, invitation = true, resumed = true, error = true, closed = true, event = true,
 })
 
---- Registers `fn` for a client event: `ready(client)`, `invitation(inv)`,
+--- Registers `fn` for a client event: `ready(client)`, `invitation(inv)`
+-- (every incoming invitation: a meeting's, or a messagingInvitation, by `inv.rel`),
 -- `resumed(info)`, `error(err)`, `closed(client)`, `event(event, sender)`
 -- (every raw event of the event channel). An unknown name raises. Returns the client.
 -- @function Client:on

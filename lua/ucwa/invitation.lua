@@ -2,6 +2,8 @@
 -- incoming one), messagingInvitation, participantInvitation.
 -- An invitation is an operation: events started, updated, completed; after
 -- completion `status` is "Success" or "Failure" and `reason` says why.
+-- An incoming messagingInvitation's first message is `inv.message`, decoded
+-- from its `message` link (ucwa.messaging).
 -- @module ucwa.invitation
 local core = require "ucwa.core"
 local errors = require "ucwa.errors"
