@@ -215,7 +215,10 @@ for _, format in ipairs{ "json", "xml" } do
     end)
 
     it("checks arguments and the documented limits before anything is sent", function()
-      local alice = user("alice")
+      local posts = 0 -- the client's own record of what it sent to startMessaging
+      local alice = helpers.client(sim, { username = "alice@contoso.com", format = format, log = function(_, m)
+        if m:match("^POST .*/messagingInvitations$") then posts = posts + 1 end
+      end })
       start_all(alice)
       local function refused(args, pattern)
         local ok, e = pcall(function()
@@ -240,9 +243,14 @@ for _, format in ipairs{ "json", "xml" } do
       local opid = alice:start_messaging{ to = "sip:bob@contoso.com", operationId = ("x"):rep(51) }
       assert.equal("Failure", opid.status)
       assert.matches("operationId", opid.reason.message)
+      local t = helpers.gettime() + 0.3
+      drive(nil, function() return helpers.gettime() > t end, 5, "a moment")
+      assert.equal(0, posts)
+      assert.same({}, sim:state().messaging)
       local fine = alice:start_messaging{ to = "sip:bob@contoso.com", subject = ("é"):rep(250) }
       assert.is_nil(fine.status)
       drive(nil, function() return #sim:state().messaging == 1 end, 5, "the one valid invitation")
+      assert.equal(1, posts)
       assert.same({ "alice@contoso.com", "bob@contoso.com" }, sim:state().messaging[1].users)
     end)
 
