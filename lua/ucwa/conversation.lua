@@ -323,12 +323,17 @@ end
 --- Tells the others the bot is typing (POST `setIsTyping`). `cb(true, err)`.
 -- @tparam[opt] function cb
 function Conversation:set_typing(cb)
+  return self:_messaging_post("setIsTyping", cb)
+end
+
+-- POSTs to link `rel` of the conversation's messaging. cb(true, err).
+function Conversation:_messaging_post(rel, cb)
   local session = self._session
   return session.async:call(cb, function(done)
     self:_messaging(function(m, err)
       if not m then return done(nil, err) end
-      local href = resource.link(m, "setIsTyping")
-      if not href then return done(nil, no_link("messaging", "setIsTyping")) end
+      local href = resource.link(m, rel)
+      if not href then return done(nil, no_link("messaging", rel)) end
       session:send({ method = "POST", url = href }, function(_, e)
         if e then return done(nil, e) end
         done(true)
@@ -342,7 +347,7 @@ end
 -- follows when the server says it is disconnected. See ucwa.messaging.
 -- @tparam[opt] function cb
 function Conversation:stop_messaging(cb)
-  return messaging.stop(self, cb)
+  return self:_messaging_post("stopMessaging", cb)
 end
 
 --- Adds messaging to the conversation again (addMessaging): returns a

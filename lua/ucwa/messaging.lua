@@ -137,20 +137,4 @@ function messaging.add(conv, args, cb)
   })
 end
 
---- Stops the messaging of a conversation (stopMessaging). `cb(true, err)`.
--- @param conv the conversation
--- @tparam[opt] function cb
-function messaging.stop(conv, cb)
-  local session = conv._session
-  return session.async:call(cb, function(done)
-    messaging_link(conv, "stopMessaging", function(href, err)
-      if not href then return done(nil, err) end
-      session:send({ method = "POST", url = href }, function(_, e)
-        if e then return done(nil, e) end
-        done(true)
-      end)
-    end)
-  end)
-end
-
 return messaging

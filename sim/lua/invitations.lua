@@ -330,19 +330,28 @@ local function accept(_, app, inv)
   return reply.no_content()
 end
 
-local function decline(ctx, _, inv)
+-- Reads a decline of incoming invitation `inv`: its reason (nil, "Local",
+-- "Global" or "Unknown") and whether another invitation of its record still
+-- rings; or nil and the refusal.
+function M.read_decline(ctx, inv)
   local input, refusal = reply.input(ctx, true)
-  if not input then return table.unpack(refusal) end
+  if not input then return nil, refusal end
   local why = reply.field(input, "reason")
   if why ~= nil and why ~= "Local" and why ~= "Global" and why ~= "Unknown" then
-    return reply.bad_parameter(ctx, "reason must be Local, Global or Unknown.", "reason")
+    return nil, { reply.bad_parameter(ctx, "reason must be Local, Global or Unknown.", "reason") }
   end
-  local record = inv.record
-  local all_declined = true
-  for _, other in ipairs(record.invs) do
-    if other ~= inv and not other.done then all_declined = false end
+  local others = false
+  for _, other in ipairs(inv.record.invs) do
+    if other ~= inv and not other.done then others = true end
   end
-  if all_declined or why == "Global" then
+  return { reason = why, others = others }
+end
+
+local function decline(ctx, _, inv)
+  local d, refusal = M.read_decline(ctx, inv)
+  if not d then return table.unpack(refusal) end
+  local record, why = inv.record, d.reason
+  if not d.others or why == "Global" then
     record.state = "Declined"
     record.reason = why or "Local"
   end
@@ -388,12 +397,18 @@ function M.invitation_route(ctx, app, rest, rel)
   return reply.only(ctx, "POST", act_on, ctx, app, inv, action)
 end
 
+-- <app>/communication/<rel>s<rest>: a POST to the collection starts one
+-- (start(ctx, app)); below it, the invitations of that kind.
+function M.collection_route(ctx, app, rest, rel, start)
+  if rest == "" then
+    return reply.only(ctx, "POST", start, ctx, app)
+  end
+  return M.invitation_route(ctx, app, rest, rel)
+end
+
 -- <app>/communication/onlineMeetingInvitations<rest>
 function M.route(ctx, app, rest)
-  if rest == "" then
-    return reply.only(ctx, "POST", join, ctx, app)
-  end
-  return M.invitation_route(ctx, app, rest, "onlineMeetingInvitation")
+  return M.collection_route(ctx, app, rest, "onlineMeetingInvitation", join)
 end
 
 -- The application is gone: so are its invitations.

@@ -235,19 +235,11 @@ local function accept(_, app, inv)
 end
 
 local function decline(ctx, _, inv)
-  local input, refusal = reply.input(ctx, true)
-  if not input then return table.unpack(refusal) end
-  local why = reply.field(input, "reason")
-  if why ~= nil and why ~= "Local" and why ~= "Global" and why ~= "Unknown" then
-    return reply.bad_parameter(ctx, "reason must be Local, Global or Unknown.", "reason")
-  end
-  local record = inv.record
-  local others = false
-  for _, other in ipairs(record.invs) do
-    if other ~= inv and not other.done then others = true end
-  end
+  local d, refusal = invitations.read_decline(ctx, inv)
+  if not d then return table.unpack(refusal) end
+  local record, why = inv.record, d.reason
   conversations.close(inv.conv, REASONS.declined)
-  if not others or why == "Global" then
+  if not d.others or why == "Global" then
     record.state, record.reason = "Declined", why or "Local"
     for _, other in ipairs(record.invs) do
       if not other.done then conversations.close(other.conv, REASONS.elsewhere) end
@@ -404,10 +396,7 @@ conversations.set_p2p{
 
 -- <app>/communication/messagingInvitations<rest>
 function M.route(ctx, app, rest)
-  if rest == "" then
-    return reply.only(ctx, "POST", start, ctx, app)
-  end
-  return invitations.invitation_route(ctx, app, rest, "messagingInvitation")
+  return invitations.collection_route(ctx, app, rest, "messagingInvitation", start)
 end
 
 ---------------------------------------------------------------------------
