@@ -147,6 +147,37 @@ for _, format in ipairs{ "json", "xml" } do
       assert.same({}, bot.errors)
     end)
 
+    it("in a coroutine: start_messaging to a user the simulator plays, wait, send, receive", function()
+      local bot = helpers.client(sim, { format = format })
+      start_all(bot)
+      local result = {}
+      bot:spawn(function()
+        local inv, err = bot:start_messaging{ to = "sip:alice@contoso.com", message = "status?" }
+        result.answered = inv and not err
+        result.status = inv:wait()
+        local conv = inv:conversation()
+        assert(conv:send("Build 42 is green"))
+        local msg = conv:receive()
+        result.reply = msg.from .. ": " .. msg.text
+        local again = conv:add_messaging() -- messaging is on: no addMessaging link, nothing sent
+        result.again = again:wait() .. " " .. again.reason.subcode
+      end)
+      local function said()
+        local _, t = sim:control("GET", "/_sim/users/alice@contoso.com/messages")
+        return t.messages
+      end
+      drive(nil, function() return #said() == 1 end, 5, "the bot's message")
+      assert.equal("Build 42 is green", said()[1].text)
+      assert.equal(200, (sim:control("POST", "/_sim/users/alice@contoso.com/message",
+                                     { to = "bot@contoso.com", text = "thanks" })))
+      drive(nil, function() return result.again end, 5, "the coroutine")
+      assert.is_true(result.answered)
+      assert.equal("Success", result.status)
+      assert.equal("Alice Adams: thanks", result.reply)
+      assert.equal("Failure NoLink", result.again)
+      assert.same({}, bot.errors)
+    end)
+
     it("a messagingInvitation sent by the control API can be declined", function()
       local bot = helpers.client(sim, { format = format })
       start_all(bot)
