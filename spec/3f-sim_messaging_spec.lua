@@ -85,6 +85,9 @@ describe("ucwa-sim instant messages", function()
       end)
       assert.equal("to alice", unescape(back.resource.links.plainMessage.href))
 
+      -- addMessaging while messaging is on: 409
+      assert.equal(409, (post(alice, C.path_of(a_msg.href) .. "/addMessaging", {})))
+
       -- stopMessaging: both sides Disconnected, addMessaging offered
       assert.equal(204, (bob:request("POST", b_msg.links.stopMessaging.href)))
       local off = alice:wait_event(function(e)
