@@ -429,11 +429,19 @@ end
 
 local ACTIONS = {}
 
+-- The recipient `to` of a control action by user u, or nil and the refusal.
+local function recipient(u, t)
+  local to = directory.normalize(t.to)
+  if not to or to == "" then return nil, 400, { error = "to is required" } end
+  if to == u.username then return nil, 400, { error = "to must be someone else" } end
+  return to
+end
+
 -- POST /_sim/users/<user>/message { to, text | html }: in the open
 -- session with `to`, or a new invitation carrying the text.
 function ACTIONS.message(u, t)
-  local to = directory.normalize(t.to)
-  if not to then return 400, { error = "to is required" } end
+  local to, st, err = recipient(u, t)
+  if not to then return st, err end
   if type(t.text) ~= "string" and type(t.html) ~= "string" then return 400, { error = "text or html is required" } end
   local text = fmt.clean(t.text or fmt.strip_html(t.html))
   local s = open_session(u.username, to)
@@ -444,8 +452,8 @@ end
 
 -- POST /_sim/users/<user>/invite { to, message?, subject?, importance? }
 function ACTIONS.invite(u, t)
-  local to = directory.normalize(t.to)
-  if not to then return 400, { error = "to is required" } end
+  local to, st, err = recipient(u, t)
+  if not to then return st, err end
   if t.message ~= nil and type(t.message) ~= "string" then return 400, { error = "message must be a string" } end
   if t.importance ~= nil and not invitations.IMPORTANCE[t.importance] then
     return 400, { error = "importance must be Normal, Urgent or Emergency" }
@@ -455,8 +463,9 @@ end
 
 -- POST /_sim/users/<user>/typing { to, typing? }
 function ACTIONS.typing(u, t)
-  local to = directory.normalize(t.to)
-  local s = to and open_session(u.username, to)
+  local to, st, err = recipient(u, t)
+  if not to then return st, err end
+  local s = open_session(u.username, to)
   if not s then return 409, { error = "no open conversation with " .. tostring(to) } end
   participants.set_typing(s, u.username, t.typing ~= false)
   return 200, { session = s.id, typing = t.typing ~= false }
