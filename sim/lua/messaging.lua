@@ -104,6 +104,7 @@ end
 -- the simulator plays it), in the session now.
 local function enter(s, user, conv)
   local m = meetings.new_member(s, user, conv)
+  m.session = s
   if conv then conv.member = m end
   participants.enter(s, m, false)
   return m
@@ -339,6 +340,13 @@ local function invite_from(app, conv, s, a, fresh)
   conversations.later(conv, config.get("step-delay"), function()
     if not inv.done then ring(s, me, directory.normalize(a.to), inv.ring) end
   end)
+  -- nobody answered in time (every ring may have gone without a word): a
+  -- second after the rings' own timeout
+  conversations.later(conv, config.get("step-delay") + config.get("invite-timeout") + 1, function()
+    if inv.ring.done then return end
+    inv.ring.done = true
+    inv.ring.answered(false, M.REASONS.noanswer)
+  end)
   return inv
 end
 
@@ -386,11 +394,12 @@ end
 conversations.set_p2p{
   stop = stop,
   add = add,
-  -- a conversation ends (left, declined, its application gone): so does its session
+  -- a conversation that was in its session ends (left, failed, its
+  -- application gone): so does the session; a ring that ends does not
   closed = function(conv)
     local s = conv.meeting
     if s.convs[conv.app.user.username] == conv then s.convs[conv.app.user.username] = nil end
-    if conv.member and meetings.present(s, conv.member) then end_session(s) end
+    if conv.member and conv.member.session == s then end_session(s) end
   end,
 }
 
