@@ -325,3 +325,42 @@ describe("ucwa.encode of an input's links", function()
       "ucwa.encode: _links must be a table of rel -> {href = string}")
   end)
 end)
+
+describe("an incoming messagingInvitation as ReceiveAnIM.md shows it", function()
+  local ucwa = require "ucwa"
+  local cjson = require "cjson"
+  local APP = "/ucwa/oauth/v1/applications/104"
+
+  it("reaches the invitation handlers with its first message decoded and its sender embedded", function()
+    local c = ucwa.client{ url = "http://127.0.0.1:9/root", username = "toshm@contoso.com", password = "x" }
+    c._session.base = "http://127.0.0.1:9" .. APP
+    local inv_href = APP .. "/communication/messagingInvitations/6408"
+    local conv = APP .. "/communication/conversations/eee0"
+    local body = cjson.encode{
+      _links = { self = { href = APP .. "/events?ack=2" }, next = { href = APP .. "/events?ack=3" } },
+      sender = { { rel = "communication", href = APP .. "/communication", events = { {
+        link = { rel = "messagingInvitation", href = inv_href },
+        _embedded = { messagingInvitation = {
+          rel = "messagingInvitation", direction = "Incoming", importance = "Normal", state = "Connecting",
+          threadId = "Ac7bUftwUcVMzgTzRl+OQchCsUn35Q==", subject = "",
+          _links = { self = { href = inv_href }, to = { href = APP .. "/people/toshm@contoso.com" },
+            conversation = { href = conv }, accept = { href = inv_href .. "/accept" },
+            decline = { href = inv_href .. "/decline" }, messaging = { href = conv .. "/messaging" },
+            message = { href = "data:text/plain;charset=utf-8,Hi+Tosh%0d%0a" } },
+          _embedded = { from = { rel = "participant", name = "Lene Aaling", uri = "sip:lenea@contoso.com",
+            _links = { self = { href = conv .. "/participants/lenea@contoso.com" } } } },
+        } },
+        type = "started",
+      } } } },
+    }
+    local got
+    c:on("invitation", function(inv) got = inv end)
+    c._session.registry:dispatch(assert(ucwa.parse_events(body, "application/json")))
+    assert.equal("messagingInvitation", got.rel)
+    assert.equal("Hi Tosh", got.message) -- form-encoded, the trailing CRLF dropped
+    local from
+    got:from(function(p) from = p end)
+    assert.equal("Lene Aaling", from:display()) -- embedded: no request
+    c:close()
+  end)
+end)
