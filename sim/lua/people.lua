@@ -96,7 +96,7 @@ local function my_contacts(app)
   return list
 end
 
-local function subscription_resource(app, sub)
+local function subscription_resource(sub)
   local h = presence.href(sub)
   return fmt.resource("presenceSubscription", h)
     :prop("id", sub.id)
@@ -225,20 +225,19 @@ local function subscribe(ctx, app)
     names, why = uris_of(input)
     if not names then return reply.bad_parameter(ctx, why, "uris") end
   end
-  local sub
-  sub, why = presence.subscribe(app, names, minutes)
+  local sub = presence.subscribe(app, names, minutes)
   if not sub then
     return reply.error(ctx, 403, "Forbidden", "LimitExceeded",
       "The user has reached the maximum number of subscriptions that can be created.")
   end
-  return reply.resource(ctx, 201, subscription_resource(app, sub), { Location = presence.href(sub) })
+  return reply.resource(ctx, 201, subscription_resource(sub), { Location = presence.href(sub) })
 end
 
 -- <app>/people/presenceSubscriptions/<id><rest>
 local function subscription_route(ctx, app, sub, rest)
   if rest == "" then
     return reply.by_method(ctx, {
-      GET = function() return reply.resource(ctx, 200, subscription_resource(app, sub)) end,
+      GET = function() return reply.resource(ctx, 200, subscription_resource(sub)) end,
       POST = function()
         local minutes, why = presence.duration(ctx.req.query.duration)
         if not minutes then return reply.bad_parameter(ctx, why, "duration") end
@@ -358,7 +357,7 @@ end
 ---------------------------------------------------------------------------
 -- <app>/me/presence, /me/note, /me/location (only once available)
 
-local function posted(ctx, app, apply)
+local function posted(ctx, apply)
   local input, refusal = reply.input(ctx, true)
   if not input then return table.unpack(refusal) end
   local bad, name = apply(input)
@@ -384,7 +383,7 @@ function M.me_route(ctx, app, part)
         :prop("activity", s.activity))
     end
     handlers.POST = function()
-      return posted(ctx, app, function(input)
+      return posted(ctx, function(input)
         local a = reply.field(input, "availability")
         if a == nil or a == "" then a = "Online" end -- an empty body resets
         if not presence.SETTABLE[a] then
@@ -398,7 +397,7 @@ function M.me_route(ctx, app, part)
       return reply.resource(ctx, 200, fmt.resource("note", href):prop("message", s.note):prop("type", "Personal"))
     end
     handlers.POST = function()
-      return posted(ctx, app, function(input)
+      return posted(ctx, function(input)
         local m = ctx.req.query.message or reply.field(input, "message") or ""
         if type(m) ~= "string" or #m > presence.MAX_NOTE then
           return "message must be a string of at most " .. presence.MAX_NOTE .. " bytes.", "message"
@@ -411,7 +410,7 @@ function M.me_route(ctx, app, part)
       return reply.resource(ctx, 200, fmt.resource("location", href):prop("location", s.location))
     end
     handlers.POST = function()
-      return posted(ctx, app, function(input)
+      return posted(ctx, function(input)
         local l = reply.field(input, "location") or ""
         if type(l) ~= "string" or (utf8.len(l) or #l) > presence.MAX_LOCATION then
           return "location must be at most " .. presence.MAX_LOCATION .. " characters.", "location"
