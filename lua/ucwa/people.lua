@@ -250,7 +250,9 @@ function Contact:_changed(kind)
     local again = busy[kind] == "again"
     busy[kind] = nil
     if not p then
-      self._session:log("warn", "reading the " .. kind .. " of " .. self:display() .. ": " .. tostring(err))
+      -- the event said it changed and the bot cannot see how: a fault to tell
+      err.message = "reading the " .. kind .. " of " .. self:display() .. " after its change: " .. tostring(err.message)
+      self._session:report(err)
     else
       local last = rawget(self, "_last")
       if not last then last = {}; self._last = last end
