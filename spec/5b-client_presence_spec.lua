@@ -6,15 +6,7 @@
 local H = require "support.bot_helper"
 local subscription = require "ucwa.subscription"
 
--- Runs a network method with a callback and waits for it: result, err.
-local function call(fn, ...)
-  local args = table.pack(...)
-  local done, r, e = false, nil, nil
-  args[args.n + 1] = function(a, b) done, r, e = true, a, b end
-  fn(table.unpack(args, 1, args.n + 1))
-  H.wait(function() return done end, "the answer")
-  return r, e
-end
+local call = H.call
 
 -- A client whose log counts the requests it sends, by "METHOD path-suffix".
 local function counted(sim, user, format, opts)

@@ -7,14 +7,7 @@ local ucwa = require "ucwa"
 local helpers = require "helpers"
 local H = require "support.bot_helper"
 
-local function call(fn, ...)
-  local args = table.pack(...)
-  local done, r, e = false, nil, nil
-  args[args.n + 1] = function(a, b) done, r, e = true, a, b end
-  fn(table.unpack(args, 1, args.n + 1))
-  H.wait(function() return done end, "the answer")
-  return r, e
-end
+local call = H.call
 
 local EXT = { json = "json", xml = "xml" }
 

@@ -78,13 +78,23 @@ local function get(session, href, query, shape, done)
   end)
 end
 
--- The href of people's link `rel`, or nil and why.
-local function people_link(session, rel)
-  local href = resource.embedded_link(session.application, "people", rel)
+--- The href of link `rel` of the resource the application embeds as `emb`
+-- (`"self"`: its own), or nil and a NoLink error whose message ends with `hint`.
+-- @tparam table session
+-- @string emb
+-- @string rel
+-- @string hint
+function people.app_link(session, emb, rel, hint)
+  local href = resource.embedded_link(session.application, emb, rel)
   if href then return href end
   return nil, errors.new{ code = "NotAllowed", subcode = "NoLink",
-    message = "people has no " .. rel .. " link (not signed in yet?)" }
+    message = emb .. " has no " .. rel .. " link (" .. hint .. ")" }
 end
+
+local function people_link(session, rel)
+  return people.app_link(session, "people", rel, "not signed in yet?")
+end
+people.people_link = people_link
 
 ---------------------------------------------------------------------------
 -- Search, the contact list, groups

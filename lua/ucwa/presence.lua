@@ -7,6 +7,7 @@
 -- The client's methods (`client:presence()` ...) call these.
 -- @module ucwa.presence
 local errors = require "ucwa.errors"
+local people = require "ucwa.people"
 local resource = require "ucwa.resource"
 
 local presence = {}
@@ -25,10 +26,7 @@ presence.Me = Me
 
 -- The href of me's link `rel`, or nil and why there is none.
 local function me_link(session, rel)
-  local href = resource.embedded_link(session.application, "me", rel)
-  if href then return href end
-  return nil, errors.new{ code = "NotAllowed", subcode = "NoLink",
-    message = "me has no " .. rel .. " link: not signed in, or not available (makeMeAvailable: the available option)" }
+  return people.app_link(session, "me", rel, "not signed in, or not available: makeMeAvailable, the available option")
 end
 
 -- GETs me's link `rel`; done(properties or nil, err).

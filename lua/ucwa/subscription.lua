@@ -111,13 +111,6 @@ local function create(session, href, body, query, d, contacts, opts, done)
   end)
 end
 
-local function people_link(session, rel)
-  local href = resource.embedded_link(session.application, "people", rel)
-  if href then return href end
-  return nil, errors.new{ code = "NotAllowed", subcode = "NoLink",
-    message = "people has no " .. rel .. " link (not signed in yet?)" }
-end
-
 --- Subscribes to the presence of `members` (contact objects or `"sip:"`
 -- URIs): cb(subscription, err). `opts.duration`: minutes, 10 (default) to
 -- 30; `opts.extend = false`: no automatic extension. A duration out of
@@ -132,7 +125,7 @@ function subscription.subscribe(session, members, opts, cb)
   local d, refused = duration_of(opts, "subscribe")
   return session.async:call(cb, function(done)
     if refused then return done(nil, refused) end
-    local href, err = people_link(session, "presenceSubscriptions")
+    local href, err = people.people_link(session, "presenceSubscriptions")
     if not href then return done(nil, err) end
     create(session, href, { duration = d, uris = uris }, nil, d, contacts, opts, done)
   end)
