@@ -124,6 +124,24 @@ describe("presence", function()
         assert.same({}, bot.errors)
       end)
 
+      it("sees a contact go idle when its client is quiet, and Offline when it signs out", function()
+        assert.equal(200, (sim:control("POST", "/_sim/people", { idle = 1 })))
+        local bot = H.client(sim, "bot@contoso.com", format)
+        local bob = find(call(bot.contacts, bot), "Bob Brown")
+        local seen = {}
+        bob:on("presence", function(_, p) seen[#seen + 1] = p.availability end)
+        assert.is_truthy((call(bot.subscribe, bot, { bob })))
+        local his = H.client(sim, "bob@contoso.com", format)
+        -- (the channel's medium aggregation, 5 s, may fold Online into the idle change)
+        H.wait(function() return seen[#seen] == "IdleOnline" end, "bob online, then idle", 15)
+        local before = #seen
+        his:close()
+        H.wait(function() return seen[#seen] == "Offline" end, "bob offline", 10)
+        assert.equal(before + 1, #seen)
+        for i = 2, #seen do assert.are_not.equal(seen[i - 1], seen[i], "the same presence fired twice") end
+        assert.same({}, bot.errors)
+      end)
+
       it("extends the subscription before it lapses, and after delete hears nothing more", function()
         assert.equal(200, (sim:control("POST", "/_sim/people", { minute = 0.2 })))
         subscription.MINUTE = 0.2

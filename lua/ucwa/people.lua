@@ -91,10 +91,13 @@ function people.app_link(session, emb, rel, hint)
     message = emb .. " has no " .. rel .. " link (" .. hint .. ")" }
 end
 
-local function people_link(session, rel)
+--- The href of the embedded people resource's link `rel`, or nil and a NoLink error.
+-- @tparam table session
+-- @string rel
+function people.people_link(session, rel)
   return people.app_link(session, "people", rel, "not signed in yet?")
 end
-people.people_link = people_link
+local people_link = people.people_link
 
 ---------------------------------------------------------------------------
 -- Search, the contact list, groups
