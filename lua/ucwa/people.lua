@@ -24,8 +24,10 @@ local resource = require "ucwa.resource"
 
 local people = {}
 
---- search_ref.md: a query of at most this many characters, a limit of 1 to this.
-people.MAX_QUERY, people.MAX_LIMIT = 256, 100
+--- The longest search query, in characters (search_ref.md).
+people.MAX_QUERY = 256
+--- The largest search limit (search_ref.md; the smallest is 1).
+people.MAX_LIMIT = 100
 
 local Contact = resource.class("contact", nil,
   { presence = true, note = true, location = true, added = true, updated = true, deleted = true })
@@ -99,7 +101,7 @@ function people.people_link(session, rel)
 end
 local people_link = people.people_link
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Search, the contact list, groups
 
 --- Searches the directory: cb(contacts, err), a list of contact objects
@@ -180,7 +182,7 @@ function Group:members(cb)
   end)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- A contact's parts
 
 -- GETs the contact's link `rel`: done(shape(model)).

@@ -17,8 +17,10 @@ local resource = require "ucwa.resource"
 
 local subscription = {}
 
---- The duration limits, in minutes (presenceSubscriptions_ref.md).
-subscription.MIN_DURATION, subscription.MAX_DURATION = 10, 30
+--- The shortest duration, in minutes (presenceSubscriptions_ref.md).
+subscription.MIN_DURATION = 10
+--- The longest duration, in minutes.
+subscription.MAX_DURATION = 30
 
 --- How many minutes before it could lapse the client extends a subscription.
 subscription.MARGIN = 1
