@@ -192,6 +192,23 @@ describe("presence", function()
         assert.same({}, bot.errors)
       end)
 
+      it("ends a subscription as lost when the application is created again", function()
+        local bot = H.client(sim, "bot@contoso.com", format)
+        local resumed
+        bot:on("resumed", function(info) resumed = info.reason end)
+        local sub = call(bot.subscribe, bot, { "sip:alice@contoso.com" })
+        local why
+        sub:on("deleted", function(_, w) why = w end)
+        local apps = sim:state().applications
+        assert.equal(200, (sim:control("POST", "/_sim/apps/" .. apps[#apps].id .. "/forget", {})))
+        H.wait(function() return resumed end, "the application created again", 10)
+        assert.equal("lost", why)
+        assert.equal("lost", sub.state)
+        local ok, err = call(sub.extend, sub)
+        assert.is_nil(ok)
+        assert.equal("SubscriptionEnded", err.subcode)
+      end)
+
       it("adds and removes members", function()
         local bot = H.client(sim, "bot@contoso.com", format)
         local contacts = call(bot.contacts, bot)
