@@ -70,6 +70,14 @@ expect_functions("ucwa.conversation", conversation, "")
 expect_functions("ucwa.conversation", conversation.Conversation, "Conversation:", EMITTED)
 expect_functions("ucwa.conversation", conversation.Participant, "Participant:", EMITTED)
 expect_functions("ucwa.errors", errors, "")
+local people, presence = require "ucwa.people", require "ucwa.presence"
+local subscription = require "ucwa.subscription"
+expect_functions("ucwa.people", people, "")
+expect_functions("ucwa.people", people.Contact, "Contact:", EMITTED)
+expect_functions("ucwa.people", people.Group, "Group:", EMITTED)
+expect_functions("ucwa.presence", presence, "")
+expect_functions("ucwa.subscription", subscription, "")
+expect_functions("ucwa.subscription", subscription.Subscription, "Subscription:", EMITTED)
 expect_functions("ucwa.sim", sim, "")
 
 -- The C core: its functions, and the methods of each class it registers.

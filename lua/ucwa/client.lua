@@ -7,8 +7,11 @@ local errors = require "ucwa.errors"
 local invitation = require "ucwa.invitation"
 local messaging = require "ucwa.messaging"
 local options = require "ucwa.options"
+local people = require "ucwa.people"
+local presence = require "ucwa.presence"
 local resource = require "ucwa.resource"
 local session = require "ucwa.session"
+local subscription = require "ucwa.subscription"
 local util = require "ucwa.util"
 require "ucwa.conversation" -- registers the conversation, participant and message classes
 
@@ -203,6 +206,79 @@ end
 --- The conversations going on (kept alive by the client while they last).
 function Client:conversations()
   return self._session.registry:conversations()
+end
+
+-- ------------------------------------------------------------------------
+-- Presence and people (ucwa.presence, ucwa.people, ucwa.subscription).
+-- Network methods: an optional trailing cb(result, err), or in a spawned
+-- coroutine without one, they return result, err.
+
+--- The bot's presence: `{availability =, activity =}` (presence_ref.md).
+-- @tparam[opt] function cb
+function Client:presence(cb) return presence.get(self._session, cb) end
+
+--- Sets the bot's availability: "Online", "Busy", "DoNotDisturb",
+-- "BeRightBack", "Away" or "Offwork"; any other value raises. cb(true, err).
+-- @string availability
+-- @tparam[opt] function cb
+function Client:set_presence(availability, cb) return presence.set(self._session, availability, cb) end
+
+--- The bot's note: `{message =, type =}`.
+-- @tparam[opt] function cb
+function Client:note(cb) return presence.note(self._session, cb) end
+
+--- Publishes the bot's note (`""` resets it). cb(true, err).
+-- @string text
+-- @tparam[opt] function cb
+function Client:set_note(text, cb) return presence.set_note(self._session, text, cb) end
+
+--- The bot's location: `{location =}`.
+-- @tparam[opt] function cb
+function Client:location(cb) return presence.location(self._session, cb) end
+
+--- Sets the bot's location (at most 60 characters, else
+-- ParameterValidationFailure and nothing sent). cb(true, err).
+-- @string text
+-- @tparam[opt] function cb
+function Client:set_location(text, cb) return presence.set_location(self._session, text, cb) end
+
+--- The `me` resource read again: `me.name`, `me.uri`, `me.title`,
+-- `me.department`, `me.emailAddresses` ... (me_ref.md).
+-- @tparam[opt] function cb
+function Client:me(cb) return presence.me(self._session, cb) end
+
+--- Searches the directory: a list of contact objects (ucwa.people) with
+-- `list.moreResultsAvailable`; `opts.limit` 1 to 100.
+-- @string query
+-- @tparam[opt] table opts
+-- @tparam[opt] function cb
+function Client:search(query, opts, cb)
+  if type(opts) == "function" then opts, cb = nil, opts end
+  return people.search(self._session, query, opts, cb)
+end
+
+--- The contact list: a list of contact objects.
+-- @tparam[opt] function cb
+function Client:contacts(cb) return people.contacts(self._session, cb) end
+
+--- The contact list's groups: group objects (`g.name`, `g:members()`).
+-- @tparam[opt] function cb
+function Client:groups(cb) return people.groups(self._session, cb) end
+
+--- Subscribes to the presence of contacts (a list of contact objects or
+-- "sip:" URIs) or of a group's members (a group object): a subscription
+-- (ucwa.subscription), extended by the client before it lapses.
+-- `opts.duration` minutes, 10 (default) to 30; `opts.extend = false` turns
+-- the automatic extension off.
+-- @tparam table members
+-- @tparam[opt] table opts
+-- @tparam[opt] function cb
+function Client:subscribe(members, opts, cb)
+  if type(opts) == "function" then opts, cb = nil, opts end
+  if type(members) == "table" and getmetatable(members) == people.Group then
+    return subscription.subscribe_group(self._session, members, opts, cb)
+  end
+  return subscription.subscribe(self._session, members, opts, cb)
 end
 
 -- ------------------------------------------------------------------------

@@ -20,6 +20,11 @@ local dispatch = {}
 dispatch.OPERATIONS = {}
 for _, rel in ipairs(invitation.rels) do dispatch.OPERATIONS[rel] = true end
 
+--- Routes of events about resources no object is registered under, by the
+-- event's link rel: `fn(registry, event, sender)`. Modules add their own
+-- (ucwa.people: a contact's contactPresence, contactNote, contactLocation).
+dispatch.BY_REL = {}
+
 --- Bounds on events kept for operations not known yet (a server can send
 -- any number): this many operations, this many events each, this many
 -- seconds old at most. What goes over is dropped and logged.
@@ -208,6 +213,8 @@ function Registry:route(ev, sender)
     if obj._event then obj:_event(ev, sender) end
     return
   end
+  local by_rel = dispatch.BY_REL[link.rel]
+  if by_rel then return by_rel(self, ev, sender) end
   if link.rel == "conversation" and href then
     local conv = res and self:object(res, "conversation") or self:object_for_link("conversation", href)
     return conv:_event(ev)

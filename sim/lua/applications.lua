@@ -20,6 +20,8 @@ local events = require "events"
 local fmt = require "formats"
 local invitations = require "invitations"
 local messaging = require "messaging"
+local people = require "people"
+local presence = require "presence"
 local reply = require "reply"
 local timers = require "timers"
 
@@ -54,6 +56,11 @@ local function me_resource(app)
   if app.anonymous then return res end
   res:prop("emailAddresses", { u.username })
     :prop("endpointUri", u.uri .. ";opaque=user:epid:" .. app.epid .. ";gruu")
+    :prop("company", u.company)
+    :prop("department", u.department)
+    :prop("title", u.title)
+    :prop("officeLocation", u.office)
+    :prop("workPhoneNumber", u.phone)
   if not app.available then
     res:link("makeMeAvailable", h .. "/me/makeMeAvailable")
   end
@@ -139,6 +146,7 @@ function M.delete(app, why, subcode)
   app.deleted = true
   timers.cancel(app.idle_timer)
   drop_conversations(app)
+  presence.app_gone(app)
   events.close(app, why, subcode)
   apps[app.id] = nil
   user_apps[app.user.username][app] = nil
@@ -286,6 +294,7 @@ local function make_me_available(ctx, app)
   end
   app.available = true
   app.etag = app.etag + 1
+  presence.signed_in(app)
   local me, comm = app.href .. "/me", app.href .. "/communication"
   events.emit(app, "medium", "me", me,
     { type = "updated", link = { rel = "me", href = me }, resource = me_resource(app) })
@@ -345,14 +354,14 @@ local function app_route(ctx, app, rest)
     return reply.only(ctx, "POST", make_me_available, ctx, app)
   elseif rest == "/me/reportMyActivity" then
     return reply.only(ctx, "POST", report_my_activity, ctx, app)
-  elseif rest == "/me/presence" and app.available then
-    return reply.get_only(ctx, function()
-      return fmt.resource("presence", app.href .. "/me/presence"):prop("availability", "Online")
-    end)
+  elseif people.ME_PARTS[rest:match("^/me/(%a+)$") or ""] then
+    return people.me_route(ctx, app, rest:match("^/me/(%a+)$"))
   elseif rest == "/reportMyNetwork" then
     return reply.only(ctx, "POST", reply.no_content)
   elseif rest == "/people" then
     return reply.get_only(ctx, function() return people_resource(app) end)
+  elseif rest:sub(1, 8) == "/people/" or rest:sub(1, 8) == "/photos/" then
+    return people.route(ctx, app, rest)
   elseif rest:sub(1, 14) == "/communication" then
     return communication_route(ctx, app, rest:sub(15))
   end
@@ -386,6 +395,8 @@ function M.route(ctx)
   end
   app.token = tok
   app.last_active = host.now()
+  -- a request other than a P-GET is the user at work (presence: not idle)
+  if rest ~= "/events" and not app.anonymous then presence.active(app.user.username) end
   return app_route(ctx, app, rest)
 end
 

@@ -19,6 +19,7 @@ local meetings = require "meetings"
 local messaging = require "messaging"
 local participants = require "participants"
 local plants = require "plants"
+local presence = require "presence"
 local reply = require "reply"
 local stats = require "stats"
 
@@ -413,6 +414,23 @@ function M.handle(ctx)
   local uname, uaction = path:match("^/_sim/users/([^/]+)/(%a+)$")
   if uname and messaging.has_control(uaction, m) then
     return answer(messaging.control(uaction, uname, t))
+  end
+  local puser, ppart = uname, uaction
+  if puser and presence.CONTROL[ppart] then
+    local u = directory.user(puser)
+    if not u then return fail(404, "no user " .. puser) end
+    local result, err = presence.control(u.username, ppart, m == "POST" and t or nil)
+    if not result then return fail(400, err) end
+    return answer(200, result)
+  end
+  if path == "/_sim/people" then
+    if m == "POST" then
+      local _, err = presence.settings(t)
+      if err then return fail(400, err) end
+    end
+    local list, ended = presence.describe()
+    for _, s in ipairs(list) do s.members = array(s.members); s.extensions = array(s.extensions) end
+    return answer(200, { settings = presence.settings(), subscriptions = array(list), ended = ended })
   end
   if path == "/_sim/hosts" then
     return answer(200, hosts_info())

@@ -26,6 +26,17 @@ function H.wait(cond, what, seconds)
   return helpers.drive(nil, cond, seconds, what)
 end
 
+-- Calls the network method fn(...) with a callback appended and steps every
+-- client until it is called; returns its result, err.
+function H.call(fn, ...)
+  local args = table.pack(...)
+  local done, r, e = false, nil, nil
+  args[args.n + 1] = function(a, b) done, r, e = true, a, b end
+  fn(table.unpack(args, 1, args.n + 1))
+  H.wait(function() return done end, "the answer")
+  return r, e
+end
+
 -- Steps every client for `seconds` (lets late events arrive).
 function H.settle(seconds)
   local t0 = helpers.gettime()
