@@ -43,11 +43,25 @@ local function count(lines, p)
   return n
 end
 
+-- This run's processes only: a simulator started with this run's mark, a
+-- meeting bot whose environment carries it (other checkouts may be running
+-- the same examples at the same time).
+local function ours(pid)
+  local f = io.open("/proc/" .. pid .. "/environ", "rb")
+  local env = f and f:read("a") or ""
+  if f then f:close() end
+  return env:find("UCWA_SIM_MARK=" .. MARK .. "\0", 1, true) ~= nil
+end
+
 local function leftovers()
   -- (pgrep without the sanitizer preload of `make check`: it hangs under LSan)
-  local p = io.popen("env -u LD_PRELOAD pgrep -f " .. quote("lobby-timeout " .. MARK:gsub("%.", "[.]"))
-    .. "; env -u LD_PRELOAD pgrep -f " .. quote("examples/meeting_bot[.]lua"))
+  local p = io.popen("env -u LD_PRELOAD pgrep -f " .. quote("lobby-timeout " .. MARK:gsub("%.", "[.]")))
   local out = p:read("a")
+  p:close()
+  p = io.popen("env -u LD_PRELOAD pgrep -f " .. quote("examples/meeting_bot[.]lua"))
+  for pid in p:read("a"):gmatch("%d+") do
+    if ours(pid) then out = out .. pid .. "\n" end
+  end
   p:close()
   return out
 end
@@ -154,6 +168,28 @@ describe("examples", function()
           "[sim] invitation 2 from bob@contoso.com: Declined (Local)",
         }, "auto_accept")
         assert.equal(0, count(lines, "error"))
+      end)
+
+      it("im_bot.lua answers IMs, shows Busy in a meeting and Online after", function()
+        local lines, ok = run("im_bot.lua", format)
+        assert.is_true(ok, table.concat(lines, "\n"))
+        assert_story(lines, {
+          "[bot] presence: Online",
+          "[alice] hello",
+          "[bot] accepting: messagingInvitation",
+          "[bot] says: Hello, Alice Adams!",
+          "[alice] who is Bob?",
+          "[bot] heard Alice Adams: who is Bob?",
+          "[bot] says: Bob Brown (Engineering) is Away",
+          "[bot] accepting: onlineMeetingInvitation",
+          "[bot] presence: Busy",
+          "[sim] the bot shows Busy",
+          "[bot] the meeting is over",
+          "[bot] presence: Online",
+          "[sim] the bot shows Online",
+        }, "im_bot")
+        assert.equal(0, count(lines, "error"))
+        assert.equal(0, count(lines, "failed"))
       end)
     end)
   end
