@@ -42,13 +42,15 @@ $(BUILD)/ucwa/core.so: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(SAN) -o $@ $^ $(CURL_LIBS)
 
-# The simulator's Lua modules (sim/lua/*.lua) are compiled in through a
-# header generated into the build tree, never committed.
+# The simulator's Lua modules (sim/lua/*.lua) and its console's files
+# (sim/console/*) are compiled in through a header generated into the build
+# tree, never committed.
 SIM_LUA  := $(sort $(wildcard sim/lua/*.lua))
+SIM_CONSOLE := $(sort $(wildcard sim/console/*))
 
-$(BUILD)/gen/sim_script.h: sim/embed.lua $(SIM_LUA)
+$(BUILD)/gen/sim_script.h: sim/embed.lua $(SIM_LUA) $(SIM_CONSOLE)
 	@mkdir -p $(dir $@)
-	$(LUA) sim/embed.lua $@ $(SIM_LUA)
+	$(LUA) sim/embed.lua $@ $(SIM_LUA) $(SIM_CONSOLE)
 
 $(BUILD)/obj/sim/%.o: sim/%.c $(wildcard sim/*.h) $(BUILD)/gen/sim_script.h
 	@mkdir -p $(dir $@)

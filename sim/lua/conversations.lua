@@ -14,6 +14,7 @@
 -- conv.operation, an object with :connected() and :closed(reason, quiet)
 -- (true if the operation failed just now).
 local host = require "ucwasim.host"
+local console = require "console"
 local directory = require "directory"
 local events = require "events"
 local fmt = require "formats"
@@ -355,6 +356,7 @@ local function message_event(conv, type_, msg, extra)
 end
 
 local function deliver_message(meeting, from, text, html, except)
+  console.said(meeting, from, text, html)
   for _, v in ipairs(viewers(meeting, except)) do
     local msg = add_message(v, { direction = "Incoming", from = from, text = text, html = html })
     message_event(v, "completed", msg, { status = "Success" })

@@ -13,6 +13,7 @@
 --     -> completed Success (Connected)
 --   or -> completed Failure (Denied, Canceled, Timeout, Ended, ...)
 local config = require "config"
+local console = require "console"
 local conversations = require "conversations"
 local directory = require "directory"
 local fmt = require "formats"
@@ -66,6 +67,7 @@ local function inv_resource(inv)
 end
 
 local function emit(inv, type_, extra)
+  console.changed("invitation", inv)
   conversations.emit_communication(inv.conv.app, type_, "onlineMeetingInvitation", inv.href, inv_resource(inv), extra)
 end
 
