@@ -232,9 +232,9 @@ end
 function M.resync(app)
   local ch = channels[app]
   local p = take_pget(ch)
-  console.channel(app, "resync", ch.next_ack)
   if p then
     host.respond(p.box, reply.events(p.ctx, resync_batch(ch, p.ack)))
+    console.channel(app, "resync", ch.next_ack)
   else
     ch.resync = true
   end
