@@ -383,21 +383,22 @@ describe("ucwa-sim console in a browser", function()
     local envs = table.concat({ "UCWA_URL=" .. q(sim.url), "UCWA_USER=bot@contoso.com", "UCWA_PASSWORD=password",
       "UCWA_MEETING=" .. q(helpers.DEMO1), "UCWA_FORMAT=json", "UCWA_BUILD=" .. q(build),
       "UCWA_BOT_SECONDS=" .. limit }, " ")
-    local p = assert(io.popen(("env -u LUA_PATH -u LUA_CPATH %s timeout -k 2 %d %s examples/meeting_bot.lua > %s 2>&1 & echo $!")
-      :format(envs, limit + 5, q(helpers.lua), q(log))))
+    local p = assert(io.popen(("env -u LUA_PATH -u LUA_CPATH %s timeout -k 2 %d %s examples/meeting_bot.lua"
+      .. " > %s 2>&1 & echo $!"):format(envs, limit + 5, q(helpers.lua), q(log))))
     bot_pid = assert(tonumber(p:read("l")), "no pid for the bot")
     p:close()
 
     local shots = os.getenv("UCWA_CONSOLE_SHOTS") or (build .. "/console")
     os.execute("mkdir -p " .. q(shots))
-    local node = io.popen(("env -u LD_PRELOAD CONSOLE_BASE=%s CONSOLE_SHOTS=%s timeout -k 2 %d node spec/support/console_test.mjs 2>&1")
-      :format(q(sim.control_base), q(shots), 120 * helpers.SLOW))
+    local node = io.popen(("env -u LD_PRELOAD CONSOLE_BASE=%s CONSOLE_SHOTS=%s timeout -k 2 %d node %s 2>&1")
+      :format(q(sim.control_base), q(shots), 120 * helpers.SLOW, "spec/support/console_test.mjs"))
     local out = node:read("a")
     local ok = node:close()
     local transcript = helpers.read(log)
     assert.is_true(ok, "the browser test failed:\n" .. out .. "\nthe bot said:\n" .. transcript)
-    for _, line in ipairs({ "the bot waits in the lobby", "admitted: the bot moved from the lobby to the attendees",
-        "Carol said !who and the bot's answer appeared", "the channel recovered", "screenshots at 1280x800 and 390x844" }) do
+    local steps = { "the bot waits in the lobby", "admitted: the bot moved from the lobby to the attendees",
+      "Carol said !who and the bot's answer appeared", "the channel recovered", "screenshots at 1280x800 and 390x844" }
+    for _, line in ipairs(steps) do
       assert.truthy(out:find(line, 1, true), "missing step: " .. line .. "\n" .. out)
     end
     assert.is_nil(out:find("not ok", 1, true), out)
