@@ -361,7 +361,9 @@ describe("ucwa-sim console in a browser", function()
     assert(io.open("/usr/bin/chromium", "rb"), "/usr/bin/chromium is missing: run `make deps` (Debian's chromium)")
 
     local sim = C.start({ step_delay = 0.05 })
+    local log = os.tmpname()
     local bot_pid
+    -- (one finally: busted keeps only the last one a test gives)
     finally(function()
       if bot_pid then
         -- the bot's `timeout`, started here: it ends the bot and exits
@@ -371,14 +373,13 @@ describe("ucwa-sim console in a browser", function()
           socket.sleep(0.1)
         end
       end
+      os.remove(log)
       C.stop(sim)
     end)
     post(sim, "/_sim/users", { username = "carol@contoso.com", name = "Carol" })
 
     local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
     local build = helpers.build:sub(1, 1) == "/" and helpers.build or (os.getenv("PWD") .. "/" .. helpers.build)
-    local log = os.tmpname()
-    finally(function() os.remove(log) end)
     local limit = 90 * helpers.SLOW
     local envs = table.concat({ "UCWA_URL=" .. q(sim.url), "UCWA_USER=bot@contoso.com", "UCWA_PASSWORD=password",
       "UCWA_MEETING=" .. q(helpers.DEMO1), "UCWA_FORMAT=json", "UCWA_BUILD=" .. q(build),
@@ -397,7 +398,8 @@ describe("ucwa-sim console in a browser", function()
     local transcript = helpers.read(log)
     assert.is_true(ok, "the browser test failed:\n" .. out .. "\nthe bot said:\n" .. transcript)
     local steps = { "the bot waits in the lobby", "admitted: the bot moved from the lobby to the attendees",
-      "Carol said !who and the bot's answer appeared", "the channel recovered", "screenshots at 1280x800 and 390x844" }
+      "Carol said !who and the bot's answer appeared", "the channel recovered", "resync by a click",
+      "screenshots at 1280x800 and 390x844", "ended the meeting" }
     for _, line in ipairs(steps) do
       assert.truthy(out:find(line, 1, true), "missing step: " .. line .. "\n" .. out)
     end

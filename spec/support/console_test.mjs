@@ -93,6 +93,11 @@ try {
   await channel.locator('li[data-what="again"] ~ li[data-what="held"]').waitFor();
   step("the P-GET answer was dropped and the channel recovered: the same batch sent again, a P-GET held");
 
+  await app.getByRole("button", { name: "Resync its channel" }).click();
+  await channel.locator('li[data-what="resync"]').waitFor();
+  await channel.locator('li[data-what="resync"] ~ li[data-what="held"]').waitFor();
+  step("resync by a click: the bot followed it and holds a P-GET again");
+
   await page.evaluate(() => { document.activeElement.blur(); window.scrollTo(0, 0); });
   await page.screenshot({ path: path.join(shots, "console.png") });
   await page.setViewportSize({ width: 390, height: 844 });
@@ -101,6 +106,12 @@ try {
   if (wide > 390) throw new Error("the page is " + wide + " px wide in a 390 px window");
   await page.screenshot({ path: path.join(shots, "console-phone.png") });
   step("screenshots at 1280x800 and 390x844 (no sideways scrolling)");
+
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await meeting.getByRole("button", { name: "End the meeting" }).click();
+  await page.getByRole("article", { name: /Demo meeting \(DEMO1\): ended/ }).waitFor();
+  await attendees.getByText("No attendee in.").waitFor();
+  step("ended the meeting: nobody is left in it");
 } catch (err) {
   failed = err;
   await page?.screenshot({ path: path.join(shots, "console-failure.png") }).catch(() => {});
