@@ -152,6 +152,9 @@
     c.title.textContent = (mt.subject || "Meeting") + " (" + mt.id + ")" + (mt.ended ? ": ended" : "");
     c.facts.textContent = "Organiser " + mt.organizer + (mt.lobby ? " · lobby on" : " · no lobby") + " · " + mt.uri;
     const members = mt.members || [];
+    // a roster button pressed from the keyboard goes with its member: the
+    // focus moves on to the next one in the lobby, or to "Speak as"
+    const lost = c.lobby.contains(document.activeElement);
     roster(c.lobby, members.filter((x) => x.state === "lobby"), mt, "Nobody waits.");
     roster(c.leaders, members.filter((x) => x.state === "in" && x.role === "Leader"), mt, "No leader in.");
     roster(c.attendees, members.filter((x) => x.state === "in" && x.role !== "Leader"), mt, "No attendee in.");
@@ -160,6 +163,7 @@
     fill(c.inviteTo, model.users.map((u) => [u.username, u.name + " (" + u.username + ")"]));
     c.userList.replaceChildren(...model.users.map((u) => el("option", { value: u.username, text: u.name })));
     for (const e of c.root.querySelectorAll("button, input, select")) e.disabled = mt.ended;
+    if (lost && !c.lobby.contains(document.activeElement)) (c.lobby.querySelector("button") || c.as).focus();
   }
 
   function addMessage(msg) {

@@ -64,6 +64,9 @@ try {
   await lobby.getByRole("button", { name: "Admit Meeting Bot" }).focus();
   await page.keyboard.press("Enter");
   await who(attendees, "Meeting Bot").waitFor();
+  if (await meeting.getByLabel("Speak as").evaluate((e) => e !== document.activeElement)) {
+    throw new Error("the focus did not move on to Speak as after the last admission");
+  }
   if (await who(lobby, "Meeting Bot").count() !== 0) throw new Error("the bot is still in the lobby");
   step("admitted: the bot moved from the lobby to the attendees");
   await talk.getByText("Hello, room!").waitFor();
