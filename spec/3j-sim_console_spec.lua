@@ -273,7 +273,7 @@ describe("ucwa-sim console: the stream", function()
     assert.equal(8, C.eventually(function()
       local st = cjson.decode(select(3, get(sim, "/_sim/state")))
       return st.console_streams == 8 and st.console_streams
-    end))
+    end, 5 * helpers.SLOW))
     local st, h, text = get(sim, "/_sim/console/events?after=" .. s.seq)
     assert.equal(503, st)
     assert.equal("5", h["retry-after"])
@@ -282,7 +282,7 @@ describe("ucwa-sim console: the stream", function()
     table.remove(socks, 1)
     assert.truthy(C.eventually(function()
       return cjson.decode(select(3, get(sim, "/_sim/state"))).console_streams == 7
-    end))
+    end, 5 * helpers.SLOW))
     local again = start_poll(sim, s.seq, 0.2)
     local st2, answer = finish_poll(again)
     assert.equal(200, st2)
@@ -360,7 +360,7 @@ describe("ucwa-sim console in a browser", function()
     f:close()
     assert(io.open("/usr/bin/chromium", "rb"), "/usr/bin/chromium is missing: run `make deps` (Debian's chromium)")
 
-    local sim = C.start({ step_delay = 0.05 })
+    local sim = C.start({ step_delay = 0.05, typing_timeout = 60 }) -- typing lasts while the test looks
     local log = os.tmpname()
     local bot_pid
     -- (one finally: busted keeps only the last one a test gives)
