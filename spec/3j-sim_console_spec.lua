@@ -137,6 +137,21 @@ describe("ucwa-sim console: where it is served", function()
     assert.equal(404, (get(sim, "/_sim/console")))
   end)
 
+  it("with a topology, is on every host's listener and names each address it listens on", function()
+    local sim = C.start({ topology = "pool" })
+    finally(function() C.stop(sim) end)
+    local want = {}
+    for name, h in pairs(sim.hosts) do
+      want[name] = h.address
+      local st, hd = C.request("GET", ("http://%s:%d/_sim/console"):format(h.address, h.port))
+      assert.equal(200, st, name)
+      assert.equal("text/html; charset=utf-8", hd["content-type"])
+    end
+    local got = {}
+    for _, l in ipairs(state(sim).listen) do got[l.name] = l.address end
+    assert.same(want, got)
+  end)
+
   it("serves sim/console's files with --script-dir sim/lua, as built in", function()
     local sim = C.start({ script_dir = "sim/lua" })
     finally(function() C.stop(sim) end)

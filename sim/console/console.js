@@ -241,7 +241,8 @@
   }
 
   function drawWhere(listen) {
-    const urls = listen.map((h) => h.url + (h.http_url ? " and " + h.http_url : ""));
+    const urls = listen.map((h) => h.url + (h.http_url ? " and " + h.http_url : "") +
+      (h.name !== h.address ? " (on " + h.address + ")" : ""));
     const loopback = listen.every((h) => /^127\./.test(h.address));
     document.getElementById("where").textContent = "Served by ucwa-sim at " + urls.join(", ") +
       ": the console listens only where the control API listens" + (loopback ? " (loopback addresses only)." :
