@@ -29,7 +29,7 @@ SIM_OBJ  := $(SIM_SRC:sim/%.c=$(BUILD)/obj/sim/%.o)
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson libexpat1-dev \
   lua-busted libmicrohttpd-dev lua-expat clang libclang-rt-14-dev lua-check \
   lua-ldoc luarocks lua-cqueues lua-luv lua-socket lua-sec openssl python3 pkg-config make gcc lua5.1 \
-  chromium nodejs npm
+  chromium
 
 .PHONY: all test check bench soak fuzz demo deps lint rock clean schema doc env install
 
@@ -148,7 +148,8 @@ doc: $(BUILD)/ucwa/core.so
 
 # The Debian packages, then the console's browser test's node modules
 # (package-lock.json: playwright-core, which drives Debian's chromium and
-# downloads no browser) into node_modules/.
+# downloads no browser) into node_modules/, with the machine's Node.js and
+# npm (Node.js 20 with its own npm: Debian's npm package conflicts with it).
 deps:
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PKGS); \
 	else echo "run as root: apt-get install -y $(DEBIAN_PKGS)"; fi

@@ -19,8 +19,9 @@ const profile = fs.mkdtempSync(path.join(os.tmpdir(), "ucwa-console-chromium-"))
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: "/usr/bin/chromium",
   headless: true,
+  // no network but the simulator: nothing in the background, no sync, no QUIC
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run"],
+    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"],
   viewport: { width: 1280, height: 800 },
 });
 
