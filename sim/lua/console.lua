@@ -234,8 +234,13 @@ local LINES = {
 
 -- The application's event channel did something: `what` is one of the
 -- LINES above (again counts as sent); `ack` the batch or P-GET's number,
--- `events` how many events a batch carried.
-function M.channel(app, what, ack, events)
+-- `batch` the batch sent (events.lua's: { senders = { {events=} ... } }).
+function M.channel(app, what, ack, batch)
+  local events
+  if batch then
+    events = 0
+    for _, s in ipairs(batch.senders or {}) do events = events + #s.events end
+  end
   local c = channel_of(app)
   local key = what == "again" and "sent" or what == "ack" and "acks" or what == "resync" and "resyncs"
     or what == "resume" and "resumes" or what

@@ -172,7 +172,7 @@ local function deliver(ch, batch)
     console.channel(ch.app, "dropped", ch.next_ack)
   else
     host.respond(p.box, reply.events(p.ctx, batch))
-    console.channel(ch.app, "sent", ch.next_ack, M.count(batch))
+    console.channel(ch.app, "sent", ch.next_ack, batch)
   end
 end
 
@@ -298,13 +298,6 @@ function M.last_pget(app)
   return ch and ch.last_pget or 0
 end
 
--- How many events a batch carries.
-function M.count(batch)
-  local n = 0
-  for _, s in ipairs(batch.senders or {}) do n = n + #s.events end
-  return n
-end
-
 -- The channel's state for the control API.
 function M.info(app)
   local ch = channels[app]
@@ -386,7 +379,7 @@ function M.get(ctx, app)
       console.channel(app, "dropped", ch.next_ack)
       return "drop"
     end
-    console.channel(app, again and "again" or "sent", ch.next_ack, M.count(batch))
+    console.channel(app, again and "again" or "sent", ch.next_ack, batch)
     return reply.events(ctx, batch)
   end
   if ch.batch then
