@@ -28,7 +28,8 @@ SIM_OBJ  := $(SIM_SRC:sim/%.c=$(BUILD)/obj/sim/%.o)
 
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson libexpat1-dev \
   lua-busted libmicrohttpd-dev lua-expat clang libclang-rt-14-dev lua-check \
-  lua-ldoc luarocks lua-cqueues lua-luv lua-socket lua-sec openssl python3 pkg-config make gcc lua5.1
+  lua-ldoc luarocks lua-cqueues lua-luv lua-socket lua-sec openssl python3 pkg-config make gcc lua5.1 \
+  chromium
 
 .PHONY: all test check bench soak fuzz demo deps lint rock clean schema doc env install
 
@@ -42,13 +43,15 @@ $(BUILD)/ucwa/core.so: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(SAN) -o $@ $^ $(CURL_LIBS)
 
-# The simulator's Lua modules (sim/lua/*.lua) are compiled in through a
-# header generated into the build tree, never committed.
+# The simulator's Lua modules (sim/lua/*.lua) and its console's files
+# (sim/console/*) are compiled in through a header generated into the build
+# tree, never committed.
 SIM_LUA  := $(sort $(wildcard sim/lua/*.lua))
+SIM_CONSOLE := $(sort $(wildcard sim/console/*))
 
-$(BUILD)/gen/sim_script.h: sim/embed.lua $(SIM_LUA)
+$(BUILD)/gen/sim_script.h: sim/embed.lua $(SIM_LUA) $(SIM_CONSOLE)
 	@mkdir -p $(dir $@)
-	$(LUA) sim/embed.lua $@ $(SIM_LUA)
+	$(LUA) sim/embed.lua $@ $(SIM_LUA) $(SIM_CONSOLE)
 
 $(BUILD)/obj/sim/%.o: sim/%.c $(wildcard sim/*.h) $(BUILD)/gen/sim_script.h
 	@mkdir -p $(dir $@)
@@ -143,9 +146,14 @@ env:
 doc: $(BUILD)/ucwa/core.so
 	UCWA_BUILD=$(BUILD) LUA=$(LUA) tools/check_docs.sh
 
+# The Debian packages, then the console's browser test's node modules
+# (package-lock.json: playwright-core, which drives Debian's chromium and
+# downloads no browser) into node_modules/, with the machine's Node.js and
+# npm (Node.js 20 with its own npm: Debian's npm package conflicts with it).
 deps:
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PKGS); \
 	else echo "run as root: apt-get install -y $(DEBIAN_PKGS)"; fi
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 
 clean:
 	rm -rf build build-san

@@ -1,11 +1,25 @@
 -- Embeds the simulator's Lua modules into a C header, so the binary needs no
 -- files at run time.  The build runs it (the header is not committed):
---   lua5.4 sim/embed.lua build/gen/sim_script.h sim/lua/*.lua
--- Each file becomes the module named by its base name (sim/lua/events.lua:
--- require "events"), in name order.
-local out = assert(arg[1], "usage: embed.lua OUT.h FILE.lua...")
-local paths = { table.unpack(arg, 2) }
+--   lua5.4 sim/embed.lua build/gen/sim_script.h sim/lua/*.lua sim/console/*
+-- Each .lua file becomes the module named by its base name (sim/lua/events.lua:
+-- require "events"), in name order.  Any other file (the console's page,
+-- script and style) goes into the module "sim_assets", a table of
+-- "<folder>/<name>" -> contents (sim/console/console.js: "console/console.js").
+local out = assert(arg[1], "usage: embed.lua OUT.h FILE...")
+local paths, assets = {}, {}
+for i = 2, #arg do
+  local list = arg[i]:match("%.lua$") and paths or assets
+  list[#list + 1] = arg[i]
+end
 table.sort(paths)
+table.sort(assets)
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local src = f:read("a")
+  f:close()
+  return src
+end
 
 local function cstring(src)
   local parts = {}
@@ -22,13 +36,21 @@ local buf = {
   "#include <stddef.h>",
   "static const struct { const char *name; const char *src; size_t len; } sim_scripts[] = {",
 }
-for _, path in ipairs(paths) do
-  local f = assert(io.open(path, "rb"))
-  local src = f:read("a")
-  f:close()
+local function add(name, src)
   if src:sub(-1) == "\n" then src = src:sub(1, -2) end
-  local name = assert(path:match("([%w_]+)%.lua$"), "not a module file name: " .. path)
   buf[#buf + 1] = string.format('{ "%s",\n%s,\n%d },', name, cstring(src), #src + 1)
+end
+for _, path in ipairs(paths) do
+  add(assert(path:match("([%w_]+)%.lua$"), "not a module file name: " .. path), read(path))
+end
+if #assets > 0 then
+  local parts = { "return {" }
+  for _, path in ipairs(assets) do
+    local key = assert(path:match("([%w_-]+/[%w_.-]+)$"), "not an asset file name: " .. path)
+    parts[#parts + 1] = string.format("[%q] = %q,", key, read(path))
+  end
+  parts[#parts + 1] = "}"
+  add("sim_assets", table.concat(parts, "\n"))
 end
 buf[#buf + 1] = "};"
 

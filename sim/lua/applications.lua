@@ -14,6 +14,7 @@
 local host = require "ucwasim.host"
 local auth = require "auth"
 local config = require "config"
+local console = require "console"
 local conversations = require "conversations"
 local directory = require "directory"
 local events = require "events"
@@ -150,6 +151,7 @@ function M.delete(app, why, subcode)
   events.close(app, why, subcode)
   apps[app.id] = nil
   user_apps[app.user.username][app] = nil
+  console.changed("app", app)
 end
 
 -- The application expires (idle, or the control API): gone, and later
@@ -272,6 +274,7 @@ local function create(ctx, tok, anonymous_path)
   mine[app] = true
   events.open(app)
   schedule_idle(app)
+  console.changed("app", app)
   return created(ctx, app)
 end
 
@@ -295,6 +298,7 @@ local function make_me_available(ctx, app)
   app.available = true
   app.etag = app.etag + 1
   presence.signed_in(app)
+  console.changed("app", app)
   local me, comm = app.href .. "/me", app.href .. "/communication"
   events.emit(app, "medium", "me", me,
     { type = "updated", link = { rel = "me", href = me }, resource = me_resource(app) })

@@ -7,6 +7,7 @@ local host = require "ucwasim.host"
 local cjson = require "cjson.safe"
 local applications = require "applications"
 local auth = require "auth"
+local console = require "console"
 local conversations = require "conversations"
 local credentials = require "credentials"
 local directory = require "directory"
@@ -91,6 +92,7 @@ local function state()
     application_count = #apps,
     pgets_held = pgets,
     suspended_requests = host.suspended(),
+    console_streams = console.streams(),
     connections = host.connections(),
     events_queued = queued,
     tokens = auth.count(),
@@ -351,15 +353,43 @@ local function with(find, id, noun, act, ...)
   return act(obj, ...)
 end
 
+-- What the console (console.lua) shows: the listeners it is served on,
+-- the meetings, applications, faults and directory users.
+local function console_views()
+  local function listen()
+    local list = array()
+    for _, h in ipairs(hosts.list()) do
+      list[#list + 1] = { name = h.name, url = h.base, address = h.address, port = h.port, http_url = h.http_base }
+    end
+    return list
+  end
+  local function app_view(app)
+    local info = applications.info(app)
+    info.name = app.user.name
+    return info
+  end
+  return {
+    meeting = meeting_info, app = app_view, faults = faults_info,
+    state = function()
+      local list = array()
+      for _, m in ipairs(meetings.list()) do list[#list + 1] = meeting_info(m) end
+      return { base = base, listen = listen(), meetings = list, apps = applications.list(),
+        faults = faults_info(), users = array(directory.list()) }
+    end,
+  }
+end
+
 -- Starts the control API; `base_url` is shown in the state dump.
 function M.start(base_url)
   base = base_url
+  console.start(console_views())
 end
 
 function M.handle(ctx)
   local req = ctx.req
   local path, m = req.path, req.method
   if req.too_large then return fail(413, "the body is too large") end
+  if path == "/_sim/console" or path:sub(1, 14) == "/_sim/console/" then return console.handle(ctx) end
   local t = body(ctx)
   if not t then return fail(400, "the body must be a JSON object") end
   if path == "/_sim/state" then

@@ -20,6 +20,7 @@
 -- registers (M.set_p2p) take stopMessaging, addMessaging and the end of a
 -- conversation.
 local host = require "ucwasim.host"
+local console = require "console"
 local directory = require "directory"
 local events = require "events"
 local fmt = require "formats"
@@ -382,6 +383,7 @@ end
 
 local function deliver_message(meeting, from, text, html, except)
   if meeting.on_message then meeting.on_message(from, text, html) end -- a one-to-one session's transcript
+  console.said(meeting, from, text, html)
   for _, v in ipairs(viewers(meeting, except)) do
     local msg = add_message(v, { direction = "Incoming", from = from, text = text, html = html })
     message_event(v, "completed", msg, { status = "Success" })

@@ -119,6 +119,14 @@ function M.groups_of(rec)
   return out
 end
 
+-- Every user, by name: { {username=, name=} ... } (the console's list).
+function M.list()
+  local list = {}
+  for name, u in pairs(users) do list[#list + 1] = { username = name, name = u.name } end
+  table.sort(list, function(a, b) return a.username < b.username end)
+  return list
+end
+
 -- The scopes of anonymous meeting tokens.
 function M.anonymous_scopes()
   return anon_scopes

@@ -15,6 +15,7 @@
 -- never walks the queue.
 local host = require "ucwasim.host"
 local config = require "config"
+local console = require "console"
 local faults = require "faults"
 local plants = require "plants"
 local reply = require "reply"
@@ -168,8 +169,10 @@ local function deliver(ch, batch)
   ch.last_pget = host.now()
   if faults.take_drop() then
     host.drop(p.box)
+    console.channel(ch.app, "dropped", ch.next_ack)
   else
     host.respond(p.box, reply.events(p.ctx, batch))
+    console.channel(ch.app, "sent", ch.next_ack, batch)
   end
 end
 
@@ -219,6 +222,7 @@ function M.reset(app)
   if ch.batch then ch.next_ack = ch.next_ack + 1 end
   ch.batch = nil
   ch.resume = true
+  console.channel(app, "resume")
   if ch.pget then
     deliver(ch, build_batch(ch))
   end
@@ -230,6 +234,7 @@ function M.resync(app)
   local p = take_pget(ch)
   if p then
     host.respond(p.box, reply.events(p.ctx, resync_batch(ch, p.ack)))
+    console.channel(app, "resync", ch.next_ack)
   else
     ch.resync = true
   end
@@ -266,6 +271,7 @@ function M.replace_foreign(app)
   end
   ch.last_pget = host.now()
   host.respond(p.box, replaced(p.ctx))
+  console.channel(app, "replaced")
   return true
 end
 
@@ -276,6 +282,7 @@ function M.gone(box)
   if ch and ch.pget and ch.pget.box == box then
     take_pget(ch)
     ch.last_pget = host.now()
+    console.channel(ch.app, "left", ch.next_ack)
   end
 end
 
@@ -350,9 +357,11 @@ function M.get(ctx, app)
     -- The client acknowledges the batch it holds.
     ch.batch = nil
     ch.next_ack = ch.next_ack + 1
+    console.channel(app, "ack", ack - 1)
   end
   if ch.resync then
     ch.resync = false
+    console.channel(app, "resync", ch.next_ack)
     return reply.events(ctx, resync_batch(ch, ack))
   end
   if ch.resume then
@@ -361,15 +370,20 @@ function M.get(ctx, app)
     ack = ch.next_ack
   end
   if ack ~= ch.next_ack then
+    console.channel(app, "resync", ch.next_ack)
     return reply.events(ctx, resync_batch(ch, ack))
   end
 
-  local function answer(batch)
-    if faults.take_drop() then return "drop" end
+  local function answer(batch, again)
+    if faults.take_drop() then
+      console.channel(app, "dropped", ch.next_ack)
+      return "drop"
+    end
+    console.channel(app, again and "again" or "sent", ch.next_ack, batch)
     return reply.events(ctx, batch)
   end
   if ch.batch then
-    return answer(ch.batch) -- the same batch again: it was never acknowledged
+    return answer(ch.batch, true) -- the same batch again: it was never acknowledged
   end
   local at = release_at(ch)
   if ch.resume or (at and at <= now) then
@@ -379,6 +393,7 @@ function M.get(ctx, app)
   local p = { box = req.box, ctx = { fmt = ctx.fmt, ctype = ctx.ctype }, priority = priority, ack = ack }
   ch.pget = p
   held[req.box] = ch
+  console.channel(app, "held", ack)
   p.timer = timers.after(ch.params.timeout, function()
     if ch.pget == p then
       deliver(ch, build_batch(ch))

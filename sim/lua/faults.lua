@@ -10,6 +10,8 @@
 --   iis-401         IIS's 401 page, no WWW-Authenticate                    (requests with a token)
 --   pool-down       502 on the applications resource                       (its host)
 --   api-version     404 NotFound / APIVersionNotSupported
+local console = require "console"
+
 local M = {}
 
 local drop_pget = 0
@@ -40,6 +42,7 @@ end
 function M.take_drop()
   if drop_pget <= 0 then return false end
   drop_pget = drop_pget - 1
+  console.changed("faults")
   return true
 end
 
@@ -52,6 +55,7 @@ function M.take_failure(path, host, has_token)
     local f = failures[kind]
     if applies(f, path, host, has_token) then
       f.count = f.count - 1
+      console.changed("faults")
       if f.count <= 0 then
         failures[kind] = nil
         table.remove(order, i)
@@ -66,6 +70,7 @@ end
 function M.take_delay(path)
   if not delay or delay.count <= 0 or (delay.match and not path:find(delay.match, 1, true)) then return nil end
   delay.count = delay.count - 1
+  console.changed("faults")
   local secs = delay.seconds
   if delay.count <= 0 then delay = nil end
   return secs
@@ -73,6 +78,7 @@ end
 
 function M.drop_pgets(n)
   drop_pget = n
+  console.changed("faults")
 end
 
 -- Arms a failure of `spec.kind` (replacing one of the same kind) for
@@ -88,15 +94,18 @@ function M.fail_next(spec)
     failures[spec.kind] = spec
     order[#order + 1] = spec.kind
   end
+  console.changed("faults")
 end
 
 -- spec: { count=, seconds=, match= }
 function M.delay_next(spec)
   delay = spec.count > 0 and spec or nil
+  console.changed("faults")
 end
 
 function M.clear()
   drop_pget, delay, failures, order = 0, nil, {}, {}
+  console.changed("faults")
 end
 
 -- What is armed, for the control API: drop_pget, fail (the generic one),

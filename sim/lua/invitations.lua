@@ -17,6 +17,7 @@
 --     -> completed Success (Connected)
 --   or -> completed Failure (Denied, Canceled, Timeout, Ended, ...)
 local config = require "config"
+local console = require "console"
 local conversations = require "conversations"
 local directory = require "directory"
 local fmt = require "formats"
@@ -74,6 +75,7 @@ local function inv_resource(inv)
 end
 
 local function emit(inv, type_, extra)
+  console.changed("invitation", inv)
   conversations.emit_communication(inv.conv.app, type_, inv.rel, inv.href, inv_resource(inv), extra)
 end
 M.emit = emit

@@ -11,6 +11,7 @@
 -- virtual participant driven by the control API).
 local host = require "ucwasim.host"
 local config = require "config"
+local console = require "console"
 local directory = require "directory"
 
 local M = {}
@@ -45,6 +46,7 @@ function M.add(spec)
   end
   by_id[id] = m
   by_uri[m.uri:lower()] = m
+  console.changed("meeting", m)
   return m
 end
 
@@ -118,11 +120,13 @@ function M.enter(m, member, state)
   m.members[member.key] = member
   m.order[#m.order + 1] = member.key
   member.state = state
+  console.changed("meeting", m)
 end
 
 -- A lobby member is let in.
-function M.seat(_, member)
+function M.seat(m, member)
   member.state = "in"
+  console.changed("meeting", m)
 end
 
 function M.leave(m, member)
@@ -133,21 +137,25 @@ function M.leave(m, member)
     if m.members[key] then order[#order + 1] = key end
   end
   m.order = order
+  console.changed("meeting", m)
 end
 
 function M.set_role(m, member, role)
   member.role = role
   m.leaders[member.key] = role == "Leader" or nil
+  console.changed("meeting", m)
 end
 
 -- The meeting has ended: nobody can join any more.
 function M.mark_ended(m)
   m.ended = true
+  console.changed("meeting", m)
 end
 
 -- Everybody is gone (the end of an ended meeting).
 function M.clear_members(m)
   m.members, m.order = {}, {}
+  console.changed("meeting", m)
 end
 
 return M

@@ -7,6 +7,7 @@
 -- typing) is told as `participant` events to the conversations that can
 -- see it, from each conversation's own sender.
 local config = require "config"
+local console = require "console"
 local directory = require "directory"
 local events = require "events"
 local fmt = require "formats"
@@ -191,6 +192,7 @@ local function typing_stop(meeting, m)
   if not list[m] then return end
   timers.cancel(list[m])
   list[m] = nil
+  console.changed("meeting", meeting)
   if meetings.present(meeting, m) and m.state == "in" then
     typing_event(meeting, m, "deleted")
   end
@@ -205,6 +207,7 @@ local function typing_start(meeting, m)
     typing_event(meeting, m, "added")
   end
   list[m] = timers.after(config.get("typing-timeout"), function() typing_stop(meeting, m) end)
+  console.changed("meeting", meeting)
 end
 
 M.typing_start = typing_start
@@ -214,6 +217,7 @@ M.typing_stop = typing_stop
 function M.typing_over(meeting)
   for _, t in pairs(typing[meeting]) do timers.cancel(t) end
   typing[meeting] = nil
+  console.changed("meeting", meeting)
 end
 
 -- A participant types or stops (control API): nil and a message if it is not in.

@@ -17,6 +17,7 @@ local host = require "ucwasim.host"
 local applications = require "applications"
 local auth = require "auth"
 local config = require "config"
+local console = require "console"
 local control = require "control"
 local credentials = require "credentials"
 local directory = require "directory"
@@ -230,6 +231,7 @@ end
 function M.gone(box)
   stats.add("clients_gone")
   events.gone(box)
+  console.gone(box)
 end
 
 -- Runs due timers; returns the seconds until the next one, or nil.
