@@ -6,7 +6,7 @@
  *       msgtype "request":  parts[i] = {method=, target=, headers={name=value}, body=}
  *       msgtype "response": parts[i] = {status=, reason=, headers=, body=}
  *   multipart_parse(body, content_type, msgtype) -> parts | nil, err
- *       parts[i] = {method=, target=, headers=, body=} (requests) or
+ *       parts[i] = {method=, target=, path=, query=, headers=, body=} (requests) or
  *       {status=, headers=, body=} (responses), header names in lower case;
  *       a part that is not a well-formed application/http message of that
  *       msgtype is {error = "part 2: ..."}, and only that part fails.
@@ -139,6 +139,24 @@ static int on_complete(http_parser *p)
     return 0;
 }
 
+/* path= and query= of a request target, by http-parser's URL parser
+ * (origin form "/a?b" or absolute "https://h/a?b"); nothing when it is
+ * neither. */
+static void push_target_parts(lua_State *L, const char *t, size_t len)
+{
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    if (http_parser_parse_url(t, len, 0, &u) != 0) return;
+    if (u.field_set & (1 << UF_PATH)) {
+        lua_pushlstring(L, t + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
+        lua_setfield(L, -2, "path");
+    }
+    if (u.field_set & (1 << UF_QUERY)) {
+        lua_pushlstring(L, t + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
+        lua_setfield(L, -2, "query");
+    }
+}
+
 /* Parses the message in [s, s+len) (a Lua string on the stack) and pushes
  * its table, or {error=} naming part `n`. */
 static void push_message(lua_State *L, struct box *b, const char *s, size_t len, int response, int n)
@@ -206,6 +224,7 @@ static void push_message(lua_State *L, struct box *b, const char *s, size_t len,
         lua_setfield(L, -2, "method");
         lua_pushlstring(L, s + m.target.off, m.target.len);
         lua_setfield(L, -2, "target");
+        push_target_parts(L, s + m.target.off, m.target.len);
     }
     lua_newtable(L);
     for (i = 0; i < m.nheaders; i++) {

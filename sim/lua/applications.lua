@@ -19,6 +19,8 @@ local directory = require "directory"
 local events = require "events"
 local fmt = require "formats"
 local invitations = require "invitations"
+local online_meetings = require "online_meetings"
+local batching = require "batching"
 local reply = require "reply"
 local timers = require "timers"
 
@@ -113,7 +115,8 @@ local function app_resource(app)
       :link("myOnlineMeetings", h .. "/onlineMeetings/myOnlineMeetings")
       :link("onlineMeetingDefaultValues", h .. "/onlineMeetings/defaultValues")
       :link("onlineMeetingEligibleValues", h .. "/onlineMeetings/eligibleValues")
-      :link("onlineMeetingPolicies", h .. "/onlineMeetings/policies"))
+      :link("onlineMeetingPolicies", h .. "/onlineMeetings/policies")
+      :link("phoneDialInInformation", h .. "/onlineMeetings/phoneDialInInformation"))
   end
   res:embed("communication", communication_resource(app))
   return res
@@ -349,6 +352,10 @@ local function app_route(ctx, app, rest)
     return reply.get_only(ctx, function() return people_resource(app) end)
   elseif rest:sub(1, 14) == "/communication" then
     return communication_route(ctx, app, rest:sub(15))
+  elseif rest:sub(1, 15) == "/onlineMeetings" then
+    return online_meetings.route(ctx, app, rest:sub(16))
+  elseif rest == "/batch" then
+    return reply.only(ctx, "POST", batching.route, ctx, app)
   end
   return reply.not_found(ctx)
 end

@@ -94,6 +94,8 @@ local function state()
     tokens = auth.count(),
     meetings = list,
     stats = stats.snapshot(),
+    batching = require("batching").snapshot(), -- multipart/batching POSTs and their parts
+    scheduled_meetings = array(require("online_meetings").list()),
     faults = faults_info(),
     hosts = hosts_info(),
     discovery = hosts.discovery().name,
