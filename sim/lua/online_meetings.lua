@@ -252,7 +252,7 @@ local function apply(om, input, new)
     if not ms then return nil, "expirationTime must be a date", "expirationTime" end
     fields.expirationTime = ms
   elseif new then
-    fields.expirationTime = math.floor(host.wallclock() * 1000) + 14 * 24 * 3600 * 1000
+    fields.expirationTime = os.time() * 1000 + 14 * 24 * 3600 * 1000 -- two weeks
   end
   for k, v in pairs(fields) do om[k] = v end
   return true
