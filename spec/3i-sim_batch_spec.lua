@@ -34,7 +34,8 @@ describe("ucwa-sim batching", function()
       assert.equal(before.batching.parts + 5, after.batching.parts)
       local parts = assert(core.multipart_parse(body, h["content-type"], "response"))
       assert.equal(5, #parts)
-      local rels = { "me", "people", "onlineMeetingEligibleValues", "onlineMeetingDefaultValues", "phoneDialInInformation" }
+      local rels = { "me", "people", "onlineMeetingEligibleValues", "onlineMeetingDefaultValues",
+                     "phoneDialInInformation" }
       for i, p in ipairs(parts) do
         assert.is_nil(p.error)
         assert.equal(200, p.status)

@@ -4,7 +4,7 @@
 -- the eligible values refused before sending, delete.
 local helpers = require "helpers"
 
-local function wait(c, f, what)
+local function wait(_, f, what)
   local r
   f(function(...) r = table.pack(...) end)
   helpers.drive(nil, function() return r ~= nil end, 10, what)
@@ -34,7 +34,8 @@ for _, format in ipairs{ "json", "xml" } do
       end, "schedule")
       assert.is_nil(err)
       assert.equal("Weekly sync", m.subject)
-      assert.matches("^sip:alice@contoso%.com;gruu;opaque=app:conf:focus:id:" .. m.onlineMeetingId .. "$", m.onlineMeetingUri)
+      assert.matches("^sip:alice@contoso%.com;gruu;opaque=app:conf:focus:id:" .. m.onlineMeetingId .. "$",
+        m.onlineMeetingUri)
       assert.matches("^https://", m.joinUrl)
       local dial = wait(alice, function(cb) m:dial_in(cb) end, "dial-in")
       assert.equal(m.conferenceId, dial.conferenceId)
