@@ -42,9 +42,11 @@ $(BUILD)/obj/core/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(LUA_CFLAGS) $(if $(filter multipart,$*),$(MIME_CFLAGS)) -c $< -o $@
 
+# -z nodelete: GMime's library-wide state (g_mime_init, once a process) stays
+# with the process; unloading ucwa.core at lua_close would strand it.
 $(BUILD)/ucwa/core.so: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(SAN) -o $@ $^ $(CURL_LIBS) $(MIME_LIBS)
+	$(CC) -shared $(SAN) -Wl,-z,nodelete -o $@ $^ $(CURL_LIBS) $(MIME_LIBS)
 
 # The simulator's Lua modules (sim/lua/*.lua) are compiled in through a
 # header generated into the build tree, never committed.
