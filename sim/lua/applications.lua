@@ -20,6 +20,7 @@ local events = require "events"
 local fmt = require "formats"
 local invitations = require "invitations"
 local online_meetings = require "online_meetings"
+local plants = require "plants"
 local batching = require "batching"
 local reply = require "reply"
 local timers = require "timers"
@@ -105,7 +106,7 @@ local function app_resource(app)
     :prop("id", app.id)
     :prop("instanceId", app.instanceId)
     :link("policies", h .. "/policies")
-    :link("batch", h .. "/batch")
+    :link("batch", plants.href("batch", h .. "/batch", app.host))
     :link("events", h .. "/events?ack=" .. events.info(app).next_ack)
     :link("reportMyNetwork", h .. "/reportMyNetwork")
   res:embed("me", me_resource(app))

@@ -16,6 +16,7 @@ local host = require "ucwasim.host"
 local directory = require "directory"
 local fmt = require "formats"
 local meetings = require "meetings"
+local plants = require "plants"
 local reply = require "reply"
 
 local M = {}
@@ -111,7 +112,7 @@ end
 local function meeting_resource(app, om)
   local href = base(app) .. "/myOnlineMeetings/" .. om.id
   local u = directory.user(om.organizer)
-  return fmt.resource("myOnlineMeeting", href)
+  return fmt.resource("myOnlineMeeting", plants.href("myOnlineMeeting", href, app.host))
     :prop("accessLevel", om.accessLevel)
     :prop("attendees", fmt.array(om.attendees))
     :prop("automaticLeaderAssignment", om.automaticLeaderAssignment)

@@ -6,7 +6,9 @@
 -- Kinds (`link`): next (an event batch's next or resume link), sender (a
 -- batch's conversation sender href), conversation / message (an event whose
 -- link is one), challenge (a 401's MsRtcOAuth href), user (the root's user
--- link), applications (the user resource's applications link).  `to`: a
+-- link), applications (the user resource's applications link), batch (the
+-- application's batch link), myOnlineMeeting (a scheduled meeting's self
+-- link, in the answers to schedule, list and read).  `to`: a
 -- host name of the topology, "http" (the same host over plain HTTP: its
 -- plain-HTTP listener when it has one, else its own port), or an origin
 -- "scheme://host:port".  Filters: `app` (an application id) for the batch
@@ -16,14 +18,15 @@ local hosts = require "hosts"
 local M = {}
 
 M.KINDS = { next = "batch", sender = "batch", conversation = "batch", message = "batch",
-  challenge = "host", user = "host", applications = "host" }
+  challenge = "host", user = "host", applications = "host", batch = "host", myOnlineMeeting = "host" }
 
 local armed = {} -- { link=, to=, app=, host=, count= }, in arming order
 
 -- Arms a plant from the control API's body; returns it, or nil and a message.
 function M.plant(t)
   if not M.KINDS[t.link] then
-    return nil, "link must be next, sender, conversation, message, challenge, user or applications"
+    return nil, "link must be next, sender, conversation, message, challenge, user, applications, batch"
+      .. " or myOnlineMeeting"
   end
   local to = t.to
   if type(to) ~= "string" or not (to == "http" or hosts.get(to) or to:match("^https?://[^/]+$")) then
