@@ -90,6 +90,47 @@ for _, format in ipairs{ "json", "xml" } do
       assert.equal(before.batching.parts + 2, after.batching.parts) -- the refused one was not in it
     end)
 
+    -- regression guard: a batch answer the client cannot read must not crash it
+    for _, case in ipairs{ { "no-boundary", "no boundary" }, { "truncated", "truncated" },
+                           { "not-multipart", "multipart/batching expected" } } do
+      it("gives each request a clear error when the batch answer is " .. case[1], function()
+        local c = ready(helpers.client(sim, { username = "alice@contoso.com", format = format }))
+        sim:control("POST", "/_sim/batching", { garble = case[1] })
+        local res, done = {}, nil
+        c:batch(function()
+          c:meetings(function(l, e) res[1] = { l, e } end)
+          c.application:refresh(function(x, e) res[2] = { x, e } end)
+        end, function(ok, e) done = { ok, e } end)
+        helpers.drive(nil, function() return done and res[1] and res[2] end, 10, "the batch")
+        for i = 1, 2 do
+          assert.is_nil(res[i][1])
+          assert.equal("BadResponse", res[i][2].code)
+          assert.equal("BadBatch", res[i][2].subcode)
+          assert.matches(case[2], res[i][2].message, 1, true)
+        end
+        assert.is_nil(done[1])
+        -- and the client carries on
+        local again
+        c:meetings(function(l) again = l end)
+        helpers.drive(nil, function() return again end)
+      end)
+    end
+
+    it("fails only the request whose part of the answer is broken", function()
+      local c = ready(helpers.client(sim, { username = "alice@contoso.com", format = format }))
+      sim:control("POST", "/_sim/batching", { garble = "broken-part" })
+      local res, done = {}, nil
+      c:batch(function()
+        c:meetings(function(l, e) res[1] = { l, e } end)
+        c.application:refresh(function(x, e) res[2] = { x, e } end)
+      end, function(ok) done = ok end)
+      helpers.drive(nil, function() return done and res[1] and res[2] end, 10, "the batch")
+      assert.is_nil(res[1][1])
+      assert.equal("BadBatch", res[1][2].subcode)
+      assert.matches("part 1: not an HTTP response", res[1][2].message, 1, true)
+      assert.equal("application", res[2][1].rel)
+    end)
+
     it("reads me and the scheduling values at sign-in in one batch", function()
       ready(helpers.client(sim, { username = "alice@contoso.com", format = format }))
       local st = sim:state()

@@ -16,6 +16,15 @@ local M = {}
 M.MAX_PARTS = 100 -- "100 requests for a single user across all batches"
 
 local counts = { posts = 0, parts = 0 }
+local garbled = {} -- faults for the next batch answers, in order (M.garble)
+
+-- How a garbled answer is spoiled: body, content type -> body, content type.
+local GARBLE = {
+  ["no-boundary"] = function(body) return body, "multipart/batching" end,
+  truncated = function(body, ctype) return body:sub(1, #body // 2), ctype end,
+  ["broken-part"] = function(body, ctype) return (body:gsub("HTTP/1%.1 ", "HTXP/1.1 ", 1)), ctype end,
+  ["not-multipart"] = function(body) return body, "application/json" end,
+}
 
 local REASONS = { [200] = "OK", [201] = "Created", [204] = "No Content", [400] = "Bad Request",
   [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found", [405] = "Method Not Allowed",
@@ -101,7 +110,22 @@ function M.route(ctx)
   local answers = {}
   for i, part in ipairs(parts) do answers[i] = run_part(ctx, part) end
   local body, ctype = host.multipart_build(answers, "response")
+  local g = table.remove(garbled, 1)
+  if g then body, ctype = GARBLE[g](body, ctype) end
   return 200, reply.headers(ctype), body
+end
+
+-- The control API's POST /_sim/batching {garble = kind, count = n}: the next
+-- n batch answers are spoiled (no-boundary, truncated, broken-part: the
+-- first part's status line, not-multipart). Returns true, or nil and why.
+function M.garble(t)
+  if not GARBLE[t.garble] then
+    return nil, "garble must be no-boundary, truncated, broken-part or not-multipart"
+  end
+  local n = tonumber(t.count or 1)
+  if not n or n < 1 or n > 100 or n ~= math.floor(n) then return nil, "count must be 1 to 100" end
+  for _ = 1, n do garbled[#garbled + 1] = t.garble end
+  return true
 end
 
 -- For the control API's state dump: batches answered, parts in them.

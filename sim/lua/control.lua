@@ -420,6 +420,11 @@ function M.handle(ctx)
     if m == "GET" then return answer(200, host_info(h)) end
     return host_action(h, t)
   end
+  if path == "/_sim/batching" and m == "POST" then -- garbled batch answers (batching.lua)
+    local ok, err = require("batching").garble(t)
+    if not ok then return fail(400, err) end
+    return answer(200, { garble = t.garble })
+  end
   if path == "/_sim/plants" and m == "POST" then
     local p, err = plants.plant(t)
     if not p then return fail(400, err) end
