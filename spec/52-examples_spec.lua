@@ -143,8 +143,7 @@ describe("examples", function()
         local lines, ok = run("host_bot.lua", format)
         assert.is_true(ok, table.concat(lines, "\n"))
         assert_story(lines, {
-          "[host] scheduled Team sync (",
-          "join link: https://meet.contoso.com/alice/",
+          "; join link: https://meet.contoso.com/alice/",
           "[host] in the meeting, chatting",
           "[carol] asks to join",
           "[host] admitted Carol",

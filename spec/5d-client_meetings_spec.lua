@@ -3,19 +3,10 @@
 -- etag is refused with 412, read again, nothing overwritten), values outside
 -- the eligible values refused before sending, delete.
 local helpers = require "helpers"
+local steps = require "support.steps"
 
-local function wait(_, f, what)
-  local r
-  f(function(...) r = table.pack(...) end)
-  helpers.drive(nil, function() return r ~= nil end, 10, what)
-  return table.unpack(r, 1, r.n)
-end
-
-local function ready(c)
-  c:start()
-  helpers.drive(nil, function() return c.state == "ready" end, 10, "sign-in")
-  return c
-end
+local ready = steps.ready
+local function wait(_, f, what) return steps.wait(f, what) end
 
 for _, format in ipairs{ "json", "xml" } do
   describe("scheduled meetings in " .. format, function()
@@ -95,6 +86,8 @@ for _, format in ipairs{ "json", "xml" } do
       assert.same({ "Everyone", "Invited", "Locked", "SameEnterprise" }, eligible.accessLevels)
       local defaults = wait(alice, function(cb) alice:meeting_defaults(cb) end)
       assert.equal("SameEnterprise", defaults.accessLevel)
+      local policies = wait(alice, function(cb) alice:meeting_policies(cb) end)
+      assert.equal("Allowed", policies.externalUserMeetingAccess)
       local before = sim:state().stats.requests
       local m, err = wait(alice, function(cb) alice:schedule_meeting({ subject = "x", accessLevel = "Anyone" }, cb) end)
       assert.is_nil(m)
@@ -105,6 +98,11 @@ for _, format in ipairs{ "json", "xml" } do
       local st = sim:state()
       assert.equal(before + 1, st.stats.requests) -- only this state read
       assert.equal(0, #st.scheduled_meetings)
+      -- an update is checked the same way
+      local okm = wait(alice, function(cb) alice:schedule_meeting({ subject = "ok" }, cb) end)
+      local _, err3 = wait(alice, function(cb) okm:update({ entryExitAnnouncement = "Loud" }, cb) end)
+      assert.equal("entryExitAnnouncement", err3.parameter)
+      assert.equal("ok", wait(alice, function(cb) okm:refresh(cb) end).subject)
       assert.has_error(function() alice:schedule_meeting({ subjcet = "typo" }) end)
       assert.has_error(function() alice:schedule_meeting({ attendees = { "bob" } }) end)
     end)

@@ -5,12 +5,7 @@
 -- And the multipart reader on bad answers: a clear error, no crash.
 local helpers = require "helpers"
 local core = require "ucwa.core"
-
-local function ready(c)
-  c:start()
-  helpers.drive(nil, function() return c.state == "ready" end, 10, "sign-in")
-  return c
-end
+local ready = require("support.steps").ready
 
 for _, format in ipairs{ "json", "xml" } do
   describe("batching in " .. format, function()

@@ -21,19 +21,9 @@ local function client(sim, format)
   return c
 end
 
-local function ready(c)
-  local done = false
-  c:on("ready", function() done = true end)
-  c:start()
-  helpers.drive(c, function() return done end, 10, "ready")
-end
-
-local function wait(c, f, what)
-  local r
-  f(function(...) r = table.pack(...) end)
-  helpers.drive(c, function() return r ~= nil end, 10, what)
-  return table.unpack(r, 1, r.n)
-end
+local steps = require "support.steps"
+local ready = steps.ready
+local function wait(_, f, what) return steps.wait(f, what) end
 
 -- evil.example received nothing at all; no host got a token not its own.
 local function assert_nothing_to_evil(sim)

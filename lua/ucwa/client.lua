@@ -204,6 +204,12 @@ function Client:meeting_eligible_values(cb)
   return meetings.eligible(self._session, cb)
 end
 
+--- The admin policies for this user's meetings (onlineMeetingPolicies). cb(properties, err).
+-- @tparam[opt] function cb
+function Client:meeting_policies(cb)
+  return meetings.policies(self._session, cb)
+end
+
 --- Runs fn(); the requests made in it go out as one multipart/batching POST
 -- (see ucwa.batch), each answer to its own callback. cb(true, err) once the
 -- batch was answered (in a spawned coroutine without cb: returns then).

@@ -195,6 +195,13 @@ function meetings.eligible(session, cb)
   end)
 end
 
+--- The admin policies for the user's meetings (onlineMeetingPolicies). cb(properties, err).
+function meetings.policies(session, cb)
+  return session.async:call(cb, function(done)
+    values(session, "onlineMeetingPolicies", function(m, err) done(m and m.properties, err) end)
+  end)
+end
+
 --- Changes the meeting (PUT with If-Match and the echo property, see
 -- ucwa.update): `props` takes the fields of schedule_meeting. Values outside
 -- the eligible values are refused before sending; a `412 PreconditionFailed`
