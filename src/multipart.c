@@ -25,7 +25,6 @@
 #define MULTIPART_BOX "ucwa.multipart"
 #define MAX_PARTS 1000    /* a batch the client sends has at most 100 */
 #define MAX_HEADERS 100   /* per embedded message */
-#define MAX_NESTING 4     /* a batch is one level; GMime stops deeper nesting */
 
 /* What one parse holds, freed by __gc whatever happens. */
 struct box {
