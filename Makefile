@@ -12,6 +12,9 @@ LUA_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS))
 CURL_LIBS  = $(shell $(PKG_CONFIG) --libs libcurl expat libcrypto)
 SIM_CFLAGS = $(shell $(PKG_CONFIG) --cflags lua5.4 libmicrohttpd)
 SIM_LIBS   = $(shell $(PKG_CONFIG) --libs lua5.4 libmicrohttpd) -lm
+# multipart/batching (src/multipart.c, in ucwa.core and in ucwa-sim): GMime and http-parser
+MIME_CFLAGS = $(shell $(PKG_CONFIG) --cflags gmime-3.0)
+MIME_LIBS   = $(shell $(PKG_CONFIG) --libs gmime-3.0) -lhttp_parser
 OPT      ?= -O2 -g
 WARN      = -Wall -Wextra -Werror
 # One C dialect: C11 with the GNU/POSIX library (strdup, strcasecmp, epoll,
@@ -24,12 +27,13 @@ CFLAGS_ALL = $(STD) $(OPT) $(WARN) -fPIC $(SAN) -DUCWA_VERSION='"$(VERSION)"'
 CORE_SRC := $(sort $(wildcard src/*.c))
 CORE_OBJ := $(CORE_SRC:src/%.c=$(BUILD)/obj/core/%.o)
 SIM_SRC  := $(sort $(wildcard sim/*.c))
-SIM_OBJ  := $(SIM_SRC:sim/%.c=$(BUILD)/obj/sim/%.o)
+SIM_OBJ  := $(SIM_SRC:sim/%.c=$(BUILD)/obj/sim/%.o) $(BUILD)/obj/sim/multipart.o
 
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson libexpat1-dev \
   lua-busted libmicrohttpd-dev lua-expat clang libclang-rt-14-dev lua-check \
   lua-ldoc luarocks lua-cqueues lua-luv lua-socket lua-sec openssl python3 pkg-config make gcc lua5.1 \
-  chromium
+  chromium \
+  libgmime-3.0-dev libhttp-parser-dev
 
 .PHONY: all test check bench soak fuzz demo deps lint rock clean schema doc env install
 
@@ -37,11 +41,13 @@ all: $(BUILD)/ucwa/core.so $(BUILD)/ucwa-sim
 
 $(BUILD)/obj/core/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(LUA_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(LUA_CFLAGS) $(if $(filter multipart,$*),$(MIME_CFLAGS)) -c $< -o $@
 
+# -z nodelete: GMime's library-wide state (g_mime_init, once a process) stays
+# with the process; unloading ucwa.core at lua_close would strand it.
 $(BUILD)/ucwa/core.so: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(SAN) -o $@ $^ $(CURL_LIBS)
+	$(CC) -shared $(SAN) -Wl,-z,nodelete -o $@ $^ $(CURL_LIBS) $(MIME_LIBS)
 
 # The simulator's Lua modules (sim/lua/*.lua) and its console's files
 # (sim/console/*) are compiled in through a header generated into the build
@@ -57,9 +63,14 @@ $(BUILD)/obj/sim/%.o: sim/%.c $(wildcard sim/*.h) $(BUILD)/gen/sim_script.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(SIM_CFLAGS) -I$(BUILD)/gen -c $< -o $@
 
+# The simulator's own object of the multipart binding (host.multipart_*).
+$(BUILD)/obj/sim/multipart.o: src/multipart.c src/ucwa.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(SIM_CFLAGS) $(MIME_CFLAGS) -c $< -o $@
+
 $(BUILD)/ucwa-sim: $(SIM_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN) -o $@ $^ $(SIM_LIBS)
+	$(CC) $(SAN) -o $@ $^ $(SIM_LIBS) $(MIME_LIBS)
 
 # The suite, as a user runs it.
 test: all

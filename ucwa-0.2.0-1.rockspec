@@ -21,6 +21,8 @@ external_dependencies = {
   EXPAT = { header = "expat.h", library = "expat" },
   CRYPTO = { header = "openssl/evp.h", library = "crypto" },
   MICROHTTPD = { header = "microhttpd.h", library = "microhttpd" },
+  GMIME = { library = "gmime-3.0" },        -- multipart/batching (its header is under gmime-3.0/)
+  HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
 }
 build = {
   type = "make",

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs every fuzz target for a few seconds (default 3) when clang and
 # libFuzzer are installed: the parsers' (fuzz_parse_*, fuzz_events_*) and
-# the simulator's request handling (fuzz_sim); skips (exit 0) otherwise.
+# the simulator's request handling (fuzz_sim), the multipart/batching reader
+# (fuzz_multipart); skips (exit 0) otherwise.
 # For CI:
 #   sh fuzz/quick.sh [seconds]
 cd "$(dirname "$0")" || exit 1

@@ -493,6 +493,7 @@ static int l_log(lua_State *L)
 	return 0;
 }
 
+void ucwa_open_multipart(lua_State *L); /* src/multipart.c, compiled in */
 static const luaL_Reg sim_funcs[] = {
 	{"respond", l_respond},
 	{"drop", l_drop},
@@ -1278,6 +1279,7 @@ int main(int argc, char **argv)
 	lua_pop(L, 1);
 	lua_newtable(L);
 	luaL_setfuncs(L, sim_funcs, 0);
+	ucwa_open_multipart(L); /* host.multipart_build/_parse: src/multipart.c */
 	lua_pushboolean(L, G.verbose); /* host.verbose: log lines are built only then */
 	lua_setfield(L, -2, "verbose");
 	lua_getglobal(L, "package");

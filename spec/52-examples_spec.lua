@@ -153,6 +153,24 @@ describe("examples", function()
         assert.equal(0, count(lines, "admitted"))
       end)
 
+      it("host_bot.lua schedules, admits from its allow list, renames and deletes its meeting", function()
+        local lines, ok = run("host_bot.lua", format)
+        assert.is_true(ok, table.concat(lines, "\n"))
+        assert_story(lines, {
+          "; join link: https://meet.contoso.com/alice/",
+          "[host] in the meeting, chatting",
+          "[carol] asks to join",
+          "[host] admitted Carol",
+          "[carol] !subject Quarterly review",
+          '[host] Carol asks for the subject "Quarterly review"',
+          "[host] the subject is now Quarterly review",
+          "[sim] the meeting's subject: Quarterly review",
+          "[host] deleted the meeting",
+        }, "host_bot")
+        assert.equal(1, count(lines, "[host] rejected Mallory (not on the allow list)"))
+        assert.equal(0, count(lines, "error"))
+      end)
+
       it("auto_accept.lua accepts Alice's invitation and declines Bob's", function()
         local lines, ok = run("auto_accept.lua", format)
         assert.is_true(ok, table.concat(lines, "\n"))

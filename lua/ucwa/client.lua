@@ -4,8 +4,10 @@
 -- @module ucwa.client
 local emitter = require "ucwa.emitter"
 local errors = require "ucwa.errors"
+local batch = require "ucwa.batch"
 local invitation = require "ucwa.invitation"
 local messaging = require "ucwa.messaging"
+local meetings = require "ucwa.meetings"
 local options = require "ucwa.options"
 local people = require "ucwa.people"
 local presence = require "ucwa.presence"
@@ -201,6 +203,59 @@ end
 -- sent. cb(inv, err) when the server answers. See ucwa.messaging.
 function Client:start_messaging(args, cb)
   return messaging.start(self, args, cb)
+end
+
+-- ------------------------------------------------------------------------
+-- Scheduled meetings, batching (ucwa.meetings, ucwa.batch)
+
+--- Schedules an online meeting (myOnlineMeetings): args subject,
+-- description, expirationTime, attendees, leaders (sip: URIs), accessLevel,
+-- automaticLeaderAssignment, lobbyBypassForPhoneUsers, phoneUserAdmission,
+-- entryExitAnnouncement. cb(meeting, err): a ucwa.meetings object with
+-- onlineMeetingUri, joinUrl, onlineMeetingId, conferenceId and `dial_in`,
+-- `update`, `delete`, `join`. Values outside the server's eligible values
+-- fail with ParameterValidationFailure before anything is sent.
+-- @tparam table args
+-- @tparam[opt] function cb
+function Client:schedule_meeting(args, cb)
+  return meetings.schedule(self._session, args, cb)
+end
+
+--- The meetings this user has scheduled. cb(list, err).
+-- @tparam[opt] function cb
+function Client:meetings(cb)
+  return meetings.list(self._session, cb)
+end
+
+--- The server's default values for new meetings. cb(properties, err).
+-- @tparam[opt] function cb
+function Client:meeting_defaults(cb)
+  return meetings.defaults(self._session, cb)
+end
+
+--- The server's eligible values for meetings (accessLevels ...). cb(properties, err).
+-- @tparam[opt] function cb
+function Client:meeting_eligible_values(cb)
+  return meetings.eligible(self._session, cb)
+end
+
+--- The admin policies for this user's meetings (onlineMeetingPolicies). cb(properties, err).
+-- @tparam[opt] function cb
+function Client:meeting_policies(cb)
+  return meetings.policies(self._session, cb)
+end
+
+--- Runs fn(); the requests made in it go out as one multipart/batching POST
+-- (see ucwa.batch), each answer to its own callback. cb(true, err) once the
+-- batch was answered (in a spawned coroutine without cb: returns then).
+-- @tparam function fn
+-- @tparam[opt] function cb
+function Client:batch(fn, cb)
+  if type(fn) ~= "function" then error("bad argument #1 to 'batch' (function expected)", 2) end
+  local s = self._session
+  return s.async:call(cb, function(done)
+    batch.run(s, fn, function(err) if err then done(nil, err) else done(true) end end)
+  end)
 end
 
 --- The conversations going on (kept alive by the client while they last).

@@ -40,7 +40,9 @@ end
 -- `body` (a table, encoded in the session's format) or `raw_body` with
 -- `content_type`, `query` (parameters added with the URL builder), `accept`,
 -- `auth` (false: no token), `raw` (no parsing of the answer), `timeout`,
--- `app` (false: a 404 ApplicationNotFound here is not the application lost).
+-- `app` (false: a 404 ApplicationNotFound here is not the application lost),
+-- `headers` (more request headers: If-Match). Inside client:batch a request
+-- to the batch link's origin goes in the batch (ucwa.batch), after the same checks.
 -- The trust rules (ucwa.trust) are checked first: a URL they refuse fails
 -- with Forbidden and nothing is sent.
 -- @tparam table session
@@ -78,8 +80,10 @@ function request.send(session, spec, done, tried)
   if spec.body ~= nil then body, ctype = core.encode(spec.body, session.format) end
   if ctype then headers["Content-Type"] = ctype end
   if token then headers.Authorization = token end
+  for k, v in pairs(spec.headers or {}) do headers[k] = v end
   session:log("debug", spec.method .. " " .. url)
-  session.engine:request{
+  local engine = session.batching and session.batching:takes(url) or session.engine
+  engine:request{
     method = spec.method, url = url, headers = headers, body = body or (spec.method == "POST" and "" or nil),
     timeout = spec.timeout or session.options.timeout,
     callback = function(resp, terr)

@@ -115,12 +115,21 @@ function Resource:link(rel)
   return resource.link(self, rel)
 end
 
+--- PUTs the resource with `props` changed, with If-Match and the echo
+-- property (see ucwa.update). cb(self, err); a 412 reads it again and reports.
+-- @tparam table props
+-- @tparam[opt] function cb
+function Resource:update(props, cb)
+  return require("ucwa.update").put(self, props, cb)
+end
+
 --- Fetches the resource again and updates this object. cb(self, err).
 function Resource:refresh(cb)
   local session = self._session
   return session.async:call(cb, function(done)
-    session:send({ method = "GET", url = self.href }, function(model, err)
+    session:send({ method = "GET", url = self.href }, function(model, err, resp)
       if not model then return done(nil, err) end
+      require("ucwa.update").remember_etag(self, resp)
       if model ~= true then self:_update(model) end
       done(self)
     end)

@@ -249,7 +249,9 @@ end
 function Session:refresh_me()
   local app = self.application
   local me_href = resource.embedded_link(app, "me", "self")
-  local me = me_href and self:fetch{ method = "GET", url = me_href }
+  if not me_href then return end
+  -- with the scheduling values, in one batch where the server offers one (ucwa.batch)
+  local me = require("ucwa.batch").signin_reads(self, me_href)
   if type(me) == "table" then app.embedded.me = me end
 end
 

@@ -23,6 +23,9 @@ local invitations = require "invitations"
 local messaging = require "messaging"
 local people = require "people"
 local presence = require "presence"
+local online_meetings = require "online_meetings"
+local plants = require "plants"
+local batching = require "batching"
 local reply = require "reply"
 local timers = require "timers"
 
@@ -113,7 +116,7 @@ local function app_resource(app)
     :prop("id", app.id)
     :prop("instanceId", app.instanceId)
     :link("policies", h .. "/policies")
-    :link("batch", h .. "/batch")
+    :link("batch", plants.href("batch", h .. "/batch", app.host))
     :link("events", h .. "/events?ack=" .. events.info(app).next_ack)
     :link("reportMyNetwork", h .. "/reportMyNetwork")
   res:embed("me", me_resource(app))
@@ -123,7 +126,8 @@ local function app_resource(app)
       :link("myOnlineMeetings", h .. "/onlineMeetings/myOnlineMeetings")
       :link("onlineMeetingDefaultValues", h .. "/onlineMeetings/defaultValues")
       :link("onlineMeetingEligibleValues", h .. "/onlineMeetings/eligibleValues")
-      :link("onlineMeetingPolicies", h .. "/onlineMeetings/policies"))
+      :link("onlineMeetingPolicies", h .. "/onlineMeetings/policies")
+      :link("phoneDialInInformation", h .. "/onlineMeetings/phoneDialInInformation"))
   end
   res:embed("communication", communication_resource(app))
   return res
@@ -368,6 +372,10 @@ local function app_route(ctx, app, rest)
     return people.route(ctx, app, rest)
   elseif rest:sub(1, 14) == "/communication" then
     return communication_route(ctx, app, rest:sub(15))
+  elseif rest:sub(1, 15) == "/onlineMeetings" then
+    return online_meetings.route(ctx, app, rest:sub(16))
+  elseif rest == "/batch" then
+    return reply.only(ctx, "POST", batching.route, ctx, app)
   end
   return reply.not_found(ctx)
 end

@@ -99,6 +99,8 @@ local function state()
     meetings = list,
     messaging = messaging.info(),
     stats = stats.snapshot(),
+    batching = require("batching").snapshot(), -- multipart/batching POSTs and their parts
+    scheduled_meetings = array(require("online_meetings").list()),
     faults = faults_info(),
     hosts = hosts_info(),
     discovery = hosts.discovery().name,
@@ -471,6 +473,11 @@ function M.handle(ctx)
     if not h then return fail(404, "no host " .. hname) end
     if m == "GET" then return answer(200, host_info(h)) end
     return host_action(h, t)
+  end
+  if path == "/_sim/batching" and m == "POST" then -- garbled batch answers (batching.lua)
+    local ok, err = require("batching").garble(t)
+    if not ok then return fail(400, err) end
+    return answer(200, { garble = t.garble })
   end
   if path == "/_sim/plants" and m == "POST" then
     local p, err = plants.plant(t)

@@ -112,6 +112,7 @@ end
 -- Does `member` wait in the lobby when it joins?
 function M.needs_lobby(m, member)
   if config.get("auto-admit") or not m.lobby then return false end
+  if m.lobby_rule then return m.lobby_rule(member) end -- a scheduled meeting's accessLevel (online_meetings.lua)
   return not m.leaders[member.key]
 end
 

@@ -9,7 +9,9 @@
 -- link), applications (the user resource's applications link), messaging
 -- (a connected messaging resource's sendMessage, setIsTyping and
 -- stopMessaging links), contact (a contact in a people answer: search,
--- contact lists, groups).  `to`: a
+-- contact lists, groups), batch (the application's batch link),
+-- myOnlineMeeting (a scheduled meeting's self link, in the answers to
+-- schedule, list and read).  `to`: a
 -- host name of the topology, "http" (the same host over plain HTTP: its
 -- plain-HTTP listener when it has one, else its own port), or an origin
 -- "scheme://host:port".  Filters: `app` (an application id) for the batch
@@ -20,14 +22,15 @@ local M = {}
 
 M.KINDS = { next = "batch", sender = "batch", conversation = "batch", message = "batch",
   challenge = "host", user = "host", applications = "host", messaging = "host",
-  contact = "host" }
+  contact = "host", batch = "host", myOnlineMeeting = "host" }
 
 local armed = {} -- { link=, to=, app=, host=, count= }, in arming order
 
 -- Arms a plant from the control API's body; returns it, or nil and a message.
 function M.plant(t)
   if not M.KINDS[t.link] then
-    return nil, "link must be next, sender, conversation, message, challenge, user, applications, messaging or contact"
+    return nil, "link must be next, sender, conversation, message, challenge, user, applications, messaging,"
+      .. " contact, batch or myOnlineMeeting"
   end
   local to = t.to
   if type(to) ~= "string" or not (to == "http" or hosts.get(to) or to:match("^https?://[^/]+$")) then
