@@ -376,7 +376,7 @@ local function console_views()
       local list = array()
       for _, m in ipairs(meetings.list()) do list[#list + 1] = meeting_info(m) end
       return { base = base, listen = listen(), meetings = list, apps = applications.list(),
-        faults = faults_info(), users = array(directory.list()) }
+        faults = faults_info(), users = array(directory.names()) }
     end,
   }
 end

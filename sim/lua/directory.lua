@@ -119,8 +119,8 @@ function M.groups_of(rec)
   return out
 end
 
--- Every user, by name: { {username=, name=} ... } (the console's list).
-function M.list()
+-- Every user's name and display name, sorted by name (the console's list).
+function M.names()
   local list = {}
   for name, u in pairs(users) do list[#list + 1] = { username = name, name = u.name } end
   table.sort(list, function(a, b) return a.username < b.username end)
