@@ -182,7 +182,7 @@ describe("a client with a store", function()
       -- an asynchronous store: every inbox write answers 0.3 s later, from the loop
       local pending, c = {}, nil
       local slow = setmetatable({
-        inbox_put = function(_, id, fence, seq, data, changes, done)
+        inbox_put = function(_, id, _fence, seq, data, changes, done)
           local ok, err = sqlite.db:write(id, changes, seq, data)
           pending[#pending + 1] = seq
           c:after(0.3, function()
