@@ -85,7 +85,8 @@ local function measure(sim, store, key)
                    if on_answer then on_answer(cjson.decode(r.body).released_at) end
                  end }
   end
-  local t_event, received = nil, 0
+  local t_event
+  local received = 0
   c:on("event", function(ev)
     if ev.link and ev.link.rel == "note" then t_event = gettime(); received = received + 1 end
   end)
