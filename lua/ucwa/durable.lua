@@ -112,11 +112,11 @@ function Durable:application_ready()
     hosts = encode(self.hosts),
     application = encode(model_of(app)),
   }
-  if self.app_href ~= app.href and self.app_href ~= nil then
+  if self.app_href ~= s.base and self.app_href ~= nil then
     -- a new application: the old one's channel, inbox, conversations and operations are gone
     if not self.lost then self.store:clear(self.identity, self.fence, on_written(self, "clear")) end
   end
-  self.app_href = app.href
+  self.app_href = s.base -- absolute: the same application whatever its href's form
   self:set(changes)
 end
 
@@ -250,7 +250,7 @@ function Durable:restore(snap, v, fresh)
   s.user_url, s.applications_url, s.base = v.session.user_url, v.session.applications_url, v.session.base
   s.policy.https = v.session.https == true
   self.hosts = type(v.hosts) == "table" and v.hosts or {}
-  self.app_href = v.application.href
+  self.app_href = v.session.base
   if self.store_tokens and type(v.tokens) == "table" then s.tokens:import(v.tokens) end
   local delays = 0.5
   local model, err
