@@ -165,7 +165,7 @@ local function ack_of(url)
   return q and math.tointeger(tonumber(("&" .. q .. "&"):match("&ack=(%d+)&")))
 end
 
--- Gives each event of the batch its id: "seq:position".
+-- Gives each event of the batch its id: "seq:position"; returns how many.
 local function stamp(batch, seq)
   local n = 0
   for _, sender in ipairs(batch.senders or {}) do
@@ -175,6 +175,15 @@ local function stamp(batch, seq)
     end
   end
   return n
+end
+
+--- The seq of a batch fetched from `url` (its ack; else the one after
+-- `last`), with each event's `ev.id` set: what a client without a store
+-- does too. Returns the seq.
+function durable.stamp(batch, url, last)
+  local seq = ack_of(url) or (last + 1)
+  stamp(batch, seq)
+  return seq
 end
 
 --- A batch of the event channel (the channel holds it: hold = true): into
