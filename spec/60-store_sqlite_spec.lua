@@ -301,3 +301,72 @@ describe("ev.id without a store", function()
     sim:stop()
   end)
 end)
+
+describe("a store whose URLs lead to another host", function()
+  local sim, path, listener, c
+  before_each(function()
+    sim = helpers.sim{ app_idle = 60 }
+    path = tmpdb()
+    listener = assert(require("socket").bind("127.0.0.2", 0))
+    listener:settimeout(0)
+  end)
+  after_each(function()
+    helpers.close_clients()
+    listener:close()
+    sim:stop()
+    remove(path)
+  end)
+
+  local function foreign(url)
+    local _, port = listener:getsockname()
+    return (url:gsub("^http://[^/]+", "http://127.0.0.2:" .. port))
+  end
+
+  -- signs in with a store, then "dies", leaving the session stored
+  local function first_life()
+    local st = assert(ucwa.store.sqlite(path))
+    c = helpers.client(sim, { store = st, store_key = "bot" })
+    local ready = false
+    c:on("ready", function() ready = true end)
+    c:start()
+    helpers.drive(c, function() return ready end, 5, "ready")
+    c._session:release()
+    return st
+  end
+
+  local function rewrite(st, key, fn)
+    local v = require("cjson").decode(call(st, "load", "bot").values[key])
+    fn(v)
+    assert.is_true(call(st, "set", "bot", 0, { [key] = require("cjson").encode(v) }))
+  end
+
+  it("sends nothing to a planted application URL: a fresh sign-in instead", function()
+    local st = first_life()
+    rewrite(st, "session", function(v) v.base = foreign(v.base) end)
+    local c2 = helpers.client(sim, { store = st, store_key = "bot" })
+    local ready, restored, resumed = false, false, nil
+    c2:on("ready", function() ready = true end)
+    c2:on("restored", function() restored = true end)
+    c2:on("resumed", function(i) resumed = i end)
+    c2:start()
+    helpers.drive(c2, function() return ready and resumed end, 5, "a fresh sign-in")
+    assert.is_false(restored)
+    assert.is_true(resumed.restart)
+    assert.equal("Forbidden", resumed.error.code)
+    assert.is_nil(listener:accept(), "a request went to the planted host")
+  end)
+
+  it("opens the channel at the application's events link, not at a planted one", function()
+    local st = first_life()
+    rewrite(st, "session", function() end)
+    local planted = foreign(sim.url .. "/ucwa/oauth/v1/applications/101/events?ack=1")
+    assert.is_true(call(st, "set", "bot", 0, { channel = require("cjson").encode{ url = planted, ack = 1 } }))
+    local c2 = helpers.client(sim, { store = st, store_key = "bot" })
+    local restored = false
+    c2:on("restored", function() restored = true end)
+    c2:start()
+    helpers.drive(c2, function() return restored and c2._session.channel end, 5, "restored")
+    assert.matches("^http://127%.0%.0%.1:", c2._session.channel:url())
+    assert.is_nil(listener:accept(), "a request went to the planted host")
+  end)
+end)

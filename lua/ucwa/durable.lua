@@ -265,7 +265,10 @@ function Durable:restore(snap, v, fresh)
   local model, err
   while s.state == "restoring" do
     model, err = s:fetch{ method = "GET", url = s.base, app = false }
-    if model or (err and err.status and err.status < 500 and err.status ~= 429) then break end
+    -- only faults that may pass are tried again: the network, timeouts, 5xx
+    local passing = err and (err.status and (err.status >= 500 or err.status == 429)
+      or (not err.status and (err.code == "NetworkError" or err.code == "Timeout")))
+    if model or not passing then break end
     -- the server unreachable: the application may well live; try again
     if err then err.retrying = true; s:report(err) end
     s:sleep(delays)
