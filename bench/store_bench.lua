@@ -9,7 +9,8 @@
 --      a time (a write per batch of up to 1,000)
 --   3. memory per bot: STORE_BENCH_BOTS (default 200) bots signed in on one
 --      engine, each left with a pending P-GET, with and without one shared
---      store (RSS and Lua heap per bot)
+--      store (RSS, C+Lua heap in use and Lua heap per bot), each store in a
+--      process of its own so that one run's memory is not the next one's
 -- The stores are the rows of STORES: a fleet's store adds a row (a name and
 -- a function making it, or nil and why it is not available here).
 local build = os.getenv("UCWA_BUILD") or "build"
@@ -48,6 +49,9 @@ local function rss_kb()
   f:close()
   return tonumber(v)
 end
+
+local has_bench, bench = pcall(require, "ucwa_bench") -- bench.heap(): C heap in use (make bench builds it)
+local function heap_kb() return has_bench and bench.heap() / 1024 or 0 end
 
 local function wait_for(step, pred, secs)
   local deadline = gettime() + secs
@@ -113,7 +117,7 @@ end
 local function memory(sim, store)
   collectgarbage()
   collectgarbage()
-  local rss0, heap0 = rss_kb(), collectgarbage("count")
+  local rss0, c0, heap0 = rss_kb(), heap_kb(), collectgarbage("count")
   local eng = ucwa.engine{}
   local bots = {}
   for i = 1, BOTS do
@@ -129,15 +133,37 @@ local function memory(sim, store)
   end, 120)
   collectgarbage()
   collectgarbage()
-  local per = { rss = (rss_kb() - rss0) / BOTS, heap = (collectgarbage("count") - heap0) / BOTS }
+  local per = { rss = (rss_kb() - rss0) / BOTS, c = (heap_kb() - c0) / BOTS,
+                heap = (collectgarbage("count") - heap0) / BOTS }
   for _, c in ipairs(bots) do c:release() end
   eng:close()
   return per
 end
 
+-- `store_bench.lua memory URL I`: the memory run of STORES[I] against the
+-- simulator at URL, in this process (the parent reads its one line)
+if arg[1] == "memory" then
+  local make = STORES[tonumber(arg[3])][2]
+  local store = make and assert(make(("mem" .. arg[3])))
+  local per = memory({ url = arg[2] }, store)
+  io.write(("%.3f %.3f %.3f\n"):format(per.rss, per.c, per.heap))
+  if store then store:close() end
+  os.execute("rm -rf " .. dir)
+  os.exit(0)
+end
+
+local function memory_apart(sim, i)
+  local p = assert(io.popen(("%s %s memory %q %d"):format(arg[-1] or "lua5.4", arg[0], sim.url, i)))
+  local out = p:read("a")
+  p:close()
+  local rss, c, heap = out:match("^(%S+) (%S+) (%S+)")
+  if not rss then error("memory run of " .. STORES[i][1] .. " failed: " .. out) end
+  return { rss = tonumber(rss), c = tonumber(c), heap = tonumber(heap) }
+end
+
 local sim = require("ucwa.sim").start{ step_delay = 0, min_timeout = 0.1, min_aggregation = 0, app_idle = 3600 }
 local rows, base = {}, nil
-for _, s in ipairs(STORES) do
+for i, s in ipairs(STORES) do
   local name, make = s[1], s[2]
   local store, why
   if make then store, why = make(name:gsub("%W", "_")) end
@@ -145,24 +171,23 @@ for _, s in ipairs(STORES) do
     report("%s: not measured (%s)", name, tostring(why))
   else
     local m = measure(sim, store, "bench-" .. name)
-    local mem_store = make and make((name:gsub("%W", "_")) .. "_mem") or nil
-    m.mem = memory(sim, mem_store)
-    if mem_store then mem_store:close() end
     if store then store:close() end
+    m.mem = memory_apart(sim, i)
     base = base or m
     rows[#rows + 1] = { name, m }
-    report("%s: latency median %.0f us (p99 %.0f us), %.0f events/s, %.1f KB RSS and %.1f KB Lua heap per bot",
-      name, m.median * 1e6, m.p99 * 1e6, m.rate, m.mem.rss, m.mem.heap)
+    report("%s: latency median %.0f us (p99 %.0f us), %.0f events/s; per bot %.1f KB RSS, %.1f KB heap in use,"
+      .. " %.1f KB Lua heap", name, m.median * 1e6, m.p99 * 1e6, m.rate, m.mem.rss, m.mem.c, m.mem.heap)
   end
 end
 sim:stop()
 os.execute("rm -rf " .. dir)
 
 report("")
-report("%-16s %12s %8s %12s %8s %12s %8s %14s", "store", "latency us", "x none", "p99 us", "x none", "events/s",
-  "x none", "KB/bot (heap)")
+report("%-16s %10s %7s %10s %7s %10s %7s %9s %7s %9s", "store", "latency us", "x none", "p99 us", "x none",
+  "events/s", "x none", "KB/bot", "x none", "Lua KB")
 for _, r in ipairs(rows) do
   local name, m = r[1], r[2]
-  report("%-16s %12.0f %8.2f %12.0f %8.2f %12.0f %8.2f %8.1f (%.1f)", name, m.median * 1e6, m.median / base.median,
-    m.p99 * 1e6, m.p99 / base.p99, m.rate, m.rate / base.rate, m.mem.rss, m.mem.heap)
+  report("%-16s %10.0f %7.2f %10.0f %7.2f %10.0f %7.2f %9.1f %7.2f %9.1f", name, m.median * 1e6,
+    m.median / base.median, m.p99 * 1e6, m.p99 / base.p99, m.rate, m.rate / base.rate, m.mem.rss,
+    m.mem.rss / base.mem.rss, m.mem.heap)
 end
