@@ -1,6 +1,6 @@
 -- The rock: `luarocks make` (offline on Debian: `luarocks make --deps-mode=none`
--- after `make deps`). A make build: the Makefile finds libcurl, expat and
--- OpenSSL through pkg-config (Debian keeps curl.h in a multiarch folder that
+-- after `make deps`). A make build: the Makefile finds libcurl, expat,
+-- OpenSSL and SQLite through pkg-config (Debian keeps curl.h in a multiarch folder that
 -- luarocks' own header search misses), builds ucwa.core and ucwa-sim, and
 -- `make install` puts the module, the Lua layer and the ucwa-sim command
 -- into the tree luarocks names. The version is ucwa._VERSION's.
@@ -23,6 +23,7 @@ external_dependencies = {
   MICROHTTPD = { header = "microhttpd.h", library = "microhttpd" },
   GMIME = { library = "gmime-3.0" },        -- multipart/batching (its header is under gmime-3.0/)
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
+  SQLITE = { header = "sqlite3.h", library = "sqlite3" },
 }
 build = {
   type = "make",

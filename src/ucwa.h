@@ -15,5 +15,6 @@ void ucwa_open_channel(lua_State *L); /* channel.c: eng:channel (uses parse_even
 void ucwa_open_url(lua_State *L);     /* url.c: url_resolve, url_with_query, url_parts, url_origin */
 void ucwa_open_dataurl(lua_State *L); /* dataurl.c: data_url */
 void ucwa_open_multipart(lua_State *L); /* multipart.c: multipart_build, multipart_parse (also in ucwa-sim) */
+void ucwa_open_store_sqlite(lua_State *L); /* store_sqlite.c: sqlite_open (the session store, docs/store.md) */
 
 #endif

@@ -25,12 +25,15 @@ Client.__name = "ucwa.client"
 
 emitter.install(Client, "client", {
   ready = true, invitation = true, resumed = true, error = true, closed = true, event = true,
+  restored = true,
 })
 
 --- Registers `fn` for a client event: `ready(client)`, `invitation(inv)`
 -- (every incoming invitation: a meeting's, or a messagingInvitation, by `inv.rel`),
 -- `resumed(info)`, `error(err)`, `closed(client)`, `event(event, sender)`
--- (every raw event of the event channel). An unknown name raises. Returns the client.
+-- (every raw event of the event channel), `restored(info)` (with a store:
+-- the session a previous process left carried on, instead of `ready`; see
+-- docs/store.md). An unknown name raises. Returns the client.
 -- @function Client:on
 -- @string name
 -- @tparam function fn
@@ -69,6 +72,9 @@ emitter.install(Client, "client", {
 -- @field engine a shared ucwa.engine{}; verify, ca_file, proxy, max_body then belong to it
 -- @field log function(level, message); never sees a token or a password
 -- @field signin_attempts sign-in attempts before giving up on faults that may pass (default: no limit)
+-- @field store a session store (`ucwa.store.sqlite(path)`): a restart carries on the same session
+-- @field store_tokens true also stores the tokens (default false: a restart gets new ones)
+-- @field store_key the identity the session is stored under (default: from username and url)
 
 --- Makes a client from @{options}; a wrong option raises.
 function client.new(opts)
@@ -360,12 +366,22 @@ function Client:step(timeout)
   return self
 end
 
---- Runs the loop until client:stop() or client:close().
+--- Runs the loop until client:stop(), client:close() or client:release()
+-- (or the store's lease lost: the state "stopped").
 function Client:run()
   self._stopped = false
-  while not self._stopped and self.state ~= "closed" do
+  while not self._stopped and self.state ~= "closed" and self.state ~= "stopped" do
     self:step(1)
   end
+  return self
+end
+
+--- Stops driving the bot without signing out: the channel and every timer
+-- stop, the application is left at the server for the process that carries
+-- on from the store (a fleet's other worker). The state becomes "stopped".
+function Client:release()
+  self._session:release()
+  self._stopped = true
   return self
 end
 
