@@ -5,7 +5,7 @@
  *                            max_response_header=, user_agent=, proxy=, resolve=,
  *                            connect_timeout=, timeout=, max_connections= }
  *   eng:step(timeout) eng:pollfd() eng:events() eng:timeout() eng:stats()
- *   eng:closed() eng:close()
+ *   eng:now() eng:closed() eng:close()
  *
  * eng:request (request.c), eng:timer (timer.c), eng:channel (channel.c)
  * and eng:redis (redis.c) are added to the class by their own files. curl callbacks only touch C
@@ -595,6 +595,15 @@ static int l_stats(lua_State *L)
     return 1;
 }
 
+/* the engine's clock: CLOCK_MONOTONIC, seconds (a pause of the process
+ * counts; a change of the wall clock does not) */
+static int l_now(lua_State *L)
+{
+    luaL_checkudata(L, 1, UCWA_ENGINE_MT);
+    lua_pushnumber(L, (double)ucwa_now() / 1e9);
+    return 1;
+}
+
 static int l_closed(lua_State *L)
 {
     ucwa_engine *e = luaL_checkudata(L, 1, UCWA_ENGINE_MT);
@@ -852,7 +861,7 @@ static int l_engine(lua_State *L)
 
 static const luaL_Reg engine_methods[] = {
     {"step", l_step},   {"pollfd", l_pollfd}, {"events", l_events}, {"timeout", l_timeout},
-    {"stats", l_stats}, {"closed", l_closed}, {NULL, NULL},
+    {"stats", l_stats}, {"closed", l_closed}, {"now", l_now}, {NULL, NULL},
 };
 
 void ucwa_open_loop(lua_State *L)

@@ -20,8 +20,13 @@ local function free_port()
   return tonumber(port)
 end
 
+-- running, and not a zombie waiting for its reaper (init here may reap late)
 local function alive(pid)
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local st = f:read("a"):match("^%d+ %b() (%a)")
+  f:close()
+  return st ~= nil and st ~= "Z"
 end
 
 -- One command in RESP, its reply read back: a string, an integer, a table,
@@ -67,7 +72,8 @@ function Server:resume() os.execute("kill -CONT " .. self.pid) end
 
 function Server:stop()
   if not self.pid then return end
-  os.execute("kill -CONT " .. self.pid .. " 2>/dev/null; kill -TERM " .. self.pid .. " 2>/dev/null")
+  -- nothing is kept on disk: SIGKILL loses nothing, and is quick
+  os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
   local deadline = socket.gettime() + 10
   while alive(self.pid) and socket.gettime() < deadline do socket.sleep(0.02) end
   if alive(self.pid) then os.execute("kill -KILL " .. self.pid .. " 2>/dev/null") end
@@ -75,14 +81,16 @@ function Server:stop()
   self.pid = nil
 end
 
--- Starts one; `args` adds redis-server options ({"--appendonly", "yes"}).
-function R.start(args)
+-- Starts one; opts.port: that port (default: a free one), opts.args: more
+-- redis-server options ({"--appendfsync", "always"}).
+function R.start(opts)
+  opts = opts or {}
   for _ = 1, 5 do
-    local port = free_port()
+    local port = opts.port or free_port()
     local dir = assert(io.popen("mktemp -d /tmp/ucwa-redis.XXXXXX")):read("l")
     local argv = { "redis-server", "--port", tostring(port), "--bind", "127.0.0.1", "--save", "''",
-      "--appendonly", "no", "--dir", dir, "--logfile", dir .. "/redis.log" }
-    for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+      "--appendonly", "no", "--dir", dir, "--logfile", dir .. "/redis.log", "--enable-debug-command", "yes" }
+    for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
     local p = assert(io.popen("echo $$; exec " .. table.concat(argv, " ") .. " </dev/null >/dev/null 2>&1 & echo $!", "r"))
     p:read("l")
     local pid = p:read("l")
