@@ -4,12 +4,12 @@ BUSTED   ?= $(LUA) /usr/bin/busted
 CC       ?= gcc
 BUILD    ?= build
 PKG_CONFIG ?= pkg-config
-PKGS      = lua5.4 libcurl expat hiredis
+PKGS      = lua5.4 libcurl expat sqlite3 hiredis
 # Recursive (=), not :=, so pkg-config runs when a compile needs it: in
 # `make deps demo` that is after deps has installed pkg-config and the -dev
 # packages, not when make reads this file.
 LUA_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS))
-CURL_LIBS  = $(shell $(PKG_CONFIG) --libs libcurl expat libcrypto hiredis)
+CURL_LIBS  = $(shell $(PKG_CONFIG) --libs libcurl expat libcrypto sqlite3 hiredis)
 SIM_CFLAGS = $(shell $(PKG_CONFIG) --cflags lua5.4 libmicrohttpd)
 SIM_LIBS   = $(shell $(PKG_CONFIG) --libs lua5.4 libmicrohttpd) -lm
 OPT      ?= -O2 -g
@@ -27,7 +27,7 @@ SIM_SRC  := $(sort $(wildcard sim/*.c))
 SIM_OBJ  := $(SIM_SRC:sim/%.c=$(BUILD)/obj/sim/%.o)
 
 DEBIAN_PKGS = lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson libexpat1-dev \
-  lua-busted libmicrohttpd-dev lua-expat clang libclang-rt-14-dev lua-check \
+  lua-busted libmicrohttpd-dev lua-expat clang libclang-rt-14-dev lua-check libsqlite3-dev \
   lua-ldoc luarocks lua-cqueues lua-luv lua-socket lua-sec openssl python3 pkg-config make gcc lua5.1 \
   libhiredis-dev redis-server
 

@@ -21,6 +21,7 @@ external_dependencies = {
   EXPAT = { header = "expat.h", library = "expat" },
   CRYPTO = { header = "openssl/evp.h", library = "crypto" },
   MICROHTTPD = { header = "microhttpd.h", library = "microhttpd" },
+  SQLITE = { header = "sqlite3.h", library = "sqlite3" },
 }
 build = {
   type = "make",

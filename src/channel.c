@@ -3,9 +3,9 @@
  *   local ch = eng:channel{ url=, headers=, timeout=180, low=, medium=, priority=,
  *                           on_batch=, on_error=, backoff={initial=0.5, max=30},
  *                           grace=20, client_timeout=, min_interval=1,
- *                           max_bad_batches=5, max_repeats=10 }
+ *                           max_bad_batches=5, max_repeats=10, hold=false }
  *   ch:start() ch:stop() ch:close() ch:url() ch:running() ch:pending()
- *   ch:set_header(name, value)
+ *   ch:set_header(name, value) ch:release()
  *
  * One P-GET at a time (the request is embedded in the channel). Responses are
  * handled from step()'s delivery phase: the next P-GET is added and sent before
@@ -21,6 +21,12 @@
  * NoNextLink, BadLink, TooLarge, BadResponse) is fatal after max_bad_batches
  * in a row. Every fault reaches on_error, with err.failures, the number of
  * P-GETs in a row that failed.
+ * With hold = true (a session store, docs/store.md), a batch with events is
+ * handed to on_batch before the next P-GET is added, and the channel holds
+ * (pending() is "held") until ch:release(): the caller writes the batch
+ * somewhere durable first, since the next P-GET acknowledges it. release()
+ * may come from on_batch itself (a synchronous store) or later (one that
+ * answers on the loop).
  * Batches are read by core.parse_events and error bodies by core.parse_error,
  * fixed when the module is opened (the upvalues of eng:channel), not options.
  *
@@ -61,6 +67,7 @@ typedef struct ucwa_channel {
     ucwa_engine *eng;
     int running, closed;
     int pausing; /* retry is the min_interval pause, not a backoff */
+    int hold, held; /* hold option; held: a batch was delivered, the next P-GET waits for release() */
     char *url;   /* current P-GET URL, with the params */
     double timeout, grace, client_timeout;
     double b_initial, b_max, b_cur;
@@ -101,6 +108,7 @@ static void channel_halt(lua_State *L, ucwa_channel *ch, int chidx)
     chidx = lua_absindex(L, chidx);
     ucwa_req_free(&ch->req);
     ucwa_work_cancel(&ch->retry.w);
+    ch->held = 0;
     if (ch->running) {
         ch->running = 0;
         if (ch->eng && ch->eng->multi) {
@@ -636,6 +644,9 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
                 problem = 3;
             }
             ch->pausing = 1;
+        } else if (events && ch->hold) { /* the next P-GET waits for release() */
+            ucwa_req_free(r);
+            ch->held = 1;
         } else if ((ierr = issue_pget(L, ch, chidx, &too_large)) != NULL) { /* the next P-GET first */
             /* could not even add it: try again after backoff; the batch is still ours */
             ucwa_req_free(r);
@@ -733,7 +744,8 @@ static int deliver_retry(lua_State *L, int eidx, ucwa_work *w)
 
 static const char *const channel_options[] = {
     "url",      "headers",  "timeout", "grace",        "client_timeout",  "low",         "medium", "priority",
-    "on_batch", "on_error", "backoff", "min_interval", "max_bad_batches", "max_repeats", "buffer_size", NULL,
+    "on_batch", "on_error", "backoff", "min_interval", "max_bad_batches", "max_repeats", "buffer_size", "hold",
+    NULL,
 };
 static const char *const backoff_options[] = {"initial", "max", NULL};
 static const char *const params[] = {"low", "medium", "priority"};
@@ -837,6 +849,7 @@ static int l_channel(lua_State *L)
     ch->max_bad = max_bad;
     ch->max_repeats = max_repeats;
     ch->buffer_size = (long)bufsize;
+    ch->hold = ucwa_opt_boolean(L, 2, 2, "hold", 0);
     ch->req.keep_easy = 1; /* one easy handle for all its P-GETs */
     ch->b_initial = ch->b_cur = b_initial;
     ch->b_max = b_max;
@@ -916,6 +929,8 @@ static int l_pending(lua_State *L)
     ucwa_channel *ch = check_channel(L, 1);
     if (ch->req.x.w.state != UCWA_IDLE)
         lua_pushliteral(L, "request");
+    else if (ch->held && ch->running)
+        lua_pushliteral(L, "held");
     else if (ch->retry.w.state != UCWA_IDLE && ch->pausing)
         lua_pushliteral(L, "pause");
     else if (ch->retry.w.state != UCWA_IDLE)
@@ -923,6 +938,33 @@ static int l_pending(lua_State *L)
     else
         lua_pushnil(L);
     return 1;
+}
+
+/* release(): the held channel's next P-GET goes out (it acknowledges the
+ * batch delivered last). true; false when nothing was held (or the channel
+ * stopped); nil, err when it could not be added: it is retried after the
+ * backoff, as after any fault. */
+static int l_release(lua_State *L)
+{
+    ucwa_channel *ch = check_channel(L, 1);
+    lua_settop(L, 1);
+    if (!ch->held || !ch->running || ch->closed || !ch->eng || !ch->eng->multi) {
+        ch->held = 0;
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    ch->held = 0;
+    char *too_large = NULL;
+    const char *err = issue_pget(L, ch, 1, &too_large);
+    if (!err) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    push_issue_error(L, ch, err, &too_large);
+    count_failure(L, ch);
+    if (ucwa_timer_arm(ch->eng, &ch->retry, backoff_next(ch)) != 0) channel_halt(L, ch, 1);
+    return 2;
 }
 
 /* set_header(name, value): from the next P-GET on; nil removes */
@@ -966,6 +1008,7 @@ static int l_tostring(lua_State *L)
 
 static const luaL_Reg channel_methods[] = {
     {"start", l_start},           {"stop", l_stop}, {"url", l_url}, {"running", l_running}, {"pending", l_pending},
+    {"release", l_release},
     {"set_header", l_set_header}, {NULL, NULL},
 };
 

@@ -14,6 +14,7 @@ void ucwa_open_timer(lua_State *L);   /* timer.c: eng:timer */
 void ucwa_open_channel(lua_State *L); /* channel.c: eng:channel (uses parse_events and parse_error) */
 void ucwa_open_url(lua_State *L);     /* url.c: url_resolve, url_with_query, url_parts, url_origin */
 void ucwa_open_dataurl(lua_State *L); /* dataurl.c: data_url */
+void ucwa_open_store_sqlite(lua_State *L); /* store_sqlite.c: sqlite_open (the session store, docs/store.md) */
 void ucwa_open_redis(lua_State *L);   /* redis.c: eng:redis (hiredis on the engine's loop) */
 
 #endif

@@ -19,11 +19,14 @@ Client.__name = "ucwa.client"
 
 emitter.install(Client, "client", {
   ready = true, invitation = true, resumed = true, error = true, closed = true, event = true,
+  restored = true,
 })
 
 --- Registers `fn` for a client event: `ready(client)`, `invitation(inv)`,
 -- `resumed(info)`, `error(err)`, `closed(client)`, `event(event, sender)`
--- (every raw event of the event channel). An unknown name raises. Returns the client.
+-- (every raw event of the event channel), `restored(info)` (with a store:
+-- the session a previous process left carried on, instead of `ready`; see
+-- docs/store.md). An unknown name raises. Returns the client.
 -- @function Client:on
 -- @string name
 -- @tparam function fn
@@ -62,6 +65,9 @@ emitter.install(Client, "client", {
 -- @field engine a shared ucwa.engine{}; verify, ca_file, proxy, max_body then belong to it
 -- @field log function(level, message); never sees a token or a password
 -- @field signin_attempts sign-in attempts before giving up on faults that may pass (default: no limit)
+-- @field store a session store (`ucwa.store.sqlite(path)`): a restart carries on the same session
+-- @field store_tokens true also stores the tokens (default false: a restart gets new ones)
+-- @field store_key the identity the session is stored under (default: from username and url)
 
 --- Makes a client from @{options}; a wrong option raises.
 function client.new(opts)
@@ -203,6 +209,15 @@ function Client:run()
   while not self._stopped and self.state ~= "closed" do
     self:step(1)
   end
+  return self
+end
+
+--- Stops driving the bot without signing out: the channel and every timer
+-- stop, the application is left at the server for the process that carries
+-- on from the store (a fleet's other worker). The state becomes "stopped".
+function Client:release()
+  self._session:release()
+  self._stopped = true
   return self
 end
 

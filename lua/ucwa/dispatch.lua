@@ -65,6 +65,7 @@ function Registry:register(obj)
   local href = absolute(self, obj.href)
   if not href then return end
   self.objects[href] = obj
+  if self.pending[obj] then self:stored(obj, true) end -- its href is known now
   local early = self.early[href]
   if early then
     self.early[href] = nil
@@ -88,10 +89,19 @@ end
 function Registry:track(obj, operation_id)
   self.pending[obj] = true
   if operation_id then self.by_operation[operation_id] = obj end
+  self:stored(obj, true)
+end
+
+-- Operations and conversations in flight go to the session's store, if any.
+function Registry:stored(obj, on, conv)
+  local d = self.session.durable
+  if not d then return end
+  if conv then d:conversation(obj, on) else d:operation(obj, on) end
 end
 
 --- Forgets an operation that completed.
 function Registry:untrack(obj)
+  if self.pending[obj] then self:stored(obj, false) end
   self.pending[obj] = nil
   local id = obj.properties.operationId
   if id and self.by_operation[id] == obj then self.by_operation[id] = nil end
@@ -130,9 +140,11 @@ function Registry:keep_conversation(conv, on)
     end
     self.n_live = self.n_live + 1
     live[conv] = true
+    self:stored(conv, true, true)
   elseif not on and live[conv] then
     self.n_live = self.n_live - 1
     live[conv] = nil
+    self:stored(conv, false, true)
   end
 end
 

@@ -31,4 +31,7 @@ end
 --- Error objects: ucwa.errors.new{...}, ucwa.errors.is(v).
 ucwa.errors = require "ucwa.errors"
 
+--- Session stores for durable sessions: ucwa.store.sqlite(path, opts), ucwa.store.redis{...}.
+ucwa.store = require "ucwa.store"
+
 return ucwa

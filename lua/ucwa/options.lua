@@ -133,6 +133,9 @@ options.CLIENT = {
   signin_attempts = function(v)
     if math.type(v) ~= "integer" or v < 1 then return "a whole number, 1 or more" end
   end,
+  -- durable sessions (docs/store.md)
+  store = function(v) if not require("ucwa.store").is(v) then return "a store (ucwa.store.sqlite, ucwa.store.redis)" end end,
+  store_tokens = boolean_, store_key = string_,
 }
 
 -- Options that configure the client's own engine: meaningless with engine=.
@@ -154,6 +157,9 @@ function options.client(opts, level)
   if creds == 0 then fail("username and password, token, or anonymous expected") end
   if creds > 1 then fail("give one of username and password, token, or anonymous") end
   if opts.username and opts.password == nil then fail("username given without password") end
+  if (opts.store_tokens ~= nil or opts.store_key ~= nil) and opts.store == nil then
+    fail((opts.store_key ~= nil and "store_key" or "store_tokens") .. " given without store")
+  end
   if opts.backoff and opts.backoff.initial and opts.backoff.max and opts.backoff.max < opts.backoff.initial then
     fail("backoff.max must be >= backoff.initial")
   end

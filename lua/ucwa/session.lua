@@ -8,6 +8,7 @@
 local core = require "ucwa.core"
 local async = require "ucwa.async"
 local discovery = require "ucwa.discovery"
+local durable = require "ucwa.durable"
 local dispatch = require "ucwa.dispatch"
 local emitter = require "ucwa.emitter"
 local errors = require "ucwa.errors"
@@ -58,6 +59,8 @@ function session.new(client, o)
     if not ok then self:report(errors.new{ code = "CallbackError", message = tostring(err) }) end
   end
   self.tokens = tokens.new(self, { password = o.password, token = o.token, anonymous = o.anonymous }, o.username)
+  -- with a store: what a restart needs, written as it changes (ucwa.durable)
+  self.durable = o.store and durable.new(self, o) or nil
   self.policy = trust.new{ root = o.url, domain = o.domain, trusted_domains = o.trusted_domains,
                            user = o.username or (o.anonymous and o.anonymous.meeting) }
   return self
@@ -294,11 +297,15 @@ function Session:schedule_activity()
   end, "activity")
 end
 
-function Session:open_channel()
+-- Opens the event channel at the application's events link, or at `url`
+-- (a restart: the stored URL, with its ack, on the application's origin).
+function Session:open_channel(stored)
   local href = self.application:link("events")
   if not href then return nil, errors.new{ code = "BadResponse", message = "application has no events link" } end
   local url, why = self:absolute(href)
   if not url then return nil, errors.new{ code = "BadResponse", subcode = "BadLink", message = tostring(why) } end
+  if stored and trust.origin(stored) == trust.origin(url) and not self.policy:check(stored) then url = stored end
+  local store = self.durable
   if self.channel then self.channel:close() end
   self.channel = self.engine:channel{
     url = url,
@@ -308,8 +315,11 @@ function Session:open_channel()
     low = self.options.aggregation.low, medium = self.options.aggregation.medium,
     grace = self.options.event_grace,
     backoff = self.options.backoff,
-    on_batch = function(batch)
+    -- with a store, each batch is stored before the next P-GET acknowledges it
+    hold = store ~= nil,
+    on_batch = function(batch, burl)
       self.tokens:accepted() -- the channel got through with the token
+      if store then return store:on_batch(batch, burl) end
       self.registry:dispatch(batch)
     end,
     on_error = function(err) self:channel_error(err) end,
@@ -343,6 +353,7 @@ function Session:establish()
   ok, err = self:open_channel()
   if not ok then return nil, err end
   self:set_state("ready")
+  if self.durable then self.durable:application_ready() end
   return true
 end
 
@@ -370,11 +381,24 @@ end
 --- Signs in and opens the event channel; the client's "ready" fires when done.
 function Session:start()
   if self.state ~= "new" then return end
+  -- with a store: carry on the stored session when the server still has it
+  if self.durable and not self.durable.started then
+    self.durable.started = true
+    return self.durable:start(function(on_ready)
+      self.on_ready = on_ready
+      self:start()
+    end)
+  end
   local attempts, limit = 0, self.options.signin_attempts
   self:retry(function()
     attempts = attempts + 1
     local ok, err = self:signin()
-    if ok then self:emit("ready", self.client) end
+    if ok then
+      self:emit("ready", self.client)
+      local after = self.on_ready
+      self.on_ready = nil
+      if after then after() end
+    end
     return ok, err
   end, function(err)
     self:set_state("new")
@@ -486,13 +510,30 @@ end
 -- ------------------------------------------------------------------------
 -- Closing
 
+--- Stops driving the session without a word to the server (no DELETE: its
+-- store keeps it for the process that carries on); `err`, when given, goes
+-- to the bot. The state becomes "stopped".
+function Session:release(err)
+  if self.state == "closed" or self.state == "stopped" then return end
+  for h in pairs(self.timers) do h:cancel() end
+  if self.channel then self.channel:close(); self.channel = nil end
+  self:set_state("stopped")
+  if err then
+    err.retrying = false
+    self:report(err)
+  end
+end
+
 --- Cancels every timer, closes the channel, deletes the application;
 -- done(err) once the server answered (or at once when there is nothing to delete).
 function Session:close(done)
   for h in pairs(self.timers) do h:cancel() end
   if self.channel then self.channel:close(); self.channel = nil end
   local app = self.application
-  local href = app and app.href
+  -- stopped (another process carries on): the application is not ours to delete
+  local href = self.state ~= "stopped" and app and app.href or nil
+  -- signed out: nothing left to carry on
+  if self.durable and href then self.durable:closed() end
   self:set_state("closing")
   local function finish(_, err)
     if self.state == "closed" then return end

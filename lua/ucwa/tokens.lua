@@ -80,8 +80,35 @@ end
 
 local function store(self, origin, token_type, value)
   secrets[self].by_origin[origin] = { type = token_type, value = value }
+  if self.session.durable then self.session.durable:tokens_changed() end
   local ch = self.session.channel
   if ch and origin_of(ch:url()) == origin then ch:set_header("Authorization", self:authorization(ch:url())) end
+end
+
+--- The tokens by origin, and the token services: for a store that keeps
+-- them (`store_tokens = true`); nothing else may see this.
+function Tokens:export()
+  local out = { tokens = {}, services = {} }
+  for origin, t in pairs(secrets[self].by_origin) do out.tokens[origin] = { type = t.type, value = t.value } end
+  for origin, url in pairs(self.services) do out.services[origin] = url end
+  return out
+end
+
+--- Takes back what `export` gave (a restart with `store_tokens = true`).
+function Tokens:import(t)
+  if type(t.tokens) == "table" then
+    for origin, tok in pairs(t.tokens) do
+      if type(origin) == "string" and type(tok) == "table" and type(tok.type) == "string"
+         and type(tok.value) == "string" then
+        secrets[self].by_origin[origin] = { type = tok.type, value = tok.value }
+      end
+    end
+  end
+  if type(t.services) == "table" then
+    for origin, url in pairs(t.services) do
+      if type(origin) == "string" and type(url) == "string" then self.services[origin] = url end
+    end
+  end
 end
 
 --- Gets a token for the origin of `url`, for the first time or again.
