@@ -52,6 +52,7 @@ end
 ]]
 
 local SCRIPTS = {
+  -- (fenced writes, and only they, have the fence counter as KEYS[1])
   -- KEYS lease, fence; ARGV owner, ms -> fence, or {owner, pttl} when another holds it
   acquire = [[
 local cur = redis.call('GET', KEYS[1])
@@ -174,6 +175,8 @@ function Store:connect()
     on_close = function(e) self:down(e) end }
   if not conn then return self:down(err) end
   self.conn = conn
+  -- the worker's name on its connection (CLIENT LIST shows it)
+  conn:command({ "CLIENT", "SETNAME", (self.owner:gsub("[^%w%-_.:/]", "_")) }, function() end)
   for name, text in pairs(SCRIPTS) do
     self.sha[name] = nil
     conn:command({ "SCRIPT", "LOAD", text }, function(sha)
@@ -238,6 +241,15 @@ function Store:script(name, keys, argv, cb)
     end
     return cb(reply, err)
   end)
+end
+
+--- Runs a Lua script of the caller's (EVAL): cb(reply) or cb(nil, err).
+-- For what builds on the store's connection (`ucwa.fleet`'s heartbeats).
+function Store:eval(text, keys, argv, cb)
+  local args = { "EVAL", text, #keys }
+  for _, k in ipairs(keys) do args[#args + 1] = k end
+  for _, a in ipairs(argv) do args[#args + 1] = a end
+  return self:command(args, cb)
 end
 
 -- keys ----------------------------------------------------------------------
