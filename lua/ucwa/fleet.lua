@@ -167,7 +167,7 @@ function Fleet:scan()
         local j = math.random(i)
         order[i], order[j] = order[j], order[i]
       end
-      for i = 1, math.min(#order, want - have) do self:claim(order[i]) end
+      self:claim_some(order, want - have)
     elseif have > want and not self.share then
       local names = {}
       for name in pairs(self.driving) do names[#names + 1] = name end
@@ -178,16 +178,24 @@ function Fleet:scan()
   end)
 end
 
--- Takes bot b's lease and starts it; when another worker holds it, tries
--- another at the next scan.
-function Fleet:claim(b)
+-- Takes the leases of up to `n` bots of `order`, one after the other (a
+-- bot another worker holds: the next one), and starts each.
+function Fleet:claim_some(order, n, i)
+  i = i or 1
+  local b = order[i]
+  if n <= 0 or not b or not self.running then return end
+  if self.driving[b.name] or self.claiming[b.name] then return self:claim_some(order, n, i + 1) end
   self.claiming[b.name] = true
   self.store:acquire(b.name, function(fence)
     self.claiming[b.name] = nil
-    if not fence then return end
-    if not self.running then return self.store:release(b.name) end
-    self.stats.claimed = self.stats.claimed + 1
-    self:start_bot(b)
+    if fence and not self.running then
+      self.store:release(b.name)
+    elseif fence then
+      self.stats.claimed = self.stats.claimed + 1
+      self:start_bot(b)
+      n = n - 1
+    end
+    return self:claim_some(order, n, i + 1)
   end)
 end
 

@@ -36,12 +36,15 @@ local f = ucwa.fleet{
   store = store, bots = bots,
   client = { url = url, format = format or "json", event_timeout = 2 },
   on_bot = function(bot, c)
+    c._session.log_fn = function(level, msg)
+      if level ~= "debug" then say("log", bot, level, (tostring(msg):gsub("%s+", "_"))) end
+    end
     c:on("event", function(ev)
       if ev.link and ev.link.rel == "note" then say("E", bot, ev.id, ev.link.title) end
     end)
     c:on("ready", function() say("ready", bot) end)
     c:on("restored", function(info) say("restored", bot, info.replayed) end)
-    c:on("resumed", function() say("resumed", bot) end)
+    c:on("resumed", function(i) say("resumed", bot, i.reason, (tostring(i.error):gsub("%s+", "_"))) end)
   end,
   on_drop = function(bot, err) say("drop", bot, err.subcode) end,
   on_error = function(bot, err) say("error", bot, (tostring(err):gsub("%s+", "_"))) end,
