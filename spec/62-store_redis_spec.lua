@@ -66,7 +66,7 @@ describe("eng:redis", function()
   it("delivers replies in order, many in flight", function()
     local r = eng:redis{ host = srv.host, port = srv.port }
     local got = {}
-    for i = 1, 2000 do
+    for _ = 1, 2000 do
       r:command({ "INCR", "n" }, function(rep) got[#got + 1] = rep end)
     end
     assert.equal(2000, r:pending())
@@ -177,7 +177,7 @@ describe("eng:redis", function()
     local cqueues = require "cqueues"
     local r = eng:redis{ host = srv.host, port = srv.port }
     local got = {}
-    for i = 1, 50 do r:command({ "INCR", "h" }, function(rep) got[#got + 1] = rep end) end
+    for _ = 1, 50 do r:command({ "INCR", "h" }, function(rep) got[#got + 1] = rep end) end
     local cq = cqueues.new()
     cq:wrap(function()
       local deadline = cqueues.monotime() + 5 * SLOW

@@ -87,7 +87,8 @@ function fleet.new(opts)
   check(type(opts.bots) == "table", "option 'bots' must be a table")
   check(opts.share == nil or (math.type(opts.share) == "integer" and opts.share >= 0),
     "option 'share' must be a whole number")
-  check(opts.lease == nil or (type(opts.lease) == "number" and opts.lease >= 0.1), "option 'lease' must be seconds, 0.1 or more")
+  check(opts.lease == nil or (type(opts.lease) == "number" and opts.lease >= 0.1),
+    "option 'lease' must be seconds, 0.1 or more")
   for _, k in ipairs{ "on_bot", "on_drop", "on_error" } do
     check(opts[k] == nil or type(opts[k]) == "function", "option '" .. k .. "' must be a function")
   end
@@ -107,7 +108,7 @@ function fleet.new(opts)
   return self
 end
 
-function Fleet:workers_key()
+function Fleet:_workers_key()
   return self.store.prefix .. self.name .. ":workers"
 end
 
@@ -136,23 +137,23 @@ end
 function Fleet:start()
   if self.running then return self end
   self.running = true
-  self:heartbeat(function() self.timer = self.engine:timer(self.scan_every, function() self:scan() end) end)
+  self:_heartbeat(function() self.timer = self.engine:timer(self.scan_every, function() self:_scan() end) end)
   return self
 end
 
-function Fleet:heartbeat(then_)
+function Fleet:_heartbeat(then_)
   local ms = math.floor(self.store.lease * 1000)
-  self.store:eval(HEARTBEAT, { self:workers_key() }, { self.store.owner, ms }, function(n)
+  self.store:eval(HEARTBEAT, { self:_workers_key() }, { self.store.owner, ms }, function(n)
     if math.type(n) == "integer" then self.live = n end
     if then_ then then_() end
   end)
 end
 
 -- One look: the heartbeat, then claims up to the share, or one bot given back.
-function Fleet:scan()
+function Fleet:_scan()
   self.timer = nil
   if not self.running then return end
-  self:heartbeat(function()
+  self:_heartbeat(function()
     if not self.running then return end
     local want = self:target()
     local have = self:count()
@@ -167,24 +168,24 @@ function Fleet:scan()
         local j = math.random(i)
         order[i], order[j] = order[j], order[i]
       end
-      self:claim_some(order, want - have)
+      self:_claim_some(order, want - have)
     elseif have > want and not self.share then
       local names = {}
       for name in pairs(self.driving) do names[#names + 1] = name end
       table.sort(names)
       self:give_back(names[#names])
     end
-    self.timer = self.engine:timer(self.scan_every, function() self:scan() end)
+    self.timer = self.engine:timer(self.scan_every, function() self:_scan() end)
   end)
 end
 
 -- Takes the leases of up to `n` bots of `order`, one after the other (a
 -- bot another worker holds: the next one), and starts each.
-function Fleet:claim_some(order, n, i)
+function Fleet:_claim_some(order, n, i)
   i = i or 1
   local b = order[i]
   if n <= 0 or not b or not self.running then return end
-  if self.driving[b.name] or self.claiming[b.name] then return self:claim_some(order, n, i + 1) end
+  if self.driving[b.name] or self.claiming[b.name] then return self:_claim_some(order, n, i + 1) end
   self.claiming[b.name] = true
   self.store:acquire(b.name, function(fence)
     self.claiming[b.name] = nil
@@ -192,14 +193,14 @@ function Fleet:claim_some(order, n, i)
       self.store:release(b.name)
     elseif fence then
       self.stats.claimed = self.stats.claimed + 1
-      self:start_bot(b)
+      self:_start_bot(b)
       n = n - 1
     end
-    return self:claim_some(order, n, i + 1)
+    return self:_claim_some(order, n, i + 1)
   end)
 end
 
-function Fleet:start_bot(b)
+function Fleet:_start_bot(b)
   local o = {}
   for k, v in pairs(self.client_opts) do o[k] = v end
   for k, v in pairs(b.options) do o[k] = v end
@@ -207,15 +208,15 @@ function Fleet:start_bot(b)
   local ok, c = pcall(require("ucwa").client, o)
   if not ok then
     self.store:release(b.name)
-    return self:error(b.name, errors.new{ code = "BadRequest", message = "bot " .. b.name .. ": " .. tostring(c) })
+    return self:_error(b.name, errors.new{ code = "BadRequest", message = "bot " .. b.name .. ": " .. tostring(c) })
   end
   self.driving[b.name] = c
-  c:on("error", function(err) self:error(b.name, err) end)
+  c:on("error", function(err) self:_error(b.name, err) end)
   if self.on_bot then self.on_bot(b.name, c) end
   c:start()
 end
 
-function Fleet:error(name, err)
+function Fleet:_error(name, err)
   if self.on_error then self.on_error(name, err) end
 end
 
@@ -230,8 +231,9 @@ function Fleet:drop(name, err)
   if self.on_drop then self.on_drop(name, err) end
 end
 
--- Gives bot `name` back (over the share): stopped, then its lease released
--- for another worker to take.
+--- Gives bot `name` back (over the share, or for a deploy): stopped
+-- without a word to the server, then its lease released for another worker
+-- to take.
 function Fleet:give_back(name)
   local c = self.driving[name]
   if not c then return end
@@ -253,7 +255,7 @@ function Fleet:step(timeout)
     local s = c._session
     local e = s and s.next_deferred and s:next_deferred()
     while e do
-      self:error(name, e)
+      self:_error(name, e)
       e = s:next_deferred()
     end
   end
@@ -286,8 +288,10 @@ function Fleet:stop(done)
   end
   self.driving = {}
   pending = pending + 1
-  self.store:eval(LEAVE, { self:workers_key() }, { self.store.owner }, one)
+  self.store:eval(LEAVE, { self:_workers_key() }, { self.store.owner }, one)
   one()
 end
+
+fleet.Fleet = Fleet
 
 return setmetatable(fleet, { __call = function(_, opts) return fleet.new(opts) end })

@@ -146,8 +146,10 @@ function M.new(opts)
   check(type(opts) == "table", "options must be a table")
   for k in pairs(opts) do check(OPTIONS[k], "unknown option '" .. tostring(k) .. "'") end
   check(opts.prefix == nil or type(opts.prefix) == "string", "option 'prefix' must be a string")
-  check(opts.owner == nil or (type(opts.owner) == "string" and opts.owner ~= ""), "option 'owner' must be a non-empty string")
-  check(opts.lease == nil or (type(opts.lease) == "number" and opts.lease >= 0.1), "option 'lease' must be a number of seconds, 0.1 or more")
+  check(opts.owner == nil or (type(opts.owner) == "string" and opts.owner ~= ""),
+    "option 'owner' must be a non-empty string")
+  check(opts.lease == nil or (type(opts.lease) == "number" and opts.lease >= 0.1),
+    "option 'lease' must be a number of seconds, 0.1 or more")
   local rc = opts.reconnect or {}
   check(type(rc) == "table", "option 'reconnect' must be a table")
   local self = setmetatable({
@@ -161,19 +163,19 @@ function M.new(opts)
     stats = { commands = 0, writes = 0, failures = 0, reconnects = 0 },
   }, Store)
   self.delay = self.backoff_initial
-  self:connect()
-  self.renew_timer = self.engine:timer(self.lease / 3, function() self:renew_all() end)
+  self:_connect()
+  self.renew_timer = self.engine:timer(self.lease / 3, function() self:_renew_all() end)
   return self
 end
 
 -- connection ---------------------------------------------------------------
 
-function Store:connect()
+function Store:_connect()
   self.reconnect_timer = nil
   if self.closed then return end
   local conn, err = self.engine:redis{ host = self.host, port = self.port, timeout = self.timeout,
-    on_close = function(e) self:down(e) end }
-  if not conn then return self:down(err) end
+    on_close = function(e) self:_down(e) end }
+  if not conn then return self:_down(err) end
   self.conn = conn
   -- the worker's name on its connection (CLIENT LIST shows it)
   conn:command({ "CLIENT", "SETNAME", (self.owner:gsub("[^%w%-_.:/]", "_")) }, function() end)
@@ -186,30 +188,30 @@ function Store:connect()
 end
 
 -- The connection is gone: try again after a jittered, doubling delay.
-function Store:down(err)
+function Store:_down(err)
   self.conn = nil
   self.last_error = err
   if self.closed or self.reconnect_timer then return end
   local d = self.delay * (0.5 + math.random() / 2)
   self.delay = math.min(self.delay * 2, self.backoff_max)
   self.stats.reconnects = self.stats.reconnects + 1
-  self.reconnect_timer = self.engine:timer(d, function() self:connect() end)
+  self.reconnect_timer = self.engine:timer(d, function() self:_connect() end)
 end
 
 -- Later, from a step: for answers that need no Redis.
-function Store:later(fn, ...)
+function Store:_later(fn, ...)
   local args = table.pack(...)
   self.engine:timer(0, function() fn(table.unpack(args, 1, args.n)) end)
 end
 
 -- Runs one command: cb(reply) or cb(nil, store error).
-function Store:command(args, cb)
+function Store:_command(args, cb)
   self.stats.commands = self.stats.commands + 1
   local conn = self.conn
   if not conn then
     self.stats.failures = self.stats.failures + 1
     local why = self.last_error and self.last_error.message or "not connected"
-    return self:later(cb, nil, errors.new{ code = "StoreError", subcode = "ConnectionFailed",
+    return self:_later(cb, nil, errors.new{ code = "StoreError", subcode = "ConnectionFailed",
       message = "Redis unavailable: " .. why })
   end
   local ok, err = conn:command(args, function(reply, e)
@@ -222,22 +224,22 @@ function Store:command(args, cb)
   end)
   if not ok then
     self.conn = nil
-    self:down(err)
-    return self:later(cb, nil, store_error(err))
+    self:_down(err)
+    return self:_later(cb, nil, store_error(err))
   end
 end
 
 -- Runs the script `name` (EVALSHA once loaded; EVAL when Redis lost it).
-function Store:script(name, keys, argv, cb)
+function Store:_script(name, keys, argv, cb)
   local sha = self.sha[name]
   local args = { sha and "EVALSHA" or "EVAL", sha or SCRIPTS[name], #keys }
   for _, k in ipairs(keys) do args[#args + 1] = k end
   for _, a in ipairs(argv) do args[#args + 1] = a end
-  self:command(args, function(reply, err)
+  self:_command(args, function(reply, err)
     if err and err.subcode == "RedisError" and err.message:find("NOSCRIPT", 1, true) then
       self.sha[name] = nil
       args[1], args[2] = "EVAL", SCRIPTS[name]
-      return self:command(args, cb)
+      return self:_command(args, cb)
     end
     return cb(reply, err)
   end)
@@ -249,12 +251,12 @@ function Store:eval(text, keys, argv, cb)
   local args = { "EVAL", text, #keys }
   for _, k in ipairs(keys) do args[#args + 1] = k end
   for _, a in ipairs(argv) do args[#args + 1] = a end
-  return self:command(args, cb)
+  return self:_command(args, cb)
 end
 
 -- keys ----------------------------------------------------------------------
 
-function Store:key(identity, what)
+function Store:_key(identity, what)
   return self.prefix .. "{" .. identity .. "}:" .. what
 end
 
@@ -268,27 +270,27 @@ function Store:acquire(identity, done)
   check_identity(identity); check_done(done)
   local sent = self.engine:now()
   local ms = math.floor(self.lease * 1000)
-  self:script("acquire", { self:key(identity, "lease"), self:key(identity, "fence") }, { self.owner, ms },
+  self:_script("acquire", { self:_key(identity, "lease"), self:_key(identity, "fence") }, { self.owner, ms },
     function(reply, err)
       if err then return done(nil, err) end
       if type(reply) == "table" then return done(false, reply[1], (tonumber(reply[2]) or 0) / 1000) end
       local h = self.held[identity]
       if h and h.timer then h.timer:cancel() end
       self.held[identity] = { fence = tostring(reply) }
-      self:trust(identity, sent)
+      self:_trust(identity, sent)
       return done(tostring(reply))
     end)
 end
 
 -- The lease counts as ours until `sent + lease * LEASE_TRUST`.
-function Store:trust(identity, sent)
+function Store:_trust(identity, sent)
   local h = self.held[identity]
   if not h then return end
   h.deadline = sent + self.lease * M.LEASE_TRUST
   if h.timer then h.timer:cancel() end
   h.timer = self.engine:timer(math.max(0, h.deadline - self.engine:now()), function()
     h.timer = nil
-    if self.held[identity] == h then self:lost(identity, "not renewed in time") end
+    if self.held[identity] == h then self:_lost(identity, "not renewed in time") end
   end)
 end
 
@@ -306,7 +308,7 @@ function Store:on_lost(fn)
   self.lost_handlers[#self.lost_handlers + 1] = fn
 end
 
-function Store:lost(identity, why)
+function Store:_lost(identity, why)
   local h = self.held[identity]
   if not h then return end
   self.held[identity] = nil
@@ -315,21 +317,21 @@ function Store:lost(identity, why)
   for _, fn in ipairs(self.lost_handlers) do fn(identity, err) end
 end
 
-function Store:renew_all()
+function Store:_renew_all()
   self.renew_timer = nil
   if self.closed then return end
   local ms = math.floor(self.lease * 1000)
   for identity, h in pairs(self.held) do
     local sent = self.engine:now()
-    self:script("renew", { self:key(identity, "lease"), self:key(identity, "fence") }, { self.owner, h.fence, ms },
+    self:_script("renew", { self:_key(identity, "lease"), self:_key(identity, "fence") }, { self.owner, h.fence, ms },
       function(reply, err)
         if self.held[identity] ~= h then return end
         if err then return end -- the local deadline decides
-        if reply == 1 then return self:trust(identity, sent) end
-        return self:lost(identity, "another worker took it over")
+        if reply == 1 then return self:_trust(identity, sent) end
+        return self:_lost(identity, "another worker took it over")
       end)
   end
-  self.renew_timer = self.engine:timer(self.lease / 3, function() self:renew_all() end)
+  self.renew_timer = self.engine:timer(self.lease / 3, function() self:_renew_all() end)
 end
 
 --- Gives up the lease of `identity` (when it is still this worker's):
@@ -339,17 +341,17 @@ function Store:release(identity, done)
   local h = self.held[identity]
   self.held[identity] = nil
   if h and h.timer then h.timer:cancel() end
-  if not h then return self:later(done or function() end, true) end
-  self:script("release", { self:key(identity, "lease"), self:key(identity, "fence") }, { self.owner, h.fence },
+  if not h then return self:_later(done or function() end, true) end
+  self:_script("release", { self:_key(identity, "lease"), self:_key(identity, "fence") }, { self.owner, h.fence },
     function(_, err) if done then done(err == nil or nil, err) end end)
 end
 
 --- Who holds `identity`'s lease: done(owner or false, ttl seconds).
 function Store:owner_of(identity, done)
   check_identity(identity); check_done(done)
-  self:command({ "GET", self:key(identity, "lease") }, function(owner, err)
+  self:_command({ "GET", self:_key(identity, "lease") }, function(owner, err)
     if err then return done(nil, err) end
-    self:command({ "PTTL", self:key(identity, "lease") }, function(ttl)
+    self:_command({ "PTTL", self:_key(identity, "lease") }, function(ttl)
       done(type(owner) == "string" and owner or false, (tonumber(ttl) or 0) / 1000)
     end)
   end)
@@ -362,7 +364,7 @@ end
 function Store:begin(identity, done)
   check_identity(identity); check_done(done)
   local ok, fence = self:holds(identity)
-  if ok then return self:later(done, fence) end
+  if ok then return self:_later(done, fence) end
   self:acquire(identity, function(f, owner)
     if f then return done(f) end
     if f == false then return done(nil, lease_lost(identity, "held by " .. tostring(owner))) end
@@ -379,10 +381,12 @@ end
 --- Everything kept for `identity`: done({values =, inbox =}) or done(false).
 function Store:load(identity, done)
   check_identity(identity); check_done(done)
-  self:script("load", { self:key(identity, "values"), self:key(identity, "inbox") }, {}, function(reply, err)
+  self:_script("load", { self:_key(identity, "values"), self:_key(identity, "inbox") }, {}, function(reply, err)
     if err then return done(nil, err) end
     local values, inbox = hash_pairs(reply[1]), {}
-    for seq, data in pairs(hash_pairs(reply[2])) do inbox[#inbox + 1] = { seq = math.tointeger(tonumber(seq)), data = data } end
+    for seq, data in pairs(hash_pairs(reply[2])) do
+      inbox[#inbox + 1] = { seq = math.tointeger(tonumber(seq)), data = data }
+    end
     table.sort(inbox, function(a, b) return a.seq < b.seq end)
     if next(values) == nil and #inbox == 0 then return done(false) end
     return done({ values = values, inbox = inbox })
@@ -408,17 +412,17 @@ end
 
 -- A fenced write: refused here, nothing sent, when the lease is not this worker's
 -- by its clock; by the script when a newer owner holds the fence.
-function Store:write(identity, fence, name, keys, argv, done)
+function Store:_write(identity, fence, name, keys, argv, done)
   local ok, held = self:holds(identity)
   if not ok or tostring(fence) ~= held then
     local err = lease_lost(identity, self.held[identity] and "not renewed in time" or "not held by this worker")
-    if self.held[identity] then self:lost(identity, "not renewed in time") end
-    return self:later(done, nil, err)
+    if self.held[identity] then self:_lost(identity, "not renewed in time") end
+    return self:_later(done, nil, err)
   end
   self.stats.writes = self.stats.writes + 1
-  self:script(name, keys, argv, function(reply, err)
+  self:_script(name, keys, argv, function(reply, err)
     if err then
-      if err.subcode == "LeaseLost" then self:lost(identity, "a newer owner holds the fence") end
+      if err.subcode == "LeaseLost" then self:_lost(identity, "a newer owner holds the fence") end
       return done(nil, err)
     end
     return done(reply == 1)
@@ -429,7 +433,8 @@ end
 function Store:set(identity, fence, changes, done)
   check_identity(identity); check_done(done)
   local argv = changes_args({ tostring(fence) }, changes)
-  return self:write(identity, fence, "set", { self:key(identity, "fence"), self:key(identity, "values") }, argv, done)
+  return self:_write(identity, fence, "set", { self:_key(identity, "fence"), self:_key(identity, "values") },
+    argv, done)
 end
 
 --- Adds batch `seq` with `data` to the inbox and applies `changes`, atomically: done(true).
@@ -438,23 +443,24 @@ function Store:inbox_put(identity, fence, seq, data, changes, done)
   check(math.type(seq) == "integer", "seq must be an integer")
   check(type(data) == "string", "data must be a string")
   local argv = changes_args({ tostring(fence), seq, data }, changes)
-  return self:write(identity, fence, "inbox_put",
-    { self:key(identity, "fence"), self:key(identity, "values"), self:key(identity, "inbox") }, argv, done)
+  return self:_write(identity, fence, "inbox_put",
+    { self:_key(identity, "fence"), self:_key(identity, "values"), self:_key(identity, "inbox") }, argv, done)
 end
 
 --- Marks batch `seq` done (it leaves the inbox): done(true).
 function Store:inbox_done(identity, fence, seq, done)
   check_identity(identity); check_done(done)
   check(math.type(seq) == "integer", "seq must be an integer")
-  return self:write(identity, fence, "inbox_done", { self:key(identity, "fence"), self:key(identity, "inbox") },
+  return self:_write(identity, fence, "inbox_done", { self:_key(identity, "fence"), self:_key(identity, "inbox") },
     { tostring(fence), seq }, done)
 end
 
 --- Forgets everything kept for `identity` (the lease stays): done(true).
 function Store:clear(identity, fence, done)
   check_identity(identity); check_done(done)
-  return self:write(identity, fence, "clear",
-    { self:key(identity, "fence"), self:key(identity, "values"), self:key(identity, "inbox") }, { tostring(fence) }, done)
+  return self:_write(identity, fence, "clear",
+    { self:_key(identity, "fence"), self:_key(identity, "values"), self:_key(identity, "inbox") },
+    { tostring(fence) }, done)
 end
 
 --- Closes the connection and stops renewing (the leases lapse on their own:
@@ -473,5 +479,7 @@ end
 function Store:__tostring()
   return ("ucwa.store.redis (%s:%d, %s)"):format(self.host, self.port, self.prefix)
 end
+
+M.Store = Store
 
 return M

@@ -91,7 +91,8 @@ function R.start(opts)
     local argv = { "redis-server", "--port", tostring(port), "--bind", "127.0.0.1", "--save", "''",
       "--appendonly", "no", "--dir", dir, "--logfile", dir .. "/redis.log", "--enable-debug-command", "yes" }
     for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
-    local p = assert(io.popen("echo $$; exec " .. table.concat(argv, " ") .. " </dev/null >/dev/null 2>&1 & echo $!", "r"))
+    local cmd = table.concat(argv, " ") .. " </dev/null >/dev/null 2>&1 & echo $!"
+    local p = assert(io.popen("echo $$; exec " .. cmd, "r"))
     p:read("l")
     local pid = p:read("l")
     p:close()
