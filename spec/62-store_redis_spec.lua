@@ -344,4 +344,36 @@ describe("ucwa.store.redis", function()
     assert.is_true(s.stats.reconnects >= 1)
     assert.is_true(eng:now() - t0 < 5)
   end)
+
+  it("runs on the engine of the first client made with it, and carries a session on", function()
+    local sim = helpers.sim{ app_idle = 120 }
+    local ok, err = pcall(function()
+      local s = store_redis.new{ host = srv.host, port = srv.port, prefix = "c:" }
+      stores[#stores + 1] = s
+      assert.has_error(function() s:load("x", function() end) end, nil)
+      local c1 = helpers.client(sim, { store = s, store_key = "bot" })
+      assert.equal(c1.engine, s.engine)
+      local ready = false
+      c1:on("ready", function() ready = true end)
+      c1:start()
+      helpers.drive(c1, function() return ready end, 10, "ready")
+      local app = c1.application.href
+      -- stored in Redis, under the identity
+      helpers.drive(c1, function() return srv:cli("HEXISTS", "c:{bot}:values", "application") == 1 end, 5)
+      c1:release()
+      -- another client on the same store carries the same application on
+      local c2 = helpers.client(sim, { store = s, store_key = "bot", engine = s.engine })
+      local restored
+      c2:on("restored", function(info) restored = info end)
+      c2:start()
+      helpers.drive(c2, function() return restored end, 10, "restored")
+      assert.equal(app, c2.application.href)
+      -- a client on another engine cannot share it
+      assert.has_error(function() helpers.client(sim, { store = s, store_key = "bot2" }) end)
+      c2:release()
+      helpers.close_clients()
+    end)
+    sim:stop()
+    assert(ok, err)
+  end)
 end)

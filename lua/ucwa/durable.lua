@@ -32,6 +32,8 @@ end
 
 --- The durable part of `session`, with the client's validated options `o`.
 function durable.new(session, o)
+  -- a store with I/O of its own (Redis) runs on the client's engine
+  if o.store.attach then o.store:attach(o.engine) end
   return setmetatable({
     session = session, store = o.store, identity = durable.identity(o),
     store_tokens = o.store_tokens == true,

@@ -37,7 +37,7 @@ local LEAVE = [[
 return redis.call('ZREM', KEYS[1], ARGV[1])
 ]]
 
-local OPTIONS = { store = true, bots = true, share = true, lease = true, scan = true, name = true,
+local OPTIONS = { engine = true, store = true, bots = true, share = true, lease = true, scan = true, name = true,
   on_bot = true, on_drop = true, on_error = true, client = true }
 
 local function check(cond, msg)
@@ -70,7 +70,8 @@ local function bot_list(bots)
 end
 
 --- Makes a fleet worker. Options: `store` (a `ucwa.store.redis`; its
--- engine runs every bot), `bots` (a list of `{name =, ...}` or a map name
+-- engine runs every bot), `engine` (for a store not yet on one: default a
+-- new `ucwa.engine()`), `bots` (a list of `{name =, ...}` or a map name
 -- -> client options: `url`, `username`, `password`, ...; the name is the
 -- bot's `store_key`), `share` (bots at most; default fair, see above),
 -- `lease` (seconds; default the store's), `scan` (seconds between looks
@@ -93,6 +94,8 @@ function fleet.new(opts)
     check(opts[k] == nil or type(opts[k]) == "function", "option '" .. k .. "' must be a function")
   end
   if opts.lease then store.lease = opts.lease end
+  -- every bot on the store's engine (one epoll set, one connection pool)
+  if not store.engine then store:attach(opts.engine or require("ucwa").engine()) end
   local self = setmetatable({
     store = store, engine = store.engine, bots = bot_list(opts.bots), share = opts.share,
     scan_every = opts.scan or store.lease / 3, name = opts.name or "fleet",

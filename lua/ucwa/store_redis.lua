@@ -2,9 +2,9 @@
 -- token per identity, for fleets of workers on one Redis (`ucwa.fleet`).
 --
 -- hiredis on the engine's own loop (`eng:redis`, src/redis.c): every method
--- answers later, from a `step()` of `store.engine`, which the clients using
--- the store must share (`ucwa.client{ engine = store.engine, store = s }`;
--- `ucwa.fleet` does it).
+-- answers later, from a `step()` of the engine the store runs on: the
+-- client's (the first client made with the store attaches it), which every
+-- client using the store then shares (`ucwa.fleet` does it).
 --
 -- Keys, for an identity `id` and the prefix `P` (default `"ucwa:"`), with a
 -- hash tag so that one identity's keys live in one Redis Cluster slot:
@@ -21,7 +21,6 @@
 -- sent plus 85% of the lease): past it, a write fails with `LeaseLost`
 -- before anything is sent, and the lease counts as lost (`on_lost`).
 -- @module ucwa.store_redis
-local core = require "ucwa.core"
 local errors = require "ucwa.errors"
 
 local M = {}
@@ -136,8 +135,8 @@ local OPTIONS = { host = true, port = true, prefix = true, engine = true, timeou
   owner = true, reconnect = true }
 
 --- Makes a Redis store. Options: `host` ("127.0.0.1"), `port` (6379),
--- `prefix` ("ucwa:"), `engine` (default: a new `ucwa.engine{}`: the clients
--- must use `store.engine`), `timeout` (seconds for a reply, 5), `lease`
+-- `prefix` ("ucwa:"), `engine` (default: the engine of the first client
+-- made with the store; see @{Store:attach}), `timeout` (seconds for a reply, 5), `lease`
 -- (seconds, 10), `owner` (this worker's name in the leases; default host,
 -- a random part), `reconnect = {initial = 0.1, max = 5}` (the backoff
 -- between connection attempts). Raises on a bad option.
@@ -157,15 +156,33 @@ function M.new(opts)
     host = opts.host or "127.0.0.1", port = opts.port or 6379,
     prefix = opts.prefix or "ucwa:", timeout = opts.timeout or 5,
     lease = opts.lease or 10, owner = opts.owner or default_owner(),
-    engine = opts.engine or core.engine{},
+
     backoff_initial = rc.initial or 0.1, backoff_max = rc.max or 5,
     held = {}, lost_handlers = {}, sha = {}, closed = false,
     stats = { commands = 0, writes = 0, failures = 0, reconnects = 0 },
   }, Store)
   self.delay = self.backoff_initial
-  self:_connect()
-  self.renew_timer = self.engine:timer(self.lease / 3, function() self:_renew_all() end)
+  if opts.engine then self:attach(opts.engine) end
   return self
+end
+
+--- Puts the store on `engine` (the session does it with the client's): its
+-- connection and timers run there. A store runs on one engine: another
+-- raises. Without `engine =` at `new`, the first client attaches it.
+function Store:attach(engine)
+  check(type(engine) == "userdata" and engine.redis, "attach needs an engine")
+  if self.engine == engine then return self end
+  check(self.engine == nil, "this store runs on another engine: give its clients engine = store.engine")
+  self.engine = engine
+  self:_connect()
+  self.renew_timer = self:_engine():timer(self.lease / 3, function() self:_renew_all() end)
+  return self
+end
+
+-- the engine, or a clear error for a store used before any client attached it
+function Store:_engine()
+  if not self.engine then error("ucwa.store.redis: no engine yet: give engine = at new, or attach one", 3) end
+  return self.engine
 end
 
 -- connection ---------------------------------------------------------------
@@ -195,13 +212,13 @@ function Store:_down(err)
   local d = self.delay * (0.5 + math.random() / 2)
   self.delay = math.min(self.delay * 2, self.backoff_max)
   self.stats.reconnects = self.stats.reconnects + 1
-  self.reconnect_timer = self.engine:timer(d, function() self:_connect() end)
+  self.reconnect_timer = self:_engine():timer(d, function() self:_connect() end)
 end
 
 -- Later, from a step: for answers that need no Redis.
 function Store:_later(fn, ...)
   local args = table.pack(...)
-  self.engine:timer(0, function() fn(table.unpack(args, 1, args.n)) end)
+  self:_engine():timer(0, function() fn(table.unpack(args, 1, args.n)) end)
 end
 
 -- Runs one command: cb(reply) or cb(nil, store error).
@@ -268,7 +285,7 @@ end
 -- until it is released or lost.
 function Store:acquire(identity, done)
   check_identity(identity); check_done(done)
-  local sent = self.engine:now()
+  local sent = self:_engine():now()
   local ms = math.floor(self.lease * 1000)
   self:_script("acquire", { self:_key(identity, "lease"), self:_key(identity, "fence") }, { self.owner, ms },
     function(reply, err)
@@ -288,7 +305,7 @@ function Store:_trust(identity, sent)
   if not h then return end
   h.deadline = sent + self.lease * M.LEASE_TRUST
   if h.timer then h.timer:cancel() end
-  h.timer = self.engine:timer(math.max(0, h.deadline - self.engine:now()), function()
+  h.timer = self:_engine():timer(math.max(0, h.deadline - self:_engine():now()), function()
     h.timer = nil
     if self.held[identity] == h then self:_lost(identity, "not renewed in time") end
   end)
@@ -298,7 +315,7 @@ end
 -- returns the fence too.
 function Store:holds(identity)
   local h = self.held[identity]
-  if h and h.deadline and self.engine:now() < h.deadline then return true, h.fence end
+  if h and h.deadline and self:_engine():now() < h.deadline then return true, h.fence end
   return false
 end
 
@@ -322,7 +339,7 @@ function Store:_renew_all()
   if self.closed then return end
   local ms = math.floor(self.lease * 1000)
   for identity, h in pairs(self.held) do
-    local sent = self.engine:now()
+    local sent = self:_engine():now()
     self:_script("renew", { self:_key(identity, "lease"), self:_key(identity, "fence") }, { self.owner, h.fence, ms },
       function(reply, err)
         if self.held[identity] ~= h then return end
@@ -331,7 +348,7 @@ function Store:_renew_all()
         return self:_lost(identity, "another worker took it over")
       end)
   end
-  self.renew_timer = self.engine:timer(self.lease / 3, function() self:_renew_all() end)
+  self.renew_timer = self:_engine():timer(self.lease / 3, function() self:_renew_all() end)
 end
 
 --- Gives up the lease of `identity` (when it is still this worker's):
