@@ -22,6 +22,7 @@ external_dependencies = {
   CRYPTO = { header = "openssl/evp.h", library = "crypto" },
   MICROHTTPD = { header = "microhttpd.h", library = "microhttpd" },
   SQLITE = { header = "sqlite3.h", library = "sqlite3" },
+  HIREDIS = { header = "hiredis/async.h", library = "hiredis" },
 }
 build = {
   type = "make",
