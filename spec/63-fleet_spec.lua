@@ -39,10 +39,10 @@ local function kill(pid)
   end
 end
 
-local function spawn(srv, sim, n, name, log, format)
+local function spawn(srv, sim, n, name, log, format, share)
   local pidfile = tmp()
-  local cmd = ("%s %s %s %d %s %d %s %s %s %s >>%s.err 2>&1 & echo $! > %s"):format(helpers.lua, WORKER,
-    helpers.build, srv.port, sim.url, n, tostring(LEASE), name, log, format or "json", log, pidfile)
+  local cmd = ("%s %s %s %d %s %d %s %s %s %s %s >>%s.err 2>&1 & echo $! > %s"):format(helpers.lua, WORKER,
+    helpers.build, srv.port, sim.url, n, tostring(LEASE), name, log, format or "json", share or "", log, pidfile)
   assert(os.execute(cmd))
   local pid = tonumber(helpers.read(pidfile):match("%d+"))
   os.remove(pidfile)
@@ -127,19 +127,31 @@ local function assert_no_event_lost(logs, n, total)
   end
 end
 
--- The simulator's view, app by app: once a bot's P-GETs come from a new
--- worker, the old one never sends another; a pending P-GET is replaced only
--- when it was `dead`'s.
-local function assert_one_driver(sim, dead)
+-- The simulator's view, app by app, since `before` (a /_sim/state taken
+-- while the ownership was settled): a bot of a live worker saw its P-GETs
+-- from that worker only; one of `dead`'s saw them from `dead`, then from one
+-- new owner only; and no pending P-GET was replaced but `dead`'s.
+local function assert_one_driver(sim, before, dead)
+  local old = {}
+  for _, app in ipairs(before.applications) do old[app.href] = app end
   local _, st = sim:control("GET", "/_sim/state")
   for _, app in ipairs(st.applications) do
-    local agents, seen = app.pget_agents or {}, {}
-    for i, a in ipairs(agents) do
-      assert.is_nil(seen[a.agent], app.user .. ": P-GETs from " .. a.agent .. " again after another worker's")
-      if i > 1 then seen[agents[i - 1].agent] = true end
+    local was = old[app.href]
+    assert.is_truthy(was, app.user .. ": a new application")
+    local runs0, runs = was.pget_agents or {}, app.pget_agents or {}
+    local last0 = runs0[#runs0].agent
+    local new = {}
+    for i = #runs0, #runs do new[#new + 1] = runs[i].agent end
+    if last0 == "fleet-worker/" .. dead then
+      assert.equal(2, #new, app.user .. ": P-GETs from " .. table.concat(new, ", ") .. " after the takeover")
+      assert.are_not.equal(last0, new[2])
+    else
+      assert.same({ last0 }, new, app.user .. ": P-GETs from " .. table.concat(new, ", "))
     end
-    for _, r in ipairs(app.replacements or {}) do
-      assert.equal("fleet-worker/" .. dead, r.replaced, app.user .. ": " .. r.by .. " replaced a live worker's P-GET")
+    local reps0, reps = was.replacements or {}, app.replacements or {}
+    for i = #reps0 + 1, #reps do
+      assert.equal("fleet-worker/" .. dead, reps[i].replaced,
+        app.user .. ": " .. reps[i].by .. " replaced a live worker's P-GET")
     end
   end
   return st
@@ -200,6 +212,7 @@ describe("a fleet on Redis", function()
       end, 20, "the first 10 events everywhere", logs)
       -- W1 dies; events keep coming meanwhile
       local before = owners(srv, N)
+      local _, st_settled = sim:control("GET", "/_sim/state")
       local killed_at = socket.gettime()
       kill(pids[1])
       push(sim, 10)
@@ -225,7 +238,7 @@ describe("a fleet on Redis", function()
         return true
       end, 30, "all 30 events everywhere", logs)
       assert_no_event_lost(logs, N, 30)
-      local st = assert_one_driver(sim, "W1")
+      local st = assert_one_driver(sim, st_settled, "W1")
       -- the same sessions carried on: no new application for any bot
       assert.equal(N, st.application_count)
       for _, a in ipairs(st.applications) do assert.equal(apps0[a.user], a.href) end
@@ -254,7 +267,9 @@ describe("a fleet on Redis", function()
       for _, w in ipairs(lines(logs[1])) do if w[1] == "ready" then n = n + 1 end end
       return n == N
     end, 30, "P's 6 bots ready", logs)
-    pids[2] = spawn(srv, sim, N, "Q", logs[2])
+    -- Q's share is fixed (all six): it never gives one back, so that who
+    -- drives what changes only by the pause
+    pids[2] = spawn(srv, sim, N, "Q", logs[2], "json", 6)
     -- P gives three back to Q (its fair share is 3 now)
     wait(function()
       local per = {}
@@ -269,6 +284,7 @@ describe("a fleet on Redis", function()
     end, 20, "5 events everywhere", logs)
     local p_bots = {}
     for bot, o in pairs(owners(srv, N)) do if o == "P" then p_bots[#p_bots + 1] = bot end end
+    local _, st_settled = sim:control("GET", "/_sim/state")
     os.execute("kill -STOP " .. pids[1])
     push(sim, 5) -- P's bots' events wait at the server for the new owner
     wait(function()
@@ -295,7 +311,7 @@ describe("a fleet on Redis", function()
       return true
     end, 20, "15 events everywhere", logs)
     assert_no_event_lost(logs, N, 15)
-    assert_one_driver(sim, "P")
+    assert_one_driver(sim, st_settled, "P")
     -- Redis's view (MONITOR lists the commands scripts run too, so the
     -- fence counters can be followed): after SIGCONT, every fenced write
     -- carried its bot's current fence; none came with one of P's stale ones

@@ -1,6 +1,7 @@
 -- A fleet worker process for spec/63-fleet_spec.lua: runs ucwa.fleet on a
 -- Redis store with bots bot1..botN of ucwa-sim, and logs what its bots see.
---   lua5.4 spec/support/fleet_worker.lua BUILD REDIS_PORT SIM_URL N LEASE NAME LOG [FORMAT]
+--   lua5.4 spec/support/fleet_worker.lua BUILD REDIS_PORT SIM_URL N LEASE NAME LOG [FORMAT [SHARE]]
+-- (SHARE: a fixed share; default the fair one)
 -- Its engine's User-Agent names the worker, so that the simulator can tell
 -- whose P-GET it got. Log lines (each ends with " ." so that a line cut by
 -- SIGKILL is not read as whole):
@@ -8,7 +9,7 @@
 --   ready|restored|resumed <bot>  the bot's session began, carried on, or signed in afresh
 --   drop <bot> <subcode>          the worker stopped driving it
 --   count <n> <writes>            bots driven, fenced writes sent (once a second)
-local build, port, url, n, lease, name, log_path, format = table.unpack(arg)
+local build, port, url, n, lease, name, log_path, format, share = table.unpack(arg)
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
 
@@ -33,7 +34,7 @@ for i = 1, tonumber(n) do
 end
 
 local f = ucwa.fleet{
-  store = store, bots = bots,
+  store = store, bots = bots, share = share and math.tointeger(tonumber(share)) or nil,
   client = { url = url, format = format or "json", event_timeout = 2 },
   on_bot = function(bot, c)
     c._session.log_fn = function(level, msg)
