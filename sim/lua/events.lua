@@ -358,7 +358,7 @@ function M.get(ctx, app)
       return replaced(ctx)
     end
     local old = take_pget(ch)
-    note_replaced(ch, old.ctx.req.headers["user-agent"], req.headers["user-agent"])
+    note_replaced(ch, old.agent, req.headers["user-agent"])
     host.respond(old.box, replaced(old.ctx))
   end
 
@@ -399,7 +399,8 @@ function M.get(ctx, app)
     return answer(build_batch(ch))
   end
   -- Wait: suspended in C, no CPU until an event is due or the timeout.
-  local p = { box = req.box, ctx = { fmt = ctx.fmt, ctype = ctx.ctype }, priority = priority, ack = ack }
+  local p = { box = req.box, ctx = { fmt = ctx.fmt, ctype = ctx.ctype }, priority = priority, ack = ack,
+              agent = req.headers["user-agent"] }
   ch.pget = p
   held[req.box] = ch
   p.timer = timers.after(ch.params.timeout, function()
