@@ -121,23 +121,23 @@ local function measure(sim, store)
                    if on_answer then on_answer(cjson.decode(r.body).released_at) end
                  end }
   end
-  local t_event, received = nil, 0
+  local got = { received = 0 } -- got.at: when the last event reached the callback
   c:on("event", function(ev)
-    if ev.link and ev.link.rel == "note" then t_event = gettime(); received = received + 1 end
+    if ev.link and ev.link.rel == "note" then got.at = gettime(); got.received = got.received + 1 end
   end)
   local lat = {}
   for i = 1, ROUNDS do
     eng:step(0.003) -- the next P-GET settles at the server
     local released
-    t_event = nil
+    got.at = nil
     release(1, function(at) released = at end)
-    while not (t_event and released) do eng:step(1) end
-    lat[i] = t_event - released
+    while not (got.at and released) do eng:step(1) end
+    lat[i] = got.at - released
   end
-  received = 0
+  got.received = 0
   local t0 = gettime()
   for _ = 1, TOTAL // 1000 do release(1000) end
-  wait_for(function() eng:step(0.05) end, function() return received >= TOTAL end, 120)
+  wait_for(function() eng:step(0.05) end, function() return got.received >= TOTAL end, 120)
   local rate = TOTAL / (gettime() - t0)
   c:release()
   eng:close()
