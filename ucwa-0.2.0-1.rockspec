@@ -1,6 +1,6 @@
 -- The rock: `luarocks make` (offline on Debian: `luarocks make --deps-mode=none`
--- after `make deps`). A make build: the Makefile finds libcurl, expat and
--- OpenSSL through pkg-config (Debian keeps curl.h in a multiarch folder that
+-- after `make deps`). A make build: the Makefile finds libcurl, expat,
+-- OpenSSL and SQLite through pkg-config (Debian keeps curl.h in a multiarch folder that
 -- luarocks' own header search misses), builds ucwa.core and ucwa-sim, and
 -- `make install` puts the module, the Lua layer and the ucwa-sim command
 -- into the tree luarocks names. The version is ucwa._VERSION's.

@@ -203,10 +203,11 @@ function Client:step(timeout)
   return self
 end
 
---- Runs the loop until client:stop() or client:close().
+--- Runs the loop until client:stop(), client:close() or client:release()
+-- (or the store's lease lost: the state "stopped").
 function Client:run()
   self._stopped = false
-  while not self._stopped and self.state ~= "closed" do
+  while not self._stopped and self.state ~= "closed" and self.state ~= "stopped" do
     self:step(1)
   end
   return self

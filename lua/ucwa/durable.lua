@@ -114,11 +114,11 @@ function Durable:application_ready()
     hosts = encode(self.hosts),
     application = encode(model_of(app)),
   }
-  if self.app_href ~= app.href and self.app_href ~= nil then
+  if self.app_href ~= s.base and self.app_href ~= nil then
     -- a new application: the old one's channel, inbox, conversations and operations are gone
     if not self.lost then self.store:clear(self.identity, self.fence, on_written(self, "clear")) end
   end
-  self.app_href = app.href
+  self.app_href = s.base -- absolute: the same application whatever its href's form
   self:set(changes)
 end
 
@@ -167,7 +167,7 @@ local function ack_of(url)
   return q and math.tointeger(tonumber(("&" .. q .. "&"):match("&ack=(%d+)&")))
 end
 
--- Gives each event of the batch its id: "seq:position".
+-- Gives each event of the batch its id: "seq:position"; returns how many.
 local function stamp(batch, seq)
   local n = 0
   for _, sender in ipairs(batch.senders or {}) do
@@ -177,6 +177,15 @@ local function stamp(batch, seq)
     end
   end
   return n
+end
+
+--- The seq of a batch fetched from `url` (its ack; else the one after
+-- `last`), with each event's `ev.id` set: what a client without a store
+-- does too. Returns the seq.
+function durable.stamp(batch, url, last)
+  local seq = ack_of(url) or (last + 1)
+  stamp(batch, seq)
+  return seq
 end
 
 --- A batch of the event channel (the channel holds it: hold = true): into
@@ -252,13 +261,16 @@ function Durable:restore(snap, v, fresh)
   s.user_url, s.applications_url, s.base = v.session.user_url, v.session.applications_url, v.session.base
   s.policy.https = v.session.https == true
   self.hosts = type(v.hosts) == "table" and v.hosts or {}
-  self.app_href = v.application.href
+  self.app_href = v.session.base
   if self.store_tokens and type(v.tokens) == "table" then s.tokens:import(v.tokens) end
   local delays = 0.5
   local model, err
   while s.state == "restoring" do
     model, err = s:fetch{ method = "GET", url = s.base, app = false }
-    if model or (err and err.status and err.status < 500 and err.status ~= 429) then break end
+    -- only faults that may pass are tried again: the network, timeouts, 5xx
+    local passing = err and (err.status and (err.status >= 500 or err.status == 429)
+      or (not err.status and (err.code == "NetworkError" or err.code == "Timeout")))
+    if model or not passing then break end
     -- the server unreachable: the application may well live; try again
     if err then err.retrying = true; s:report(err) end
     s:sleep(delays)

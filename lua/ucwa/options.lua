@@ -134,7 +134,9 @@ options.CLIENT = {
     if math.type(v) ~= "integer" or v < 1 then return "a whole number, 1 or more" end
   end,
   -- durable sessions (docs/store.md)
-  store = function(v) if not require("ucwa.store").is(v) then return "a store (ucwa.store.sqlite, ucwa.store.redis)" end end,
+  store = function(v)
+    if not require("ucwa.store").is(v) then return "a store (ucwa.store.sqlite, ucwa.store.redis)" end
+  end,
   store_tokens = boolean_, store_key = string_,
 }
 

@@ -320,6 +320,7 @@ function Session:open_channel(stored)
     on_batch = function(batch, burl)
       self.tokens:accepted() -- the channel got through with the token
       if store then return store:on_batch(batch, burl) end
+      self.seq = durable.stamp(batch, burl, self.seq or 0) -- ev.id, as with a store
       self.registry:dispatch(batch)
     end,
     on_error = function(err) self:channel_error(err) end,

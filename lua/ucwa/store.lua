@@ -54,7 +54,7 @@ function store.sqlite(path, opts)
 end
 
 --- Starts driving `identity`: done(fence). SQLite has no leases: the fence is 0.
-function Sqlite:begin(identity, done)
+function Sqlite:begin(identity, done) -- luacheck: no unused args
   check_identity(identity); check_done(done)
   return done(0)
 end

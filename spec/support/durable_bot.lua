@@ -1,0 +1,70 @@
+-- A bot process for spec/61-client_restart_spec.lua: signs in with an SQLite
+-- store, joins meeting 1, then starts joining meeting 2 (in flight while the
+-- spec kills it), and logs every synthetic event with its ev.id. Started
+-- again on the same store, it carries on the session.
+--   lua5.4 spec/support/durable_bot.lua BUILD SIM_URL DB FORMAT LOG [MEETING1 MEETING2]
+-- Log lines end with " ." so that a line cut by SIGKILL is not read as whole.
+local build, url, db, format, log_path, m1, m2 = table.unpack(arg)
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = build .. "/?.so;" .. package.cpath
+
+local ucwa = require "ucwa"
+require("ucwa.options").EVENT_TIMEOUT.min = 1 -- ucwa-sim's short P-GETs
+
+local out = assert(io.open(log_path, "a"))
+out:setvbuf("line")
+local function say(...)
+  local t = table.pack(...)
+  for i = 1, t.n do t[i] = tostring(t[i]) end
+  out:write(table.concat(t, " "), " .\n")
+end
+
+local store = assert(ucwa.store.sqlite(db))
+local c = ucwa.client{ url = url, username = "bot@contoso.com", password = "password", format = format,
+                       store = store, event_timeout = 2 }
+
+-- UCWA_BOT_SLOW: seconds of work per event, so that a kill lands in a batch
+local slow = tonumber(os.getenv("UCWA_BOT_SLOW") or "") or 0
+c:on("event", function(ev)
+  if ev.link and ev.link.rel == "note" then
+    if slow > 0 then
+      local t = os.clock() + slow
+      repeat until os.clock() >= t
+    end
+    say("E", ev.id, ev.link.title)
+  end
+end)
+
+local function watch(inv, name)
+  inv:on("completed", function(i) say("completed", name, i.status) end)
+end
+
+c:on("ready", function()
+  say("ready", c.application.href)
+  if not m1 then return end
+  local inv1 = c:join_meeting{ onlineMeetingUri = m1, operationId = "join-m1" }
+  watch(inv1, "m1")
+  inv1:on("completed", function(i)
+    if i.status ~= "Success" then return end
+    local inv2 = c:join_meeting{ onlineMeetingUri = m2, operationId = "join-m2" }
+    watch(inv2, "m2")
+    say("inflight m2")
+  end)
+end)
+
+c:on("restored", function(info)
+  local ops = {}
+  for _, op in ipairs(info.operations) do
+    local id = op.properties.operationId or "?"
+    ops[#ops + 1] = id
+    watch(op, id == "join-m2" and "m2" or id)
+  end
+  table.sort(ops)
+  say("restored", c.application.href, #info.conversations, table.concat(ops, ","), info.replayed)
+end)
+
+c:on("resumed", function(i) say("resumed", i.reason, i.restart) end)
+c:on("error", function(e) say("error", e) end)
+
+c:start()
+c:run()
