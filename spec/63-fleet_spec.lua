@@ -334,4 +334,64 @@ describe("a fleet on Redis", function()
     end
     assert.is_true(fenced_writes > 0, "Q's writes are in the MONITOR log")
   end)
+
+  it("hands its bots over on fleet:stop(), to a fleet that carries their sessions on", function()
+    local N = 4
+    local dir = directory(N)
+    files[#files + 1] = dir
+    sim = helpers.sim{ directory = dir, app_idle = 300, pget_timeout = 1 }
+    local limits = require("ucwa.options").EVENT_TIMEOUT
+    local min0 = limits.min
+    limits.min = 1 -- ucwa-sim's short P-GETs
+    finally(function() limits.min = min0 end)
+    local ucwa = require "ucwa"
+    local eng = ucwa.engine()
+    local function worker(owner, share, seen)
+      local store = ucwa.store.redis{ port = srv.port, engine = eng, lease = LEASE, owner = owner, prefix = "f:" }
+      local bots = {}
+      for i = 1, N do
+        bots[i] = { name = "bot" .. i, username = "bot" .. i .. "@contoso.com", password = "password" }
+      end
+      return ucwa.fleet{ store = store, bots = bots, share = share,
+        client = { url = sim.url, event_timeout = 2 },
+        on_bot = function(name, c)
+          c:on("ready", function() seen[name] = "ready" end)
+          c:on("restored", function() seen[name] = "restored" end)
+        end }, store
+    end
+    local seen_a, seen_b = {}, {}
+    local a, store_a = worker("A", N, seen_a)
+    assert.has_error(function() ucwa.fleet{ store = store_a, bots = {}, shar = 1 } end)
+    assert.has_error(function() ucwa.fleet{ store = {}, bots = {} } end)
+    a:start()
+    helpers.drive(eng, function()
+      local n = 0
+      for _ in pairs(seen_a) do n = n + 1 end
+      return n == N
+    end, 20, "A's bots ready")
+    assert.equal(N, a:count())
+    local apps = {}
+    for name, c in pairs(a:clients()) do apps[name] = c.application.href end
+    local stopped = false
+    a:stop(function() stopped = true end)
+    helpers.drive(eng, function() return stopped end, 5, "A stopped")
+    assert.equal(0, a:count())
+    for i = 1, N do assert.is_false(srv:cli("GET", "f:{bot" .. i .. "}:lease")) end
+    -- B takes them at its first scans, not a lease later, and restores each
+    local b, store_b = worker("B", nil, seen_b)
+    local t0 = eng:now()
+    b:start()
+    helpers.drive(eng, function()
+      local n = 0
+      for _, how in pairs(seen_b) do if how == "restored" then n = n + 1 end end
+      return n == N
+    end, 20, "B's bots restored")
+    assert.is_true(eng:now() - t0 < LEASE, "took " .. (eng:now() - t0))
+    for name, c in pairs(b:clients()) do assert.equal(apps[name], c.application.href) end
+    b:stop()
+    eng:step(0.1)
+    store_a:close()
+    store_b:close()
+    eng:close()
+  end)
 end)
