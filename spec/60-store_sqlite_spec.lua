@@ -220,6 +220,58 @@ describe("a client with a store", function()
     end)
   end
 
+  -- a store whose inbox writes fail with `err` (after the first `ok` of them)
+  local function failing(err, ok)
+    local sqlite = assert(ucwa.store.sqlite(path))
+    local n = 0
+    return setmetatable({
+      inbox_put = function(_, id, fence, seq, data, changes, done)
+        n = n + 1
+        if n <= (ok or 0) then return sqlite:inbox_put(id, fence, seq, data, changes, done) end
+        done(nil, ucwa.errors.new(err))
+      end,
+    }, { __index = sqlite })
+  end
+
+  local function started(st)
+    local c = helpers.client(sim, { store = st })
+    local ids, ready = {}, false
+    c:on("ready", function() ready = true end)
+    c:on("event", function(ev) if ev.link.rel == "note" then ids[#ids + 1] = ev.id end end)
+    c:start()
+    helpers.drive(c, function() return ready end, 5, "ready")
+    return c, ids
+  end
+
+  it("goes on when the store fails: the events dispatched, the error reported", function()
+    local c, ids = started(failing{ code = "StoreError", message = "disk full" })
+    local app = app_id()
+    assert.equal(200, (sim:control("POST", "/_sim/apps/" .. app .. "/events", { count = 2 })))
+    helpers.drive(c, function() return #ids == 2 end, 5, "the events")
+    assert.equal(200, (sim:control("POST", "/_sim/apps/" .. app .. "/events", { count = 1 })))
+    helpers.drive(c, function() return #ids == 3 end, 5, "the channel going on")
+    assert.equal("StoreError", c.errors[1].code)
+    assert.equal("ready", c.state)
+  end)
+
+  it("stops driving the bot, without a word to the server, when the store says the lease is lost", function()
+    local c, ids = started(failing({ code = "Conflict", subcode = "LeaseLost", message = "fence 3 is not 4" }))
+    local app = app_id()
+    assert.equal(200, (sim:control("POST", "/_sim/apps/" .. app .. "/events", { count = 1 })))
+    helpers.drive(c, function() return c.state == "stopped" end, 5, "stopped")
+    assert.equal("LeaseLost", c.errors[1].subcode)
+    assert.is_false(c.errors[1].retrying)
+    assert.equal(0, #ids) -- the batch in hand is the new owner's: not acknowledged, not dispatched
+    assert.is_nil(c._session.channel)
+    helpers.drive(c, function()
+      local _, st = sim:control("GET", "/_sim/state")
+      return st.pgets_held == 0
+    end, 5, "no P-GET at the server")
+    c:close()
+    local _, st = sim:control("GET", "/_sim/state")
+    assert.equal(1, st.application_count) -- not deleted: the new owner's now
+  end)
+
   it("stores no secret without store_tokens, and never logs one", function()
     local logs = {}
     assert.equal(201, (sim:control("POST", "/_sim/users", { username = "bot@contoso.com", password = "s3cret-pass" })))

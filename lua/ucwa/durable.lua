@@ -218,6 +218,8 @@ function Durable:on_batch(batch, url)
     if err then self:failed(err, "inbox") end
     release()
   end)
+  -- the lease lost (known at once from a synchronous store): the batch is the new owner's
+  if self.lost then return end
   s.registry:dispatch(batch)
   if not self.lost then self.store:inbox_done(self.identity, self.fence, seq, on_written(self, "inbox")) end
 end
