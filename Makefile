@@ -4,12 +4,12 @@ BUSTED   ?= $(LUA) /usr/bin/busted
 CC       ?= gcc
 BUILD    ?= build
 PKG_CONFIG ?= pkg-config
-PKGS      = lua5.4 libcurl expat sqlite3
+PKGS      = lua5.4 libcurl expat sqlite3 hiredis
 # Recursive (=), not :=, so pkg-config runs when a compile needs it: in
 # `make deps demo` that is after deps has installed pkg-config and the -dev
 # packages, not when make reads this file.
 LUA_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS))
-CURL_LIBS  = $(shell $(PKG_CONFIG) --libs libcurl expat libcrypto sqlite3)
+CURL_LIBS  = $(shell $(PKG_CONFIG) --libs libcurl expat libcrypto sqlite3 hiredis)
 SIM_CFLAGS = $(shell $(PKG_CONFIG) --cflags lua5.4 libmicrohttpd)
 SIM_LIBS   = $(shell $(PKG_CONFIG) --libs lua5.4 libmicrohttpd) -lm
 # multipart/batching (src/multipart.c, in ucwa.core and in ucwa-sim): GMime and http-parser
@@ -33,7 +33,8 @@ DEBIAN_PKGS = lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev lua-cjson lib
   lua-busted libmicrohttpd-dev lua-expat clang libclang-rt-14-dev lua-check libsqlite3-dev \
   lua-ldoc luarocks lua-cqueues lua-luv lua-socket lua-sec openssl python3 pkg-config make gcc lua5.1 \
   chromium \
-  libgmime-3.0-dev libhttp-parser-dev
+  libgmime-3.0-dev libhttp-parser-dev \
+  libhiredis-dev redis-server
 
 .PHONY: all test check bench soak fuzz demo deps lint rock clean schema doc env install
 

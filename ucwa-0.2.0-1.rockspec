@@ -24,6 +24,7 @@ external_dependencies = {
   GMIME = { library = "gmime-3.0" },        -- multipart/batching (its header is under gmime-3.0/)
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
   SQLITE = { header = "sqlite3.h", library = "sqlite3" },
+  HIREDIS = { header = "hiredis/async.h", library = "hiredis" },
 }
 build = {
   type = "make",

@@ -32,6 +32,19 @@ local function sqlite(level)
   return function(name) return ucwa.store.sqlite(dir .. "/" .. name .. ".db", { synchronous = level }) end
 end
 
+-- The fleet's store: a redis-server of the store's own (append-only, with
+-- `appendfsync` = fsync), stopped when the store is closed.
+local function redis(fsync)
+  return function()
+    if os.execute("command -v redis-server >/dev/null 2>&1") ~= true then return nil, "no redis-server" end
+    local srv = require("support.redis_server").start{ args = { "--appendonly", "yes", "--appendfsync", fsync } }
+    local s = require("ucwa.store_redis").new{ port = srv.port, prefix = "bench:" }
+    local close = s.close
+    s.close = function(self) close(self); srv:stop() end
+    return s
+  end
+end
+
 --- The stores compared: { name, make(name) -> store | nil, why }; nil make: no store.
 local STORES = {
   { "no store", nil },
@@ -39,6 +52,8 @@ local STORES = {
   { "sqlite normal", sqlite("normal") },
   { "sqlite full", sqlite("full") },
   { "sqlite extra", sqlite("extra") },
+  { "redis everysec", redis("everysec") },
+  { "redis always", redis("always") },
 }
 
 local function report(fmt, ...) io.write(fmt:format(...), "\n"); io.flush() end

@@ -249,7 +249,7 @@ describe("core.engine", function()
     end
     helpers.drive(eng, function() return done == 200 end, 20)
     assert.equal(200, ok)
-    assert.same({ transfers = 0, timers = 0, ready = 0, channels = 0 }, eng:stats())
+    assert.same({ transfers = 0, timers = 0, ready = 0, channels = 0, watches = 0 }, eng:stats())
   end)
 
   it("closes idempotently; methods on a closed engine raise", function()

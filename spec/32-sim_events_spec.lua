@@ -103,6 +103,27 @@ describe("ucwa-sim event channel", function()
     assert.equal("Conflict", e.code)
   end)
 
+  it("names in its state whose P-GET replaced whose (the User-Agent: spec/63's fleet checks)", function()
+    local s = C.session(sim, "bob@contoso.com")
+    local function pget(agent, query)
+      return C.raw_send(s.base, "GET", s.events .. "&" .. query,
+        { Authorization = "Bearer " .. s.token, Accept = "application/json", ["User-Agent"] = agent })
+    end
+    local first = pget("worker-A", "timeout=5")
+    socket.sleep(0.1)
+    local second = pget("worker-B", "timeout=0.3")
+    assert.equal(409, (C.raw_receive(first)))
+    assert.equal(200, (C.raw_receive(second)))
+    first:close()
+    second:close()
+    local _, st = sim:control("GET", "/_sim/state")
+    local app
+    for _, a in ipairs(st.applications) do if a.user == "bob@contoso.com" then app = a end end
+    local runs = app.pget_agents
+    assert.same({ "worker-A", "worker-B" }, { runs[#runs - 1].agent, runs[#runs].agent })
+    assert.same({ replaced = "worker-A", by = "worker-B" }, app.replacements[#app.replacements])
+  end)
+
   it("keeps a higher-priority P-GET over a lower-priority one", function()
     two_pgets(sim, "timeout=0.5&priority=5", "timeout=0.3&priority=1", 2)
   end)

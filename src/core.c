@@ -21,6 +21,7 @@ int luaopen_ucwa_core(lua_State *L)
     ucwa_open_dataurl(L);
     ucwa_open_multipart(L);
     ucwa_open_store_sqlite(L);
+    ucwa_open_redis(L);
     lua_pushliteral(L, UCWA_VERSION); /* the rockspec's, from the Makefile (spec/01) */
     lua_setfield(L, -2, "_VERSION");
     return 1;

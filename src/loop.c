@@ -5,10 +5,10 @@
  *                            max_response_header=, user_agent=, proxy=, resolve=,
  *                            connect_timeout=, timeout=, max_connections= }
  *   eng:step(timeout) eng:pollfd() eng:events() eng:timeout() eng:stats()
- *   eng:closed() eng:close()
+ *   eng:now() eng:closed() eng:close()
  *
- * eng:request (request.c), eng:timer (timer.c) and eng:channel (channel.c)
- * are added to the class by their own files. curl callbacks only touch C
+ * eng:request (request.c), eng:timer (timer.c), eng:channel (channel.c)
+ * and eng:redis (redis.c) are added to the class by their own files. curl callbacks only touch C
  * state; Lua runs from step()'s delivery phase, one ready item at a time,
  * each popped before its deliver function runs. */
 #include <errno.h>
@@ -276,6 +276,74 @@ void ucwa_work_cancel(ucwa_work *w)
     w->eng = NULL;
 }
 
+/* ---------------------------------------------------------------- descriptor watches */
+
+int ucwa_watch_set(ucwa_engine *e, ucwa_watch *w, int fd, unsigned events)
+{
+    if (!e->multi) {
+        errno = EBADF;
+        return -1;
+    }
+    if (fd < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (w->eng && (w->eng != e || w->fd != fd)) ucwa_watch_stop(w);
+    size_t old = e->cap_watches;
+    if ((size_t)fd >= old) {
+        if (ucwa_grow((void **)&e->watches, &e->cap_watches, (size_t)fd + 1, sizeof *e->watches) != 0) {
+            errno = ENOMEM;
+            return -1;
+        }
+        memset(e->watches + old, 0, (e->cap_watches - old) * sizeof *e->watches);
+    }
+    if (e->watches[fd] && e->watches[fd] != w) {
+        errno = EEXIST; /* one owner a descriptor */
+        return -1;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.data.fd = fd;
+    if (events & UCWA_WATCH_IN) ev.events |= EPOLLIN;
+    if (events & UCWA_WATCH_OUT) ev.events |= EPOLLOUT;
+    if (w->eng) {
+        if (w->events == events) return 0;
+        if (epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &ev) != 0) return -1;
+    } else {
+        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) return -1;
+        e->watches[fd] = w;
+        e->n_watches++;
+        w->eng = e;
+        w->fd = fd;
+    }
+    w->events = events;
+    return 0;
+}
+
+void ucwa_watch_stop(ucwa_watch *w)
+{
+    ucwa_engine *e = w->eng;
+    if (!e) return;
+    if (e->epfd >= 0) epoll_ctl(e->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    if ((size_t)w->fd < e->cap_watches && e->watches[w->fd] == w) e->watches[w->fd] = NULL;
+    e->n_watches--;
+    w->eng = NULL;
+    w->events = 0;
+}
+
+/* a watched descriptor's events, or 0 when fd is not watched (a libcurl socket) */
+static int run_watch(ucwa_engine *e, int fd, uint32_t evs)
+{
+    if (fd < 0 || (size_t)fd >= e->cap_watches || !e->watches[fd]) return 0;
+    ucwa_watch *w = e->watches[fd];
+    unsigned fired = 0;
+    if (evs & (EPOLLIN | EPOLLHUP)) fired |= UCWA_WATCH_IN;
+    if (evs & EPOLLOUT) fired |= UCWA_WATCH_OUT;
+    if (evs & EPOLLERR) fired |= UCWA_WATCH_ERR;
+    w->ready(w, fired);
+    return 1;
+}
+
 /* ---------------------------------------------------------------- timerfd / deadlines */
 
 /* earliest libcurl or engine timer; -1 none */
@@ -424,6 +492,7 @@ static int step_body(lua_State *L)
     int n = epoll_wait(e->epfd, evs, MAX_EVENTS, wait_ms), i, running;
     for (i = 0; i < n && e->multi; i++) {
         if (evs[i].data.fd == e->tfd || evs[i].data.fd == e->efd) continue; /* see rearm */
+        if (run_watch(e, evs[i].data.fd, evs[i].events)) continue;
         int mask = 0;
         if (evs[i].events & (EPOLLIN | EPOLLHUP)) mask |= CURL_CSELECT_IN;
         if (evs[i].events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
@@ -521,6 +590,17 @@ static int l_stats(lua_State *L)
     lua_setfield(L, -2, "ready");
     lua_pushinteger(L, (lua_Integer)e->n_channels);
     lua_setfield(L, -2, "channels");
+    lua_pushinteger(L, (lua_Integer)e->n_watches);
+    lua_setfield(L, -2, "watches");
+    return 1;
+}
+
+/* the engine's clock: CLOCK_MONOTONIC, seconds (a pause of the process
+ * counts; a change of the wall clock does not) */
+static int l_now(lua_State *L)
+{
+    luaL_checkudata(L, 1, UCWA_ENGINE_MT);
+    lua_pushnumber(L, (double)ucwa_now() / 1e9);
     return 1;
 }
 
@@ -580,6 +660,15 @@ static int l_close(lua_State *L)
         http_opts_free(&e->http); /* also when a bad option stopped engine{} half-way */
         return 0;
     }
+    for (size_t i = 0; i < e->cap_watches; i++) { /* first: their owners may queue work, abandoned below */
+        ucwa_watch *w = e->watches[i];
+        if (!w) continue;
+        ucwa_watch_stop(w);
+        if (w->abandon) w->abandon(w);
+    }
+    free(e->watches);
+    e->watches = NULL;
+    e->cap_watches = 0;
     abandon_list(&e->xfers);
     abandon_list(&e->ready);
     while (e->n_heap) {
@@ -772,7 +861,7 @@ static int l_engine(lua_State *L)
 
 static const luaL_Reg engine_methods[] = {
     {"step", l_step},   {"pollfd", l_pollfd}, {"events", l_events}, {"timeout", l_timeout},
-    {"stats", l_stats}, {"closed", l_closed}, {NULL, NULL},
+    {"stats", l_stats}, {"closed", l_closed}, {"now", l_now}, {NULL, NULL},
 };
 
 void ucwa_open_loop(lua_State *L)

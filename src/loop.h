@@ -29,6 +29,7 @@
 
 typedef struct ucwa_engine ucwa_engine;
 typedef struct ucwa_work ucwa_work;
+typedef struct ucwa_watch ucwa_watch;
 
 /* intrusive doubly linked list */
 typedef struct ucwa_node {
@@ -99,6 +100,23 @@ typedef struct ucwa_timer {
     uint64_t seq;     /* equal deadlines fire in the order armed */
 } ucwa_timer;
 
+/* A descriptor watched on the engine's epoll set, for a library that does
+ * its own I/O (hiredis: redis.c) -- the analogue of libcurl's socket
+ * callback. `ready` runs from step()'s poll phase with the UCWA_WATCH_*
+ * bits that fired: C only, never Lua (it runs before the delivery phase,
+ * inside no pcall); it may queue work items for delivery, change or stop
+ * its own watch or others. `abandon` runs when the engine closes with the
+ * watch set, after it was stopped: C only, may be NULL. Host loops see a
+ * watched descriptor through pollfd() like the engine's own sockets. */
+enum { UCWA_WATCH_IN = 1, UCWA_WATCH_OUT = 2, UCWA_WATCH_ERR = 4 };
+struct ucwa_watch {
+    ucwa_engine *eng; /* set while watched */
+    int fd;
+    unsigned events; /* UCWA_WATCH_IN | UCWA_WATCH_OUT asked for */
+    void (*ready)(ucwa_watch *w, unsigned fired);
+    void (*abandon)(ucwa_watch *w);
+};
+
 /* What core.engine{} says about every transfer; request.c reads it. */
 typedef struct ucwa_http_opts {
     int verify;
@@ -131,6 +149,8 @@ struct ucwa_engine {
     uint64_t rng;
     size_t n_channels; /* running event channels: kept by channel.c, shown by stats() */
     long max_idle;     /* max_connections: idle connections kept (per lane) */
+    ucwa_watch **watches; /* by descriptor: what ucwa_watch_set added */
+    size_t cap_watches, n_watches;
     ucwa_lane lanes[UCWA_LANES];
 };
 
@@ -155,6 +175,12 @@ uint64_t ucwa_lane_key(const char *s, size_t n);                /* the lane key 
 int ucwa_timer_arm(ucwa_engine *e, ucwa_timer *t, double secs); /* 0, or -1 (out of memory) */
 void ucwa_work_ready(ucwa_engine *e, ucwa_work *w);             /* an idle item, queued */
 void ucwa_work_cancel(ucwa_work *w);                            /* idle again, from any state; no callback */
+
+/* descriptor watches: set (or change) the events of w on fd; 0, or -1 with
+ * errno (a closed engine: EBADF). events 0 keeps fd in the set, polled for
+ * errors only. Stop before the descriptor is closed; idempotent. */
+int ucwa_watch_set(ucwa_engine *e, ucwa_watch *w, int fd, unsigned events);
+void ucwa_watch_stop(ucwa_watch *w);
 
 /* runs libcurl's due timeouts and collects completions: sends requests just
  * added (on a kept-alive connection at once), outside any curl callback */

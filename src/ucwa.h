@@ -16,5 +16,6 @@ void ucwa_open_url(lua_State *L);     /* url.c: url_resolve, url_with_query, url
 void ucwa_open_dataurl(lua_State *L); /* dataurl.c: data_url */
 void ucwa_open_multipart(lua_State *L); /* multipart.c: multipart_build, multipart_parse (also in ucwa-sim) */
 void ucwa_open_store_sqlite(lua_State *L); /* store_sqlite.c: sqlite_open (the session store, docs/store.md) */
+void ucwa_open_redis(lua_State *L);   /* redis.c: eng:redis (hiredis on the engine's loop) */
 
 #endif

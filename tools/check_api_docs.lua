@@ -79,12 +79,19 @@ expect_functions("ucwa.presence", presence, "")
 expect_functions("ucwa.subscription", subscription, "")
 expect_functions("ucwa.subscription", subscription.Subscription, "Subscription:", EMITTED)
 expect_functions("ucwa.sim", sim, "")
+local store_redis = require "ucwa.store_redis"
+expect_functions("ucwa.store_redis", store_redis, "")
+expect_functions("ucwa.store_redis", store_redis.Store, "Store:", META)
+local fleet = require "ucwa.fleet"
+expect_functions("ucwa.fleet", fleet, "")
+expect_functions("ucwa.fleet", fleet.Fleet, "Fleet:", META)
 
 -- The C core: its functions, and the methods of each class it registers.
 expect_functions("ucwa.core", core, "")
 local eng = core.engine{}
 local classes = { engine = eng, timer = eng:timer(60, function() end) }
 classes.request = eng:request{ url = "http://127.0.0.1:9/", callback = function() end }
+classes.redis = eng:redis{ port = 9 }
 classes.channel = eng:channel{ url = "http://127.0.0.1:9/e", on_batch = function() end,
                                on_error = function() end }
 for name, obj in pairs(classes) do

@@ -34,4 +34,9 @@ ucwa.errors = require "ucwa.errors"
 --- Session stores for durable sessions: ucwa.store.sqlite(path, opts), ucwa.store.redis{...}.
 ucwa.store = require "ucwa.store"
 
+--- A worker of a fleet of bots on Redis (see ucwa.fleet): ucwa.fleet{ store =, bots = }.
+function ucwa.fleet(opts)
+  return require("ucwa.fleet").new(opts)
+end
+
 return ucwa

@@ -301,7 +301,8 @@ end
 -- The channel's state for the control API.
 function M.info(app)
   local ch = channels[app]
-  return { next_ack = ch.next_ack, unacked_batch = ch.batch ~= nil, queued = queued(ch), pget = ch.pget ~= nil }
+  return { next_ack = ch.next_ack, unacked_batch = ch.batch ~= nil, queued = queued(ch), pget = ch.pget ~= nil,
+    pget_agents = ch.agents, replacements = ch.replacements }
 end
 
 -- A number query parameter clamped to lo..hi; nil if absent, false if bad.
@@ -311,6 +312,26 @@ local function numparam(q, name, lo, hi)
   local n = tonumber(v)
   if not n or n ~= n then return false end
   return math.min(math.max(n, lo), hi)
+end
+
+-- Who sends the P-GETs (their User-Agent), for fleet specs: the runs of
+-- P-GETs from one agent in order, and which agent's pending P-GET another
+-- one replaced (the last 32 of each).
+local function note_agent(ch, agent)
+  ch.agents = ch.agents or {}
+  local last = ch.agents[#ch.agents]
+  if last and last.agent == agent then
+    last.pgets = last.pgets + 1
+    return
+  end
+  if #ch.agents == 32 then table.remove(ch.agents, 1) end
+  ch.agents[#ch.agents + 1] = { agent = agent or "", pgets = 1 }
+end
+
+local function note_replaced(ch, old, new)
+  ch.replacements = ch.replacements or {}
+  if #ch.replacements == 32 then table.remove(ch.replacements, 1) end
+  ch.replacements[#ch.replacements + 1] = { replaced = old or "", by = new or "" }
 end
 
 -- GET <app>/events?ack=N[&timeout=&low=&medium=&priority=]
@@ -330,6 +351,7 @@ function M.get(ctx, app)
   ch.params.medium = medium or ch.params.medium
   priority = priority or 0
   local ack = tonumber(q.ack)
+  note_agent(ch, req.headers["user-agent"])
 
   -- A newer P-GET replaces the pending one, unless its priority is lower:
   -- the losing one, new or pending, gets the 409.
@@ -343,6 +365,7 @@ function M.get(ctx, app)
       return replaced(ctx)
     end
     local old = take_pget(ch)
+    note_replaced(ch, old.agent, req.headers["user-agent"])
     host.respond(old.box, replaced(old.ctx))
   end
 
@@ -390,7 +413,8 @@ function M.get(ctx, app)
     return answer(build_batch(ch))
   end
   -- Wait: suspended in C, no CPU until an event is due or the timeout.
-  local p = { box = req.box, ctx = { fmt = ctx.fmt, ctype = ctx.ctype }, priority = priority, ack = ack }
+  local p = { box = req.box, ctx = { fmt = ctx.fmt, ctype = ctx.ctype }, priority = priority, ack = ack,
+              agent = req.headers["user-agent"] }
   ch.pget = p
   held[req.box] = ch
   console.channel(app, "held", ack)
