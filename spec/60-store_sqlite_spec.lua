@@ -321,6 +321,39 @@ describe("a client with a store", function()
     end
   end)
 
+  -- regression: only batches with events were stored, so after empty ones
+  -- the stored URL's ack was behind the server's and every restart (every
+  -- fleet takeover) began with a resync, reported to the bot as resumed
+  it("carries on after empty batches without a resync", function()
+    local function mk()
+      local c = helpers.client(sim, { store = assert(ucwa.store.sqlite(path)) })
+      c._session.options.event_timeout = 0.3 -- empty batches often (the option's floor is 180 s)
+      return c
+    end
+    local c = mk()
+    local ready = false
+    c:on("ready", function() ready = true end)
+    c:start()
+    helpers.drive(c, function() return ready end, 5, "ready")
+    local id = c._session.application.properties.id
+    local function next_ack()
+      local _, state = sim:control("GET", "/_sim/state")
+      for _, a in ipairs(state.applications) do if a.id == id then return a.next_ack end end
+    end
+    local first = next_ack()
+    helpers.drive(c, function() return next_ack() >= first + 2 end, 10, "two empty batches")
+    c._session:release() -- the process dies; the application lives on
+    local c2 = mk()
+    local info, resumed
+    c2:on("restored", function(i) info = i end)
+    c2:on("resumed", function(i) resumed = i end)
+    c2:start()
+    helpers.drive(c2, function() return info end, 5, "restored")
+    local at = next_ack()
+    helpers.drive(c2, function() return next_ack() > at end, 10, "the channel going on")
+    assert.is_nil(resumed, "resumed after a restart: " .. tostring(resumed and resumed.reason))
+  end)
+
   it("forgets the session when the client signs out", function()
     local st = assert(ucwa.store.sqlite(path))
     local c = helpers.client(sim, { store = st, store_key = "bot-7" })

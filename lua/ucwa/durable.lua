@@ -198,7 +198,12 @@ function Durable:on_batch(batch, url)
   self.seq = seq
   local n = stamp(batch, seq)
   if n == 0 or self.lost then
-    if ch and not self.lost then ch:release() end
+    if ch and not self.lost then
+      ch:release()
+      -- an empty batch moves the server's ack on too: the stored URL follows,
+      -- so a restart (or a fleet's takeover) carries on without a resync
+      self:set{ channel = encode{ url = ch:url(), ack = seq } }
+    end
     return s.registry:dispatch(batch)
   end
   local ok, data = pcall(encode, batch)
