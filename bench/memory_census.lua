@@ -95,7 +95,8 @@ local ok, err = pcall(function()
   local before = collectgarbage("count")
   clients = nil
   full_gc()
-  report("  %-58s %6.2f KB", "the rest: client and session tables, their strings", (before - collectgarbage("count")) / N)
+  report("  %-58s %6.2f KB", "the rest: client and session tables, their strings",
+    (before - collectgarbage("count")) / N)
   eng:close()
 end)
 sim:stop()
