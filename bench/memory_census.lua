@@ -21,6 +21,13 @@ local gettime = require("socket").gettime
 local N = tonumber(os.getenv("CENSUS_APPS") or "1000")
 local function report(fmt, ...) io.write(fmt:format(...), "\n"); io.flush() end
 
+local function rss_kb()
+  local f = assert(io.open("/proc/self/status"))
+  local v = f:read("a"):match("VmRSS:%s*(%d+)")
+  f:close()
+  return tonumber(v)
+end
+
 local function full_gc()
   collectgarbage()
   collectgarbage()
@@ -30,15 +37,19 @@ local sim = require("ucwa.sim").start{ step_delay = 0, min_timeout = 0.1, app_id
 local ok, err = pcall(function()
   local eng = ucwa.engine{}
   full_gc()
-  local lua0, heap0 = collectgarbage("count"), bench.heap()
+  local lua0, heap0, rss0 = collectgarbage("count"), bench.heap(), rss_kb()
   local clients, ready = {}, 0
   local t0 = gettime()
+  -- CENSUS_WAVE=k: k bots signing in at a time (default all at once), to
+  -- tell what the allocator keeps of the sign-in's peak
+  local wave = tonumber(os.getenv("CENSUS_WAVE") or N)
   for i = 1, N do
     local c = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password", engine = eng,
                            available = os.getenv("CENSUS_AVAILABLE") ~= nil }
     c:on("ready", function() ready = ready + 1 end)
     c:start()
     clients[i] = c
+    while i - ready >= wave do eng:step(0.05) end
   end
   while ready < N do
     eng:step(0.05)
@@ -50,8 +61,12 @@ local ok, err = pcall(function()
   local heap_kb = (bench.heap() - heap0) / 1024 / N
   report("%d bots signed in in %.1f s (available = %s)", N, gettime() - t0,
     tostring(os.getenv("CENSUS_AVAILABLE") ~= nil))
-  report("per bot: heap in use %.2f KB = C %.2f KB + Lua %.2f KB", heap_kb, heap_kb - lua_kb, lua_kb)
-  if os.getenv("CENSUS_EXIT") then os.exit(0, false) end
+  report("per bot: RSS %.2f KB; heap in use %.2f KB = C %.2f KB + Lua %.2f KB", (rss_kb() - rss0) / N, heap_kb,
+    heap_kb - lua_kb, lua_kb)
+  if os.getenv("CENSUS_EXIT") then -- the simulator first: it holds our stdout
+    sim:stop()
+    os.exit(0, false)
+  end
 
   -- the Lua heap by piece, each dropped from every bot in turn
   local function drop(what, fn)
