@@ -37,19 +37,33 @@ dispatch.EARLY_MAX, dispatch.EARLY_EVENTS, dispatch.EARLY_AGE = 64, 16, 60
 dispatch.FETCH_MAX, dispatch.LIVE_MAX = 16, 1000
 
 local Registry = {}
-Registry.__index = Registry
+
+-- The registry's tables, made on first use: most bots of a big pool never
+-- need most of them (six empty tables were ~0.4 KB a bot: issue 16).
+--   objects       absolute href -> object (weak values)
+--   pending       operations in flight, kept alive until they complete
+--   by_operation  operationId -> operation started by the bot
+--   early         absolute href -> events that came before the object was known
+--   early_order   those hrefs, oldest first, with the time each came: { href, time }
+--   live          conversations going on: kept alive while the server talks about them
+local WEAK_VALUES = { __mode = "v" }
+local LAZY = { objects = WEAK_VALUES, pending = false, by_operation = false, early = false, early_order = false,
+               live = false }
+Registry.__index = function(self, k)
+  local m = Registry[k]
+  if m ~= nil then return m end
+  local mt = LAZY[k]
+  if mt == nil then return nil end
+  local t = mt and setmetatable({}, mt) or {}
+  rawset(self, k, t)
+  return t
+end
 
 --- A registry for `session` (which resolves hrefs, sends requests, logs,
 -- and emits the client's events).
 function dispatch.new(session)
   return setmetatable({
     session = session,
-    objects = setmetatable({}, { __mode = "v" }), -- absolute href -> object
-    pending = {},        -- operations in flight, kept alive until they complete
-    by_operation = {},   -- operationId -> operation started by the bot
-    early = {},          -- absolute href -> events that came before the object was known
-    early_order = {},    -- those hrefs, oldest first, with the time each came: { href, time }
-    live = {},           -- conversations going on: kept alive while the server talks about them
     n_live = 0,
     fetching = 0,        -- automatic GETs in flight
   }, Registry)
