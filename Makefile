@@ -62,7 +62,7 @@ $(BUILD)/gen/sim_script.h: sim/embed.lua $(SIM_LUA) $(SIM_CONSOLE)
 
 $(BUILD)/obj/sim/%.o: sim/%.c $(wildcard sim/*.h) $(BUILD)/gen/sim_script.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(SIM_CFLAGS) -I$(BUILD)/gen -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(SIM_CFLAGS) $(if $(filter target,$*),$(MIME_CFLAGS)) -I$(BUILD)/gen -c $< -o $@
 
 # The simulator's own object of the multipart binding (host.multipart_*).
 $(BUILD)/obj/sim/multipart.o: src/multipart.c src/ucwa.h
