@@ -60,9 +60,10 @@ $(BUILD)/gen/sim_script.h: sim/embed.lua $(SIM_LUA) $(SIM_CONSOLE)
 	@mkdir -p $(dir $@)
 	$(LUA) sim/embed.lua $@ $(SIM_LUA) $(SIM_CONSOLE)
 
+# (sim/target.c reads a batch part's target with GLib, which GMime brings.)
 $(BUILD)/obj/sim/%.o: sim/%.c $(wildcard sim/*.h) $(BUILD)/gen/sim_script.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(SIM_CFLAGS) -I$(BUILD)/gen -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(SIM_CFLAGS) $(if $(filter target,$*),$(MIME_CFLAGS)) -I$(BUILD)/gen -c $< -o $@
 
 # The simulator's own object of the multipart binding (host.multipart_*).
 $(BUILD)/obj/sim/multipart.o: src/multipart.c src/ucwa.h

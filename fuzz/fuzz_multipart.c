@@ -13,6 +13,7 @@
 #include <lualib.h>
 
 #include "ucwa.h"
+#include "fuzz_lua.h"
 
 static lua_State *L;
 
@@ -38,13 +39,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    L = luaL_newstate();
-    luaL_openlibs(L);
-    if (luaL_loadbuffer(L, driver, sizeof driver - 1, "=driver") != LUA_OK) {
-        fprintf(stderr, "%s\n", lua_tostring(L, -1));
-        abort();
-    }
-    lua_newtable(L);
+    L = fuzz_lua_open(driver, sizeof driver - 1); /* the driver, the module table */
     ucwa_open_multipart(L);
     return 0;
 }

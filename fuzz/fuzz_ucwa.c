@@ -28,6 +28,7 @@
 #include <lualib.h>
 
 #include "ucwa.h"
+#include "fuzz_lua.h"
 
 #ifndef FUZZ_FN
 #define FUZZ_FN "parse"
@@ -122,13 +123,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    L = luaL_newstate();
-    luaL_openlibs(L);
-    if (luaL_loadbuffer(L, driver, sizeof driver - 1, "=driver") != LUA_OK) {
-        fprintf(stderr, "%s\n", lua_tostring(L, -1));
-        abort();
-    }                   /* DRIVER */
-    lua_newtable(L);    /* CORE */
+    L = fuzz_lua_open(driver, sizeof driver - 1); /* DRIVER, CORE */
     ucwa_open_error(L); /* error objects first, as core.c opens them */
     ucwa_open_parse(L); /* raises (aborts) if cjson cannot be loaded */
     /* small limits so deep/large inputs exercise the limit paths */

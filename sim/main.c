@@ -494,6 +494,7 @@ static int l_log(lua_State *L)
 }
 
 void ucwa_open_multipart(lua_State *L); /* src/multipart.c, compiled in */
+void ucwa_open_target(lua_State *L);    /* sim/target.c: a batch part's target */
 static const luaL_Reg sim_funcs[] = {
 	{"respond", l_respond},
 	{"drop", l_drop},
@@ -1280,6 +1281,7 @@ int main(int argc, char **argv)
 	lua_newtable(L);
 	luaL_setfuncs(L, sim_funcs, 0);
 	ucwa_open_multipart(L); /* host.multipart_build/_parse: src/multipart.c */
+	ucwa_open_target(L);    /* host.target_decode: sim/target.c */
 	lua_pushboolean(L, G.verbose); /* host.verbose: log lines are built only then */
 	lua_setfield(L, -2, "verbose");
 	lua_getglobal(L, "package");

@@ -80,5 +80,46 @@ describe("ucwa-sim batching", function()
       local pfmt = parts[1].headers["content-type"]:match("xml") and "xml" or "json"
       assert.matches("could not be read", C.error_model(parts[1].body, pfmt).message)
     end)
+
+    -- A query with '+', escaped '&', '=', '+', '%' and UTF-8, its name escaped too.
+    local QUERY = "mess%61ge=caf%C3%A9+%26+cr%C3%A8me%3D1%2B1+100%25"
+    local function available(s)
+      assert(s:pget("timeout=0.1&medium=0&low=0"))
+      assert.equal(204, (s:post(s.app.embedded.me.links.makeMeAvailable.href, { signInAs = "Online" })))
+      return s.app.href .. "/me/note"
+    end
+
+    it("gives a part the query arguments the same request gets sent alone", function()
+      local s = C.session(sim, "alice@contoso.com", fmt)
+      local note = available(s)
+      assert.equal(204, (s:request("POST", note .. "?" .. QUERY, "", nil, { Accept = ACCEPT[fmt] })))
+      local alone = assert(s:get(note)).props.message
+      assert.equal("caf\u{e9} & cr\u{e8}me=1+1 100%", alone)
+      assert.equal(204, (s:post(note, { message = "reset" })))
+      local status, h, body = post_batch(s, {
+        { method = "POST", target = note .. "?" .. QUERY, headers = { Accept = ACCEPT[fmt] }, body = "" },
+        get(note) })
+      assert.equal(200, status, body)
+      local parts = assert(core.multipart_parse(body, h["content-type"], "response"))
+      assert.equal(204, parts[1].status, parts[1].body)
+      assert.equal(alone, C.model(parts[2].body, fmt).props.message)
+    end)
+
+    it("refuses a part whose target escapes are not text (%00, %FF) alone, saying where", function()
+      local s = C.session(sim, "alice@contoso.com", fmt)
+      local note = available(s)
+      assert.equal(204, (s:post(note, { message = "kept" })))
+      local status, h, body = post_batch(s, {
+        { method = "POST", target = note .. "?message=a%00b", headers = { Accept = ACCEPT[fmt] }, body = "" },
+        { method = "POST", target = note .. "?message=%FF", headers = { Accept = ACCEPT[fmt] }, body = "" },
+        get(s.app.href .. "/me/n%00te"), get(note) })
+      assert.equal(200, status, body)
+      local parts = assert(core.multipart_parse(body, h["content-type"], "response"))
+      assert.same({ 400, 400, 400, 200 }, { parts[1].status, parts[2].status, parts[3].status, parts[4].status })
+      assert.matches("query cannot be read", C.error_model(parts[1].body, fmt).message)
+      assert.matches("query cannot be read", C.error_model(parts[2].body, fmt).message)
+      assert.matches("path cannot be decoded", C.error_model(parts[3].body, fmt).message)
+      assert.equal("kept", C.model(parts[4].body, fmt).props.message)
+    end)
   end)
 end)

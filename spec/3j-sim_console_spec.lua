@@ -232,6 +232,21 @@ describe("ucwa-sim console: the stream", function()
     assert.same({ "one", "two", "three" }, { later.messages[1].text, later.messages[2].text, later.messages[3].text })
   end)
 
+  it("shows each directory user's presence, and a change to it", function()
+    local s = state(sim)
+    local bob
+    for _, p in ipairs(s.people) do if p.username == "bob@contoso.com" then bob = p end end
+    assert.same({ "Bob Brown", false }, { bob.name, bob.reachable })
+    post(sim, "/_sim/users/bob@contoso.com/presence", { availability = "BeRightBack" })
+    post(sim, "/_sim/users/bob@contoso.com/note", { message = "Back at two" })
+    local changes = changes_until(sim, s.seq, function(all)
+      local p = last_of(all, "person", function(x) return x.username == "bob@contoso.com" end)
+      return p and p.note == "Back at two"
+    end)
+    assert.equal("BeRightBack", last_of(changes, "person").availability)
+    post(sim, "/_sim/users/bob@contoso.com/presence", { availability = "Offline" })
+  end)
+
   it("shows the faults armed, and their counts as they are used", function()
     local s = state(sim)
     post(sim, "/_sim/faults/fail", { count = 3, status = 502 })
@@ -369,7 +384,10 @@ describe("ucwa-sim console: each application's event channel", function()
 end)
 
 describe("ucwa-sim console in a browser", function()
-  it("plays the meeting with the demo bot in headless Chromium", function()
+  -- Runs examples/<bot> against a new simulator, then console_test.mjs's
+  -- `scenario` in headless Chromium; returns what the browser test printed
+  -- and what the bot said.
+  local function in_browser(bot, scenario, setup)
     local f = io.open("node_modules/playwright-core/package.json", "rb")
     assert(f, "node_modules/playwright-core is missing: run `make deps` (it runs npm ci), then make test again")
     f:close()
@@ -391,7 +409,7 @@ describe("ucwa-sim console in a browser", function()
       os.remove(log)
       C.stop(sim)
     end)
-    post(sim, "/_sim/users", { username = "carol@contoso.com", name = "Carol" })
+    if setup then setup(sim) end
 
     local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
     local build = helpers.build:sub(1, 1) == "/" and helpers.build or (os.getenv("PWD") .. "/" .. helpers.build)
@@ -399,30 +417,55 @@ describe("ucwa-sim console in a browser", function()
     local envs = table.concat({ "UCWA_URL=" .. q(sim.url), "UCWA_USER=bot@contoso.com", "UCWA_PASSWORD=password",
       "UCWA_MEETING=" .. q(helpers.DEMO1), "UCWA_FORMAT=json", "UCWA_BUILD=" .. q(build),
       "UCWA_BOT_SECONDS=" .. limit }, " ")
-    local p = assert(io.popen(("env -u LUA_PATH -u LUA_CPATH %s timeout -k 2 %d %s examples/meeting_bot.lua"
-      .. " > %s 2>&1 & echo $!"):format(envs, limit + 5, q(helpers.lua), q(log))))
+    local p = assert(io.popen(("env -u LUA_PATH -u LUA_CPATH %s timeout -k 2 %d %s examples/%s"
+      .. " > %s 2>&1 & echo $!"):format(envs, limit + 5, q(helpers.lua), bot, q(log))))
     bot_pid = assert(tonumber(p:read("l")), "no pid for the bot")
     p:close()
 
     local shots = os.getenv("UCWA_CONSOLE_SHOTS") or (build .. "/console")
     os.execute("mkdir -p " .. q(shots))
-    local node = io.popen(("env -u LD_PRELOAD CONSOLE_BASE=%s CONSOLE_SHOTS=%s timeout -k 2 %d node %s 2>&1")
-      :format(q(sim.control_base), q(shots), 120 * helpers.SLOW, "spec/support/console_test.mjs"))
+    local node = io.popen(("env -u LD_PRELOAD CONSOLE_BASE=%s CONSOLE_SCENARIO=%s CONSOLE_SHOTS=%s timeout -k 2 %d"
+      .. " node %s 2>&1"):format(q(sim.control_base), scenario, q(shots), 120 * helpers.SLOW,
+      "spec/support/console_test.mjs"))
     local out = node:read("a")
     local ok = node:close()
     local transcript = helpers.read(log)
     assert.is_true(ok, "the browser test failed:\n" .. out .. "\nthe bot said:\n" .. transcript)
-    local steps = { "the bot waits in the lobby", "admitted: the bot moved from the lobby to the attendees",
-      "Carol said !who and the bot's answer appeared", "the channel recovered", "resync by a click",
-      "screenshots at 1280x800 and 390x844", "ended the meeting" }
+    assert.is_nil(out:find("not ok", 1, true), out)
+    return out, transcript, shots
+  end
+
+  local function has_steps(out, steps)
     for _, line in ipairs(steps) do
       assert.truthy(out:find(line, 1, true), "missing step: " .. line .. "\n" .. out)
     end
-    assert.is_nil(out:find("not ok", 1, true), out)
-    assert.truthy(transcript:find("[bot] heard Carol: !who", 1, true), transcript)
-    for _, name in ipairs({ "console.png", "console-phone.png" }) do
+  end
+
+  local function has_png(shots, names)
+    for _, name in ipairs(names) do
       local png = helpers.read(shots .. "/" .. name)
       assert.equal("\137PNG", png:sub(1, 4), name)
     end
+  end
+
+  it("plays the meeting with the demo bot in headless Chromium", function()
+    local out, transcript, shots = in_browser("meeting_bot.lua", "meeting", function(sim)
+      post(sim, "/_sim/users", { username = "carol@contoso.com", name = "Carol" })
+    end)
+    has_steps(out, { "the bot waits in the lobby", "admitted: the bot moved from the lobby to the attendees",
+      "Carol said !who and the bot's answer appeared", "the channel recovered", "resync by a click",
+      "screenshots at 1280x800 and 390x844", "ended the meeting" })
+    assert.truthy(transcript:find("[bot] heard Carol: !who", 1, true), transcript)
+    has_png(shots, { "console.png", "console-phone.png" })
+  end)
+
+  it("IMs the IM bot as Alice, types, and sets Bob's presence in headless Chromium", function()
+    local out, transcript, shots = in_browser("im_bot.lua", "im")
+    has_steps(out, { "the bot signed in: Online", "Alice said hello to the bot and the bot's answer appeared in the IM",
+      "Alice types, and the IM shows it", "Bob's presence set to Away from the keyboard",
+      "screenshots at 1280x800 and 390x844" })
+    assert.truthy(transcript:find("heard alice@contoso.com: hello", 1, true)
+      or transcript:find("first message: hello", 1, true), transcript)
+    has_png(shots, { "console-im.png", "console-im-phone.png" })
   end)
 end)

@@ -5,7 +5,8 @@
 -- And the multipart reader on bad answers: a clear error, no crash.
 local helpers = require "helpers"
 local core = require "ucwa.core"
-local ready = require("support.steps").ready
+local steps = require "support.steps"
+local ready = steps.ready
 
 for _, format in ipairs{ "json", "xml" } do
   describe("batching in " .. format, function()
@@ -71,16 +72,7 @@ for _, format in ipairs{ "json", "xml" } do
       -- a link a server could plant: another host than the session's
       m.href = "https://evil.example.net/ucwa/oauth/v1/applications/1/me"
       local before = sim:state()
-      local res, done = {}, nil
-      c:batch(function()
-        m:refresh(function(x, e) res[1] = { x, e } end)
-        c:meetings(function(l, e) res[2] = { l, e } end)
-        c.application:refresh(function(x, e) res[3] = { x, e } end)
-      end, function(ok) done = ok end)
-      helpers.drive(nil, function() return done and res[1] and res[2] and res[3] end, 10, "the batch")
-      assert.is_nil(res[1][1])
-      assert.equal("Forbidden", res[1][2].code)
-      assert.equal(1, #res[2][1])
+      steps.batch_with_planted_meeting(c, m)
       local after = sim:state()
       assert.equal(before.batching.parts + 2, after.batching.parts) -- the refused one was not in it
     end)

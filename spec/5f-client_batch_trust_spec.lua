@@ -51,16 +51,7 @@ for _, format in ipairs{ "json", "xml" } do
       local m = assert(wait(c, function(cb) c:schedule_meeting({ subject = "Planted" }, cb) end, "schedule"))
       assert.matches("^https://evil%.example:", m.href)
       local before = sim:state().batching
-      local res, done = {}, nil
-      c:batch(function()
-        m:refresh(function(x, e) res[1] = { x, e } end)
-        c:meetings(function(l, e) res[2] = { l, e } end)
-        c.application:refresh(function(a, e) res[3] = { a, e } end)
-      end, function(ok) done = ok end)
-      helpers.drive(c, function() return done and res[1] and res[2] and res[3] end, 10, "the batch")
-      assert.is_nil(res[1][1])
-      assert.equal("Forbidden", res[1][2].code)
-      assert.equal(1, #res[2][1])
+      local res = steps.batch_with_planted_meeting(c, m)
       assert.equal("application", res[3][1].rel)
       assert.equal(before.parts + 2, sim:state().batching.parts)
       local _, err = wait(c, function(cb) m:update({ subject = "Stolen" }, cb) end, "update")

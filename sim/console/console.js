@@ -1,13 +1,15 @@
-// ucwa-sim's console: shows the meetings, the bots' event channels and the
-// faults, live, and plays the other people through the control API.
+// ucwa-sim's console: shows the meetings, people's presence and instant
+// messages, the bots' event channels and the faults, live, and plays the
+// other people through the control API.
 // The simulator publishes its changes; this script long-polls
 // /_sim/console/events?after=N and redraws what changed.  No framework, no
 // innerHTML: every text from the simulator goes in as text.
 "use strict";
 
 (function () {
-  const model = { seq: 0, meetings: new Map(), apps: new Map(), messages: new Map(), users: [] };
+  const model = { seq: 0, meetings: new Map(), apps: new Map(), messages: new Map(), users: [], people: new Map() };
   const cards = new Map(); // meeting id -> its card's parts (forms kept across redraws)
+  const imCards = new Map(); // IM session id -> its card's parts
 
   // ---- helpers ----------------------------------------------------------
 
@@ -167,7 +169,7 @@
   }
 
   function addMessage(msg) {
-    const c = cards.get(msg.meeting);
+    const c = msg.im ? imCard(msg.meeting) : cards.get(msg.meeting);
     const seen = model.messages.get(msg.meeting) || new Set();
     model.messages.set(msg.meeting, seen);
     if (!c || seen.has(msg.n)) return;
@@ -177,6 +179,65 @@
       el("strong", { text: msg.name + (msg.bot ? " (bot)" : "") + ":" }), " ",
       el("span", { class: "text", text: msg.text })));
     c.messages.scrollTop = c.messages.scrollHeight;
+  }
+
+  // ---- people and instant messages ----------------------------------------
+
+  function drawPeople() {
+    const people = [...model.people.values()];
+    const label = (p) => p.name + " (" + p.username + ")";
+    document.getElementById("people").replaceChildren(...people.map((p) => el("li", { "data-user": p.username },
+      el("span", { class: "who", text: label(p) }), " ",
+      el("span", { class: "badge presence", "data-availability": p.availability, text: p.availability }),
+      p.note ? el("span", { class: "note", text: " " + p.note }) : null)));
+    fill(document.getElementById("im-from"), people.map((p) => [p.username, label(p)]));
+    fill(document.getElementById("presence-user"), people.map((p) => [p.username, label(p)]));
+    // who an IM reaches (an available application: a bot) first, and marked
+    const to = [...people].sort((a, b) => b.reachable - a.reachable);
+    fill(document.getElementById("im-to"), to.map((p) => [p.username, label(p) + (p.reachable ? " · bot" : "")]));
+  }
+
+  // The card of IM session `id` (made on its first view or message).
+  function imCard(id) {
+    let c = imCards.get(id);
+    if (c) return c;
+    const uid = "im-" + id.replace(/[^\w-]/g, "_");
+    c = { title: el("h3", { id: uid + "-title", text: "IM (" + id + ")" }), facts: el("p", { class: "facts" }),
+      messages: el("ol", { class: "messages", "aria-label": "Messages", "aria-live": "polite" }) };
+    c.root = el("article", { class: "im", "aria-labelledby": uid + "-title" }, c.title, c.facts, c.messages);
+    imCards.set(id, c);
+    const box = document.getElementById("ims");
+    box.querySelector(".empty")?.remove();
+    box.append(c.root);
+    return c;
+  }
+
+  function drawIm(im) {
+    const c = imCard(im.id);
+    c.title.textContent = "IM: " + im.users.map((u) => u.name).join(" and ") + " (" + im.id + ")";
+    const typing = im.members.filter((x) => x.typing).map((x) => x.name + " is typing…");
+    c.facts.textContent = [im.state, ...typing].join(" · ");
+  }
+
+  function peopleForms() {
+    const value = (id) => document.getElementById(id).value;
+    const name = (id) => document.getElementById(id).selectedOptions[0]?.textContent;
+    document.getElementById("im-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const input = document.getElementById("im-text"), text = input.value;
+      control("users/" + encodeURIComponent(value("im-from")) + "/message", { to: value("im-to"), text }).then(() => {
+        if (input.value === text) input.value = ""; // unless more was typed meanwhile
+        say(name("im-from") + " sent an IM: " + text);
+      }, (err) => say("Refused: " + err.message));
+    });
+    document.getElementById("im-typing").addEventListener("click", () => act("users/" +
+      encodeURIComponent(value("im-from")) + "/typing", { to: value("im-to") }, name("im-from") + " is typing"));
+    document.getElementById("presence-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const availability = value("presence-availability");
+      act("users/" + encodeURIComponent(value("presence-user")) + "/presence", { availability },
+        name("presence-user") + " is " + availability);
+    });
   }
 
   // ---- applications -----------------------------------------------------
@@ -254,6 +315,8 @@
     else if (ch.kind === "app") { model.apps.set(ch.app.id, ch.app); drawApp(ch.app); }
     else if (ch.kind === "faults") drawFaults(ch.faults);
     else if (ch.kind === "message") addMessage(ch.message);
+    else if (ch.kind === "im") drawIm(ch.im);
+    else if (ch.kind === "person") { model.people.set(ch.person.username, ch.person); drawPeople(); }
   }
 
   async function loadState() {
@@ -264,6 +327,9 @@
     drawWhere(s.listen);
     for (const mt of s.meetings) apply({ kind: "meeting", meeting: mt });
     for (const a of s.apps) apply({ kind: "app", app: a });
+    for (const p of s.people) model.people.set(p.username, p);
+    drawPeople();
+    for (const im of s.ims) drawIm(im);
     drawFaults(s.faults);
     for (const msg of s.messages) addMessage(msg);
   }
@@ -306,5 +372,6 @@
   }
 
   faultForms();
+  peopleForms();
   loadState().then(stream, (err) => live("Cannot read the simulator's state: " + err.message));
 })();

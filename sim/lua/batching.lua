@@ -3,7 +3,9 @@
 -- an application/http request, answered as if it came alone (with the
 -- batch's Authorization), the answers in one multipart/batching response in
 -- the parts' order. MIME and HTTP are read by the host's multipart_parse
--- (GMime and http-parser, src/multipart.c) and written by multipart_build.
+-- (GMime and http-parser, src/multipart.c) and written by multipart_build;
+-- a part's path and query arguments are decoded by host.target_decode
+-- (GLib's URI reader, sim/target.c), as MHD decodes a request sent alone.
 --
 -- A part that cannot be read gets its own 400; a batch, an events or a
 -- photo request inside a batch gets 400 (the page's limitations); more than
@@ -31,22 +33,6 @@ local REASONS = { [200] = "OK", [201] = "Created", [204] = "No Content", [400] =
   [409] = "Conflict", [410] = "Gone", [412] = "Precondition Failed", [415] = "Unsupported Media Type",
   [428] = "Precondition Required", [429] = "Too Many Requests", [500] = "Internal Server Error" }
 
-local function unescape(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
--- name -> value of a query string (the part of the target http-parser's URL
--- parser found), the way MHD gives the simulator's other requests.
-local function query_args(q)
-  local out = {}
-  if not q then return out end
-  for pair in q:gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    out[unescape((k:gsub("+", " ")))] = unescape((v:gsub("+", " ")))
-  end
-  return out
-end
-
 -- The answer to one part as a table for multipart_build.
 local function part_answer(status, headers, body)
   return { status = status, reason = REASONS[status] or "Answer", headers = headers or {}, body = body or "" }
@@ -62,9 +48,14 @@ local function run_part(ctx, part)
   if part.error then
     return refuse(ctx, 400, "BadRequest", nil, "The batch part could not be read: " .. part.error)
   end
-  local path = part.path and unescape(part.path)
-  if not path then
+  if not part.path then
     return refuse(ctx, 400, "BadRequest", nil, "The batch part has no request target path.")
+  end
+  -- decoded as MHD decodes a request sent alone (GLib's URI reader: sim/target.c)
+  local path, query = host.target_decode(part.path, part.query)
+  if not path then -- (answered in the part's own representation)
+    return refuse(reply.context(part), 400, "BadRequest", nil,
+      "The batch part's target cannot be read: " .. query .. ".")
   end
   local lpath = path:lower()
   if lpath:match("/batch$") or lpath:match("/events$") or lpath:find("/photos/", 1, true) then
@@ -73,7 +64,7 @@ local function run_part(ctx, part)
   local headers = part.headers
   headers.authorization = headers.authorization or ctx.req.headers.authorization
   local sub = { method = part.method, path = path, version = "HTTP/1.1", listener = ctx.req.listener,
-                query = query_args(part.query), headers = headers, body = part.body }
+                query = query, headers = headers, body = part.body }
   local sctx = reply.context(sub)
   sctx.host = ctx.host
   local ok, status, h, body = xpcall(applications.route, debug.traceback, sctx)

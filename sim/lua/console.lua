@@ -3,10 +3,14 @@
 --
 -- The sim modules tell this one what changed, one call each where it
 -- happens: changed("meeting", m), changed("app", app), changed("invitation",
--- inv), changed("faults"), said(meeting, member, text, html) for a message,
+-- inv), changed("person", username) for presence, changed("faults"),
+-- said(meeting, member, text, html) for a message,
 -- channel(app, what, x) for the event channel (P-GET held, batch sent, ack,
 -- resync, dropped ...).  Changes are gathered and written out on the next
 -- tick, one entry per meeting or application however often it changed.
+-- A one-to-one IM session (messaging.lua: a meeting with p2p set) is an
+-- "im" entry, its messages marked `im`; people and IMs are viewed by
+-- console_people.lua.
 --
 -- The stream is long polling on the control API's listeners:
 -- GET /_sim/console/events?after=N answers the entries after N at once, or
@@ -47,7 +51,8 @@ local log, log_head, log_tail, log_bytes = {}, 1, 0, 0
 local polls = {}          -- box -> { after=, timer= }
 local npolls = 0
 local last_poll = -math.huge -- when the last poll ended
-local dirty = { meeting = {}, app = {}, invitation = {} }
+local function nothing_dirty() return { meeting = {}, app = {}, invitation = {}, person = {} } end
+local dirty = nothing_dirty()
 local faults_dirty = false
 local pending_messages = {}
 local flush_timer
@@ -170,16 +175,24 @@ end
 local function flush()
   flush_timer = nil
   if not watching() then
-    dirty = { meeting = {}, app = {}, invitation = {} }
+    dirty = nothing_dirty()
     faults_dirty, pending_messages = false, {}
     return unwatched()
   end
-  for m in pairs(dirty.meeting) do append({ kind = "meeting", meeting = views.meeting(m) }) end
+  local people = require "console_people" -- (it requires messaging.lua, which requires this module)
+  for m in pairs(dirty.meeting) do
+    if m.p2p then
+      append({ kind = "im", im = people.im(m, views.meeting) })
+    else
+      append({ kind = "meeting", meeting = views.meeting(m) })
+    end
+  end
+  for username in pairs(dirty.person) do append({ kind = "person", person = people.person(username) }) end
   for inv in pairs(dirty.invitation) do dirty.app[inv.conv.app] = true end
   for app in pairs(dirty.app) do append({ kind = "app", app = app_entry(app) }) end
   if faults_dirty then append({ kind = "faults", faults = views.faults() }) end
   for _, msg in ipairs(pending_messages) do append({ kind = "message", message = msg }) end
-  dirty = { meeting = {}, app = {}, invitation = {} }
+  dirty = nothing_dirty()
   faults_dirty, pending_messages = false, {}
   wake_polls()
 end
@@ -204,7 +217,7 @@ end
 
 -- Something the console shows changed: kind "meeting" (obj: the meeting),
 -- "app" (the application), "invitation" (an onlineMeetingInvitation
--- operation, invitations.lua) or "faults".
+-- operation, invitations.lua), "person" (obj: a user name) or "faults".
 function M.changed(kind, obj)
   if kind == "invitation" then remember_invitation(obj) end
   if not watching() then return unwatched() end
@@ -216,8 +229,8 @@ end
 function M.said(meeting, member, text, html)
   msg_seq = msg_seq + 1
   local msg = { n = msg_seq, meeting = meeting.id, from = member.key, name = member.name,
-    bot = member.conv ~= nil, text = text:sub(1, MAX_TEXT), html = html and html:sub(1, MAX_TEXT) or nil,
-    time = host.wall_seconds() }
+    bot = member.conv ~= nil, im = meeting.p2p or nil, text = text:sub(1, MAX_TEXT),
+    html = html and html:sub(1, MAX_TEXT) or nil, time = host.wall_seconds() }
   messages[#messages + 1] = msg
   if #messages > MAX_MESSAGES then table.remove(messages, 1) end
   if not watching() then return unwatched() end
@@ -297,6 +310,8 @@ end
 local function state()
   local s = views.state()
   s.seq = seq
+  local people = require "console_people"
+  s.ims, s.people = people.ims(views.meeting), people.people()
   s.messages = fmt.array({ table.unpack(messages) })
   local apps = fmt.array()
   for i, app in ipairs(s.apps) do apps[i] = app_entry(app) end

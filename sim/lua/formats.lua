@@ -29,6 +29,13 @@ function fmt.clean(s)
   return s
 end
 
+-- 32 hex digits (host.random(16)) in a GUID's 8-4-4-4-12 form: the
+-- endpointId and the PUT echo property's name.
+function fmt.uuid(hex)
+  return hex:sub(1, 8) .. "-" .. hex:sub(9, 12) .. "-" .. hex:sub(13, 16) .. "-" .. hex:sub(17, 20) .. "-"
+    .. hex:sub(21, 32)
+end
+
 ---------------------------------------------------------------------------
 -- A small builder for resources.
 local Res = {}

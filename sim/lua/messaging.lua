@@ -19,6 +19,7 @@
 -- rings the other side again in a new session.
 local host = require "ucwasim.host"
 local config = require "config"
+local console = require "console"
 local conversations = require "conversations"
 local directory = require "directory"
 local fmt = require "formats"
@@ -433,6 +434,7 @@ local function control_invite(from_user, to, t, message)
   local me = enter(s, from_user, nil)
   local record = ring(s, me, to, { message = message and data_url(message), subject = t.subject,
     importance = t.importance, answered = function(ok) if not ok then end_session(s) end end })
+  if message then console.said(s, me, message) end -- the invitation's text: the IM's first line
   return 200, { session = s.id, invitation = record.id, state = record.state }
 end
 
@@ -509,17 +511,22 @@ function M.control(action, username, t)
   return ACTIONS[action](u, t)
 end
 
+-- The sessions kept, oldest first (the state dump, the console).
+function M.sessions()
+  local list = {}
+  for _, id in ipairs(order) do
+    if sessions[id] then list[#list + 1] = sessions[id] end
+  end
+  return list
+end
+
 -- The sessions, for the state dump.
 function M.info()
   local list = fmt.array()
-  local ids = {}
-  for id in pairs(sessions) do ids[#ids + 1] = id end
-  table.sort(ids, function(x, y) return tonumber(x:sub(3)) < tonumber(y:sub(3)) end)
-  for _, id in ipairs(ids) do
-    local s = sessions[id]
+  for _, s in ipairs(M.sessions()) do
     local present = fmt.array()
     for _, m in ipairs(meetings.members(s)) do present[#present + 1] = m.key end
-    list[#list + 1] = { id = id, users = fmt.array(s.users), present = present, ended = s.ended,
+    list[#list + 1] = { id = s.id, users = fmt.array(s.users), present = present, ended = s.ended,
       messages = #s.transcript }
   end
   return list

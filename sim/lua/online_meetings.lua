@@ -63,11 +63,6 @@ local function mine(username)
   return m
 end
 
-local function uuid()
-  local r = host.random(16)
-  return r:sub(1, 8) .. "-" .. r:sub(9, 12) .. "-" .. r:sub(13, 16) .. "-" .. r:sub(17, 20) .. "-" .. r:sub(21, 32)
-end
-
 local function new_etag()
   return tostring(math.random(100000000, 4000000000))
 end
@@ -273,7 +268,7 @@ local function schedule(ctx, app)
   if #store.list >= MAX_MEETINGS then
     return reply.error(ctx, 409, "Conflict", "TooManyMeetings", "The organizer has too many meetings.")
   end
-  local om = { organizer = app.user.username, etag = new_etag(), put_guid = uuid(),
+  local om = { organizer = app.user.username, etag = new_etag(), put_guid = fmt.uuid(host.random(16)),
                conferenceId = tostring(math.random(1000000, 9999999)) }
   local ok, why, name = apply(om, input, true)
   if not ok then return reply.bad_parameter(ctx, why, name) end

@@ -16,6 +16,7 @@
 -- event a minute before they lapse and a `deleted` one when they do.
 -- Extending adds the duration to what remains, at most 30 minutes.
 local host = require "ucwasim.host"
+local console = require "console"
 local directory = require "directory"
 local events = require "events"
 local timers = require "timers"
@@ -106,6 +107,7 @@ end
 -- Tells subscribers and the user's own applications that `part` of
 -- `username` changed.
 local function tell(username, part)
+  console.changed("person", username)
   for _, id in ipairs(sub_order) do
     local sub = subscriptions[id]
     if sub and live(sub) and sub.members[username] then
