@@ -47,10 +47,7 @@ local expired_order, expired_head, expired_tail = {}, 1, 0 -- a FIFO of ids
 local MAX_TOMBSTONES = 10000
 local EXPIRED = "InactiveApplicationExpired"
 
-local function uuid()
-  local r = host.random(16)
-  return r:sub(1, 8) .. "-" .. r:sub(9, 12) .. "-" .. r:sub(13, 16) .. "-" .. r:sub(17, 20) .. "-" .. r:sub(21, 32)
-end
+local function uuid() return fmt.uuid(host.random(16)) end
 
 ---------------------------------------------------------------------------
 -- resources
