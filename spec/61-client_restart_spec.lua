@@ -7,63 +7,21 @@
 -- `resumed`. JSON and XML.
 local helpers = require "helpers"
 local socket = require "socket"
+local P = require "support.processes"
+local L = require "support.line_log"
 
 local BOT = "spec/support/durable_bot.lua"
 local TOTAL = 10000
 
-local function tmp()
-  local p = os.tmpname()
-  os.remove(p)
-  return p
-end
+local tmp, kill, lines = P.tmp, P.kill, L.read
 
 -- Starts the bot in the background; returns its pid.
 local function spawn(sim, db, format, log, m1, m2, slow)
-  local pidfile = tmp()
   local args = {}
   for i, a in ipairs{ helpers.lua, BOT, helpers.build, sim.url, db, format, log, m1, m2 } do
     args[i] = "'" .. a:gsub("'", "'\\''") .. "'"
   end
-  local cmd = ("UCWA_BOT_SLOW=%s %s >>'%s.err' 2>&1 & echo $! > '%s'"):format(slow or 0, table.concat(args, " "),
-    log, pidfile)
-  assert(os.execute(cmd))
-  local pid = tonumber(helpers.read(pidfile):match("%d+"))
-  os.remove(pidfile)
-  return assert(pid)
-end
-
--- True while the process runs (a zombie nobody reaped has stopped).
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local stat = f:read("a")
-  f:close()
-  return stat:match("^%d+ %b() (%a)") ~= "Z"
-end
-
-local function kill(pid)
-  os.execute("kill -9 " .. pid .. " 2>/dev/null")
-  for _ = 1, 250 do
-    if not alive(pid) then return end
-    socket.sleep(0.02)
-  end
-  error("process " .. pid .. " survived SIGKILL")
-end
-
--- The complete lines of the log (each ends with " ."), as lists of words.
-local function lines(log)
-  local f = io.open(log, "rb")
-  if not f then return {} end
-  local out = {}
-  for l in f:lines() do
-    if l:sub(-2) == " ." then
-      local w = {}
-      for x in l:sub(1, -3):gmatch("%S+") do w[#w + 1] = x end
-      out[#out + 1] = w
-    end
-  end
-  f:close()
-  return out
+  return P.start(("UCWA_BOT_SLOW=%s %s >>'%s.err' 2>&1"):format(slow or 0, table.concat(args, " "), log))
 end
 
 local function find(log, pred)

@@ -11,58 +11,19 @@
 local helpers = require "helpers"
 local socket = require "socket"
 local R = require "support.redis_server"
+local P = require "support.processes"
+local L = require "support.line_log"
 
 local WORKER = "spec/support/fleet_worker.lua"
 local LEASE = 3       -- seconds: the lease each worker holds per bot
 local SCAN = LEASE / 3 -- the fleet's default scan interval
 local SLOW = helpers.SLOW
 
-local function tmp()
-  local p = os.tmpname()
-  os.remove(p)
-  return p
-end
-
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local st = f:read("a"):match("^%d+ %b() (%a)")
-  f:close()
-  return st ~= nil and st ~= "Z"
-end
-
-local function kill(pid)
-  os.execute("kill -CONT " .. pid .. " 2>/dev/null; kill -9 " .. pid .. " 2>/dev/null")
-  for _ = 1, 250 do
-    if not alive(pid) then return end
-    socket.sleep(0.02)
-  end
-end
+local tmp, kill, lines = P.tmp, P.kill, L.read
 
 local function spawn(srv, sim, n, name, log, format, share)
-  local pidfile = tmp()
-  local cmd = ("%s %s %s %d %s %d %s %s %s %s %s >>%s.err 2>&1 & echo $! > %s"):format(helpers.lua, WORKER,
-    helpers.build, srv.port, sim.url, n, tostring(LEASE), name, log, format or "json", share or "", log, pidfile)
-  assert(os.execute(cmd))
-  local pid = tonumber(helpers.read(pidfile):match("%d+"))
-  os.remove(pidfile)
-  return assert(pid)
-end
-
--- the complete lines of a log, as lists of words
-local function lines(log)
-  local f = io.open(log, "rb")
-  if not f then return {} end
-  local out = {}
-  for l in f:lines() do
-    if l:sub(-2) == " ." then
-      local w = {}
-      for x in l:sub(1, -3):gmatch("%S+") do w[#w + 1] = x end
-      out[#out + 1] = w
-    end
-  end
-  f:close()
-  return out
+  return P.start(("%s %s %s %d %s %d %s %s %s %s %s >>%s.err 2>&1"):format(helpers.lua, WORKER, helpers.build,
+    srv.port, sim.url, n, tostring(LEASE), name, log, format or "json", share or "", log))
 end
 
 local function directory(n)

@@ -5,19 +5,13 @@
 --   lua5.4 spec/support/durable_bot.lua BUILD SIM_URL DB FORMAT LOG [MEETING1 MEETING2]
 -- Log lines end with " ." so that a line cut by SIGKILL is not read as whole.
 local build, url, db, format, log_path, m1, m2 = table.unpack(arg)
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
 
 local ucwa = require "ucwa"
 require("ucwa.options").EVENT_TIMEOUT.min = 1 -- ucwa-sim's short P-GETs
 
-local out = assert(io.open(log_path, "a"))
-out:setvbuf("line")
-local function say(...)
-  local t = table.pack(...)
-  for i = 1, t.n do t[i] = tostring(t[i]) end
-  out:write(table.concat(t, " "), " .\n")
-end
+local say = require("support.line_log").writer(log_path)
 
 local store = assert(ucwa.store.sqlite(db))
 local c = ucwa.client{ url = url, username = "bot@contoso.com", password = "password", format = format,

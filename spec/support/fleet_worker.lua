@@ -10,19 +10,13 @@
 --   drop <bot> <subcode>          the worker stopped driving it
 --   count <n> <writes>            bots driven, fenced writes sent (once a second)
 local build, port, url, n, lease, name, log_path, format, share = table.unpack(arg)
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
 
 local ucwa = require "ucwa"
 require("ucwa.options").EVENT_TIMEOUT.min = 1 -- ucwa-sim's short P-GETs
 
-local out = assert(io.open(log_path, "a"))
-out:setvbuf("line")
-local function say(...)
-  local t = table.pack(...)
-  for i = 1, t.n do t[i] = tostring(t[i]) end
-  out:write(table.concat(t, " "), " .\n")
-end
+local say = require("support.line_log").writer(log_path)
 
 math.randomseed(os.time() + #name * 7919 + tonumber(port))
 local engine = ucwa.engine{ user_agent = "fleet-worker/" .. name }

@@ -20,14 +20,7 @@ local function free_port()
   return tonumber(port)
 end
 
--- running, and not a zombie waiting for its reaper (init here may reap late)
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local st = f:read("a"):match("^%d+ %b() (%a)")
-  f:close()
-  return st ~= nil and st ~= "Z"
-end
+local alive = require("support.processes").alive
 
 -- One command in RESP, its reply read back: a string, an integer, a table,
 -- false for a nil reply, or nil and the error text.
