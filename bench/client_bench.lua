@@ -15,7 +15,7 @@
 --   5. the parse ratios (bench/parse_bench.lua, run from here), so that the
 --      summary holds every figure of the issue's table from one run
 local build = os.getenv("UCWA_BUILD") or "build"
-package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;bench/lib/?.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
 
 local ucwa = require "ucwa"
@@ -24,21 +24,13 @@ local cjson = require "cjson"
 local bench = require "ucwa_bench" -- the libcurl baseline (bench/easy_bench.c)
 local util = require "support.peer_util"
 local gettime = require("socket").gettime
+local bench_util = require "bench_util"
+local report, wait_for = bench_util.report, bench_util.wait_for
+local proc_status, rss_kb = bench_util.proc_status, bench_util.rss_kb
 
 local RUNS = os.getenv("BENCH_10K") and { 1000, 10000 } or { tonumber(os.getenv("CLIENT_BENCH_APPS") or "1000") }
 local N_TLS = tonumber(os.getenv("CLIENT_BENCH_TLS_APPS") or "1000")
 local ROUNDS = tonumber(os.getenv("CLIENT_BENCH_ROUNDS") or "300")
-
-local function report(fmt, ...) io.write(fmt:format(...), "\n"); io.flush() end
-
-local function proc_status(pid, field)
-  local f = io.open("/proc/" .. (pid or "self") .. "/status")
-  if not f then return 0 end
-  local v = f:read("a"):match(field .. ":%s*(%d+)")
-  f:close()
-  return tonumber(v) or 0
-end
-local function rss_kb(pid) return proc_status(pid, "VmRSS") end
 
 local function cpu_seconds(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
@@ -51,14 +43,6 @@ local function cpu_seconds(pid)
 end
 
 local ME = io.open("/proc/self/stat"):read("n")
-
-local function wait_for(step, pred, secs)
-  local deadline = gettime() + secs
-  while not pred() do
-    if gettime() > deadline then error("bench timed out", 2) end
-    step()
-  end
-end
 
 local function median(list)
   table.sort(list)

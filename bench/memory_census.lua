@@ -11,22 +11,16 @@
 -- run it under heaptrack with CENSUS_EXIT=1 (exits with the bots alive: the
 -- "leaked" bytes heaptrack_print shows are the live ones).
 local build = os.getenv("UCWA_BUILD") or "build"
-package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;bench/lib/?.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
 
 local ucwa = require "ucwa"
 local bench = require "ucwa_bench"
 local gettime = require("socket").gettime
+local util = require "bench_util"
+local report, rss_kb = util.report, util.rss_kb
 
 local N = tonumber(os.getenv("CENSUS_APPS") or "1000")
-local function report(fmt, ...) io.write(fmt:format(...), "\n"); io.flush() end
-
-local function rss_kb()
-  local f = assert(io.open("/proc/self/status"))
-  local v = f:read("a"):match("VmRSS:%s*(%d+)")
-  f:close()
-  return tonumber(v)
-end
 
 local function full_gc()
   collectgarbage()

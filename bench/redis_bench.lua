@@ -6,29 +6,16 @@
 -- trip. What the store costs a client (latency, events/s, memory per bot,
 -- beside no store and SQLite) is bench/store_bench.lua's Redis rows.
 local build = os.getenv("UCWA_BUILD") or "build"
-package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;bench/lib/?.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
 
 local ucwa = require "ucwa"
 local R = require "support.redis_server"
 local gettime = require("socket").gettime
+local util = require "bench_util"
+local report, wait_for, percentile = util.report, util.wait_for, util.percentile
 
 local WRITES = tonumber(os.getenv("REDIS_BENCH_WRITES") or "4000")
-
-local function report(fmt, ...) io.write(fmt:format(...), "\n"); io.flush() end
-
-local function percentile(list, p)
-  table.sort(list)
-  return list[math.max(1, math.ceil(#list * p))]
-end
-
-local function wait_for(step, pred, secs)
-  local deadline = gettime() + secs
-  while not pred() do
-    if gettime() > deadline then error("bench timed out", 2) end
-    step()
-  end
-end
 
 local BATCH = string.rep("x", 600) -- about one event's batch, JSON
 local CHANNEL = '{"url":"https://pool/ucwa/v1/applications/1/events?ack=9","ack":9}'

@@ -14,12 +14,14 @@
 -- The stores are the rows of STORES: a fleet's store adds a row (a name and
 -- a function making it, or nil and why it is not available here).
 local build = os.getenv("UCWA_BUILD") or "build"
-package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;bench/lib/?.lua;" .. package.path
 package.cpath = build .. "/?.so;" .. package.cpath
 
 local ucwa = require "ucwa"
 local cjson = require "cjson"
 local gettime = require("socket").gettime
+local util = require "bench_util"
+local report, wait_for, percentile, rss_kb = util.report, util.wait_for, util.percentile, util.rss_kb
 
 local ROUNDS = tonumber(os.getenv("STORE_BENCH_ROUNDS") or "300")
 local BOTS = tonumber(os.getenv("STORE_BENCH_BOTS") or "200")
@@ -56,30 +58,8 @@ local STORES = {
   { "redis always", redis("always") },
 }
 
-local function report(fmt, ...) io.write(fmt:format(...), "\n"); io.flush() end
-
-local function rss_kb()
-  local f = io.open("/proc/self/status")
-  local v = f:read("a"):match("VmRSS:%s*(%d+)")
-  f:close()
-  return tonumber(v)
-end
-
 local has_bench, bench = pcall(require, "ucwa_bench") -- bench.heap(): C heap in use (make bench builds it)
 local function heap_kb() return has_bench and bench.heap() / 1024 or 0 end
-
-local function wait_for(step, pred, secs)
-  local deadline = gettime() + secs
-  while not pred() do
-    if gettime() > deadline then error("bench timed out", 2) end
-    step()
-  end
-end
-
-local function percentile(list, p)
-  table.sort(list)
-  return list[math.max(1, math.ceil(#list * p))]
-end
 
 local function signed_in(sim, eng, store, key)
   local c = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password", engine = eng,
