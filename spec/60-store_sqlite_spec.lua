@@ -27,6 +27,15 @@ local function call(st, method, ...)
   return got[1], got[2]
 end
 
+-- Starts c and drives it until its "ready" fired (signed in, channel open).
+local function start(c)
+  local ready = false
+  c:on("ready", function() ready = true end)
+  c:start()
+  helpers.drive(c, function() return ready end, 5, "ready")
+  return c
+end
+
 local function file_has(path, needle)
   local found = false
   for _, s in ipairs{ "", "-wal" } do
@@ -192,11 +201,9 @@ describe("a client with a store", function()
         end,
       }, { __index = sqlite })
       c = helpers.client(sim, { store = slow, format = format })
-      local ids, ready = {}, false
-      c:on("ready", function() ready = true end)
+      local ids = {}
       c:on("event", function(ev) if ev.link.rel == "note" then ids[#ids + 1] = ev.id end end)
-      c:start()
-      helpers.drive(c, function() return ready end, 5, "ready")
+      start(c)
       helpers.drive(c, function() return #pending == 0 and c._session.channel:pending() == "request" end, 5, "idle")
       assert.equal(200, (sim:control("POST", "/_sim/apps/" .. app_id() .. "/events", { count = 3 })))
       helpers.drive(c, function() return #pending > 0 end, 5, "the batch")
@@ -235,11 +242,9 @@ describe("a client with a store", function()
 
   local function started(st)
     local c = helpers.client(sim, { store = st })
-    local ids, ready = {}, false
-    c:on("ready", function() ready = true end)
+    local ids = {}
     c:on("event", function(ev) if ev.link.rel == "note" then ids[#ids + 1] = ev.id end end)
-    c:start()
-    helpers.drive(c, function() return ready end, 5, "ready")
+    start(c)
     return c, ids
   end
 
@@ -277,10 +282,7 @@ describe("a client with a store", function()
     assert.equal(201, (sim:control("POST", "/_sim/users", { username = "bot@contoso.com", password = "s3cret-pass" })))
     local c = helpers.client(sim, { store = assert(ucwa.store.sqlite(path)), password = "s3cret-pass",
       log = function(_, m) logs[#logs + 1] = m end })
-    local ready = false
-    c:on("ready", function() ready = true end)
-    c:start()
-    helpers.drive(c, function() return ready end, 5, "ready")
+    start(c)
     local auth = c._session.tokens:authorization(c._session.base)
     local value = auth:match("%S+$")
     assert.is_false(file_has(path, value), "the token is in the store")
@@ -299,10 +301,7 @@ describe("a client with a store", function()
       return c
     end
     local c = mk()
-    local ready = false
-    c:on("ready", function() ready = true end)
-    c:start()
-    helpers.drive(c, function() return ready end, 5, "ready")
+    start(c)
     local value = c._session.tokens:authorization(c._session.base):match("%S+$")
     assert.is_true(file_has(path, value), "the token is not in the store")
     assert.is_false(file_has(path, "password"), "the password is in the store")
@@ -331,10 +330,7 @@ describe("a client with a store", function()
       return c
     end
     local c = mk()
-    local ready = false
-    c:on("ready", function() ready = true end)
-    c:start()
-    helpers.drive(c, function() return ready end, 5, "ready")
+    start(c)
     local id = c._session.application.properties.id
     local function next_ack()
       local _, state = sim:control("GET", "/_sim/state")
@@ -357,10 +353,7 @@ describe("a client with a store", function()
   it("forgets the session when the client signs out", function()
     local st = assert(ucwa.store.sqlite(path))
     local c = helpers.client(sim, { store = st, store_key = "bot-7" })
-    local ready = false
-    c:on("ready", function() ready = true end)
-    c:start()
-    helpers.drive(c, function() return ready end, 5, "ready")
+    start(c)
     assert.truthy(call(st, "load", "bot-7").values.application)
     c:close()
     assert.is_false(call(st, "load", "bot-7"))
@@ -371,11 +364,9 @@ describe("ev.id without a store", function()
   it("is the batch's ack and the event's position, as with a store", function()
     local sim = helpers.sim()
     local c = helpers.client(sim)
-    local ids, ready = {}, false
-    c:on("ready", function() ready = true end)
+    local ids = {}
     c:on("event", function(ev) if ev.link.rel == "note" then ids[#ids + 1] = ev.id end end)
-    c:start()
-    helpers.drive(c, function() return ready end, 5, "ready")
+    start(c)
     local _, st = sim:control("GET", "/_sim/state")
     assert.equal(200, (sim:control("POST", "/_sim/apps/" .. st.applications[1].id .. "/events", { count = 2 })))
     helpers.drive(c, function() return #ids == 2 end, 5, "the events")
@@ -411,10 +402,7 @@ describe("a store whose URLs lead to another host", function()
   local function first_life()
     local st = assert(ucwa.store.sqlite(path))
     c = helpers.client(sim, { store = st, store_key = "bot" })
-    local ready = false
-    c:on("ready", function() ready = true end)
-    c:start()
-    helpers.drive(c, function() return ready end, 5, "ready")
+    start(c)
     c._session:release()
     return st
   end
