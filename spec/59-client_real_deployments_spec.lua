@@ -9,12 +9,8 @@ local helpers = require "helpers"
 local C = require "support.sim_client"
 
 local DEMO1 = helpers.DEMO1
-local HOSTS = { "lyncdiscover.contoso.com", "pool2.contoso.com", "pool3.contoso.com", "webdir.online.lync.com",
-                "evil.example" }
-
-local dir, cert, key
-setup(function() dir, cert, key = C.make_cert(HOSTS) end)
-teardown(function() os.execute("rm -rf " .. dir) end)
+local cert, key
+C.use_cert(function(c, k) cert, key = c, k end, C.DEPLOYMENT_HOSTS)
 
 local function start(topology, opts)
   local o = { topology = topology, cert = cert, key = key }

@@ -559,6 +559,24 @@ end
 -- The hosts of the pool preset (topology.lua), for certificates.
 C.POOL_HOSTS = { "lyncdiscover.contoso.com", "pool2.contoso.com", "pool3.contoso.com", "evil.example" }
 
+-- The hosts of the pool and online presets together, for certificates.
+C.DEPLOYMENT_HOSTS = { "lyncdiscover.contoso.com", "pool2.contoso.com", "pool3.contoso.com", "webdir.online.lync.com",
+                       "evil.example" }
+
+-- A certificate naming `names` (default C.POOL_HOSTS) for the enclosing
+-- describe block (or spec file): made in setup, set(cert, key) gets it; its
+-- folder removed in teardown.
+function C.use_cert(set, names)
+  local busted = require "busted"
+  local dir
+  busted.setup(function()
+    local cert, key
+    dir, cert, key = C.make_cert(names or C.POOL_HOSTS)
+    set(cert, key)
+  end)
+  busted.teardown(function() os.execute("rm -rf " .. dir) end)
+end
+
 -- One simulator over HTTPS for the enclosing describe block, with a
 -- certificate naming `names` (default C.POOL_HOSTS); set(sim, cert) gets it.
 function C.use_tls_sim(set, opts, names)
