@@ -181,25 +181,26 @@ function meetings.list(session, cb)
   end)
 end
 
+-- cb(the properties of the onlineMeetings resource's `rel` resource, err).
+local function properties(session, rel, cb)
+  return session.async:call(cb, function(done)
+    values(session, rel, function(m, err) done(m and m.properties, err) end)
+  end)
+end
+
 --- The server's default values for new meetings (onlineMeetingDefaultValues). cb(properties, err).
 function meetings.defaults(session, cb)
-  return session.async:call(cb, function(done)
-    values(session, "onlineMeetingDefaultValues", function(m, err) done(m and m.properties, err) end)
-  end)
+  return properties(session, "onlineMeetingDefaultValues", cb)
 end
 
 --- The server's eligible values (onlineMeetingEligibleValues). cb(properties, err).
 function meetings.eligible(session, cb)
-  return session.async:call(cb, function(done)
-    values(session, "onlineMeetingEligibleValues", function(m, err) done(m and m.properties, err) end)
-  end)
+  return properties(session, "onlineMeetingEligibleValues", cb)
 end
 
 --- The admin policies for the user's meetings (onlineMeetingPolicies). cb(properties, err).
 function meetings.policies(session, cb)
-  return session.async:call(cb, function(done)
-    values(session, "onlineMeetingPolicies", function(m, err) done(m and m.properties, err) end)
-  end)
+  return properties(session, "onlineMeetingPolicies", cb)
 end
 
 --- Changes the meeting (PUT with If-Match and the echo property, see
