@@ -74,6 +74,15 @@ local function events_seen(logs)
   return seen
 end
 
+-- Waits until each of bots 1..n has seen event `title` in one of the logs.
+local function wait_events(logs, n, title, seconds, what)
+  wait(function()
+    local seen = events_seen(logs)
+    for i = 1, n do if not (seen["bot" .. i] and seen["bot" .. i][title]) then return false end end
+    return true
+  end, seconds, what, logs)
+end
+
 -- Every bot saw titles 1..total, and an event seen twice carries one id
 -- both times (the one batch a takeover may deliver again).
 local function assert_no_event_lost(logs, n, total)
@@ -166,11 +175,7 @@ describe("a fleet on Redis", function()
       local apps0 = {}
       for _, a in ipairs(st0.applications) do apps0[a.user] = a.href end
       push(sim, 10)
-      wait(function()
-        local seen = events_seen(logs)
-        for i = 1, N do if not (seen["bot" .. i] and seen["bot" .. i][10]) then return false end end
-        return true
-      end, 20, "the first 10 events everywhere", logs)
+      wait_events(logs, N, 10, 20, "the first 10 events everywhere")
       -- W1 dies; events keep coming meanwhile
       local before = owners(srv, N)
       local _, st_settled = sim:control("GET", "/_sim/state")
@@ -193,11 +198,7 @@ describe("a fleet on Redis", function()
       -- the figure: the lease, plus a scan, plus the restore
       assert.is_true(took <= (LEASE + 2 * SCAN + 2) * SLOW, ("takeover took %.1f s"):format(took))
       push(sim, 10)
-      wait(function()
-        local seen = events_seen(logs)
-        for i = 1, N do if not (seen["bot" .. i] and seen["bot" .. i][30]) then return false end end
-        return true
-      end, 30, "all 30 events everywhere", logs)
+      wait_events(logs, N, 30, 30, "all 30 events everywhere")
       assert_no_event_lost(logs, N, 30)
       local st = assert_one_driver(sim, st_settled, "W1")
       -- the same sessions carried on: no new application for any bot
@@ -238,11 +239,7 @@ describe("a fleet on Redis", function()
       return per.P == 3 and per.Q == 3
     end, 30, "3 bots each", logs)
     push(sim, 5)
-    wait(function()
-      local seen = events_seen(logs)
-      for i = 1, N do if not (seen["bot" .. i] and seen["bot" .. i][5]) then return false end end
-      return true
-    end, 20, "5 events everywhere", logs)
+    wait_events(logs, N, 5, 20, "5 events everywhere")
     local p_bots = {}
     for bot, o in pairs(owners(srv, N)) do if o == "P" then p_bots[#p_bots + 1] = bot end end
     local _, st_settled = sim:control("GET", "/_sim/state")
@@ -266,11 +263,7 @@ describe("a fleet on Redis", function()
       return dropped == #p_bots
     end, 10, "P dropping its bots", logs)
     push(sim, 5)
-    wait(function()
-      local seen = events_seen(logs)
-      for i = 1, N do if not (seen["bot" .. i] and seen["bot" .. i][15]) then return false end end
-      return true
-    end, 20, "15 events everywhere", logs)
+    wait_events(logs, N, 15, 20, "15 events everywhere")
     assert_no_event_lost(logs, N, 15)
     assert_one_driver(sim, st_settled, "P")
     -- Redis's view (MONITOR lists the commands scripts run too, so the
