@@ -51,13 +51,11 @@ for _, format in ipairs{ "json", "xml" } do
       local deleted
       m:delete(function(ok) deleted = ok end)
       helpers.drive(nil, function() return deleted end)
-      local res, done = {}, nil
-      c:batch(function()
-        c:meetings(function(l, e) res[1] = { l, e } end)
-        m:refresh(function(x, e) res[2] = { x, e } end)
-        c.application:refresh(function(x, e) res[3] = { x, e } end)
-      end, function(ok) done = ok end)
-      helpers.drive(nil, function() return done and res[1] and res[2] and res[3] end, 10, "the batch")
+      local res = steps.batch(c, {
+        function(cb) c:meetings(cb) end,
+        function(cb) m:refresh(cb) end,
+        function(cb) c.application:refresh(cb) end,
+      })
       assert.equal(0, #res[1][1])
       assert.is_nil(res[2][1])
       assert.equal(404, res[2][2].status)
@@ -83,19 +81,17 @@ for _, format in ipairs{ "json", "xml" } do
       it("gives each request a clear error when the batch answer is " .. case[1], function()
         local c = ready(helpers.client(sim, { username = "alice@contoso.com", format = format }))
         sim:control("POST", "/_sim/batching", { garble = case[1] })
-        local res, done = {}, nil
-        c:batch(function()
-          c:meetings(function(l, e) res[1] = { l, e } end)
-          c.application:refresh(function(x, e) res[2] = { x, e } end)
-        end, function(ok, e) done = { ok, e } end)
-        helpers.drive(nil, function() return done and res[1] and res[2] end, 10, "the batch")
+        local res, ok = steps.batch(c, {
+          function(cb) c:meetings(cb) end,
+          function(cb) c.application:refresh(cb) end,
+        })
         for i = 1, 2 do
           assert.is_nil(res[i][1])
           assert.equal("BadResponse", res[i][2].code)
           assert.equal("BadBatch", res[i][2].subcode)
           assert.matches(case[2], res[i][2].message, 1, true)
         end
-        assert.is_nil(done[1])
+        assert.is_nil(ok)
         -- and the client carries on
         local again
         c:meetings(function(l) again = l end)
@@ -106,12 +102,10 @@ for _, format in ipairs{ "json", "xml" } do
     it("fails only the request whose part of the answer is broken", function()
       local c = ready(helpers.client(sim, { username = "alice@contoso.com", format = format }))
       sim:control("POST", "/_sim/batching", { garble = "broken-part" })
-      local res, done = {}, nil
-      c:batch(function()
-        c:meetings(function(l, e) res[1] = { l, e } end)
-        c.application:refresh(function(x, e) res[2] = { x, e } end)
-      end, function(ok) done = ok end)
-      helpers.drive(nil, function() return done and res[1] and res[2] end, 10, "the batch")
+      local res = steps.batch(c, {
+        function(cb) c:meetings(cb) end,
+        function(cb) c.application:refresh(cb) end,
+      })
       assert.is_nil(res[1][1])
       assert.equal("BadBatch", res[1][2].subcode)
       assert.matches("part 1: not an HTTP response", res[1][2].message, 1, true)

@@ -59,12 +59,10 @@ for _, format in ipairs{ "json", "xml" } do
       sim:control("POST", "/_sim/plants", { link = "batch", to = "evil.example", count = 100 })
       local c = client(sim, format)
       ready(c) -- sign-in's reads: the batch refused, me read alone
-      local res, done = {}, nil
-      c:batch(function()
-        c:meetings(function(l, e) res[1] = { l, e } end)
-        c.application:refresh(function(a, e) res[2] = { a, e } end)
-      end, function(ok) done = ok end)
-      helpers.drive(c, function() return done and res[1] and res[2] end, 10, "the batch")
+      local res = steps.batch(c, {
+        function(cb) c:meetings(cb) end,
+        function(cb) c.application:refresh(cb) end,
+      })
       assert.equal(0, #res[1][1])
       assert.equal("application", res[2][1].rel)
       local defaults = wait(c, function(cb) c:meeting_defaults(cb) end, "defaults") -- read alone at sign-in

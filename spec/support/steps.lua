@@ -20,18 +20,32 @@ function S.wait(f, what)
   return table.unpack(r, 1, r.n)
 end
 
+-- One client:batch of `reads`, each a function(cb) making one request (cb
+-- its callback); drives until the batch and every read answered. Returns
+-- { {value, err} per read }, and what the batch's callback got (ok, err).
+function S.batch(c, reads)
+  local res, done = {}, nil
+  c:batch(function()
+    for i, read in ipairs(reads) do read(function(x, e) res[i] = { x, e } end) end
+  end, function(ok, err) done = { ok, err } end)
+  helpers.drive(nil, function()
+    if not done then return false end
+    for i = 1, #reads do if not res[i] then return false end end
+    return true
+  end, 10, "the batch")
+  return res, done[1], done[2]
+end
+
 -- One client:batch of meeting m's refresh (its link planted on another
 -- host) between two good reads (the meetings, the application); drives
 -- until each answered. Asserts the planted one fails alone with Forbidden
 -- and the meetings list has the one meeting; returns the three {value, err}.
 function S.batch_with_planted_meeting(c, m)
-  local res, done = {}, nil
-  c:batch(function()
-    m:refresh(function(x, e) res[1] = { x, e } end)
-    c:meetings(function(l, e) res[2] = { l, e } end)
-    c.application:refresh(function(a, e) res[3] = { a, e } end)
-  end, function(ok) done = ok end)
-  helpers.drive(nil, function() return done and res[1] and res[2] and res[3] end, 10, "the batch")
+  local res = S.batch(c, {
+    function(cb) m:refresh(cb) end,
+    function(cb) c:meetings(cb) end,
+    function(cb) c.application:refresh(cb) end,
+  })
   assert.is_nil(res[1][1])
   assert.equal("Forbidden", res[1][2].code)
   assert.equal(1, #res[2][1])
