@@ -8,6 +8,13 @@ local core = require "ucwa.core"
 local steps = require "support.steps"
 local ready = steps.ready
 
+-- alice signed in, with a meeting she scheduled: the client and the meeting.
+local function with_meeting(sim, format, subject)
+  local c = ready(helpers.client(sim, { username = "alice@contoso.com", format = format }))
+  local m = assert(steps.wait(function(cb) c:schedule_meeting({ subject = subject }, cb) end, "schedule"))
+  return c, m
+end
+
 for _, format in ipairs{ "json", "xml" } do
   describe("batching in " .. format, function()
     local sim
@@ -18,10 +25,7 @@ for _, format in ipairs{ "json", "xml" } do
     end)
 
     it("sends five reads as one POST, each answer at its own callback", function()
-      local c = ready(helpers.client(sim, { username = "alice@contoso.com", format = format }))
-      local m
-      c:schedule_meeting({ subject = "Batched" }, function(x) m = x end)
-      helpers.drive(nil, function() return m end)
+      local c, m = with_meeting(sim, format, "Batched")
       local before = sim:state()
       local got, done = {}, nil
       c:batch(function()
@@ -44,10 +48,7 @@ for _, format in ipairs{ "json", "xml" } do
     end)
 
     it("fails a failing part alone", function()
-      local c = ready(helpers.client(sim, { username = "alice@contoso.com", format = format }))
-      local m
-      c:schedule_meeting({ subject = "Soon deleted" }, function(x) m = x end)
-      helpers.drive(nil, function() return m end)
+      local c, m = with_meeting(sim, format, "Soon deleted")
       local deleted
       m:delete(function(ok) deleted = ok end)
       helpers.drive(nil, function() return deleted end)
@@ -63,10 +64,7 @@ for _, format in ipairs{ "json", "xml" } do
     end)
 
     it("refuses a link to another host inside a batch: nothing goes there", function()
-      local c = ready(helpers.client(sim, { username = "alice@contoso.com", format = format }))
-      local m
-      c:schedule_meeting({ subject = "Planted" }, function(x) m = x end)
-      helpers.drive(nil, function() return m end)
+      local c, m = with_meeting(sim, format, "Planted")
       -- a link a server could plant: another host than the session's
       m.href = "https://evil.example.net/ucwa/oauth/v1/applications/1/me"
       local before = sim:state()
