@@ -58,27 +58,14 @@ end
 -- its events URL is long-polled raw. Returns what the rounds measured.
 local function latency(sim, eng_opts, bare_url)
   local eng = ucwa.engine(eng_opts)
-  local function new_client()
-    local c = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password", engine = eng }
-    local ready = false
-    c:on("ready", function() ready = true end)
-    c:start()
-    wait_for(function() eng:step(0.01) end, function() return ready end, 20)
-    return c
-  end
+  local function new_client() return bench_util.signed_in(eng, { url = sim.url }, 20) end
   local a, b = new_client(), new_client()
   local _, st = sim:control("GET", "/_sim/state")
   local apps = st.applications
   local function events_url(i) return ("%s/_sim/apps/%d/events"):format(sim.base, apps[i].id) end
   local a_events, b_events = events_url(#apps - 1), events_url(#apps)
 
-  -- asks the simulator to release `count` events; on_answer(released_at)
-  local function release(url, count, on_answer)
-    eng:request{ method = "POST", url = url, headers = { ["Content-Type"] = "application/json" },
-                 body = ('{"count":%d}'):format(count), callback = function(r)
-                   if on_answer then on_answer(cjson.decode(r.body).released_at) end
-                 end }
-  end
+  local function release(url, count, on_answer) bench_util.release(eng, url, count, on_answer) end
 
   local t_event
   a:on("event", function(ev) if ev.link and ev.link.rel == "note" then t_event = gettime() end end)

@@ -18,7 +18,6 @@ package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;bench/lib/?.lua;" .. package
 package.cpath = build .. "/?.so;" .. package.cpath
 
 local ucwa = require "ucwa"
-local cjson = require "cjson"
 local gettime = require("socket").gettime
 local util = require "bench_util"
 local report, wait_for, percentile, rss_kb = util.report, util.wait_for, util.percentile, util.rss_kb
@@ -62,13 +61,7 @@ local has_bench, bench = pcall(require, "ucwa_bench") -- bench.heap(): C heap in
 local function heap_kb() return has_bench and bench.heap() / 1024 or 0 end
 
 local function signed_in(sim, eng, store, key)
-  local c = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password", engine = eng,
-                         store = store, store_key = store and key or nil }
-  local ready = false
-  c:on("ready", function() ready = true end)
-  c:start()
-  wait_for(function() eng:step(0.01) end, function() return ready end, 30)
-  return c
+  return util.signed_in(eng, { url = sim.url, store = store, store_key = store and key or nil }, 30)
 end
 
 -- Latency and throughput of one client with `store`.
@@ -78,12 +71,7 @@ local function measure(sim, store, key)
   local _, st = sim:control("GET", "/_sim/state")
   local app = st.applications[#st.applications].id
   local url = ("%s/_sim/apps/%d/events"):format(sim.base, app)
-  local function release(count, on_answer)
-    eng:request{ method = "POST", url = url, headers = { ["Content-Type"] = "application/json" },
-                 body = ('{"count":%d}'):format(count), callback = function(r)
-                   if on_answer then on_answer(cjson.decode(r.body).released_at) end
-                 end }
-  end
+  local function release(count, on_answer) util.release(eng, url, count, on_answer) end
   local t_event
   local received = 0
   c:on("event", function(ev)

@@ -1,9 +1,12 @@
 -- What the benches (bench/*.lua) share: printing a figure, waiting on a
--- stepper, percentiles, a process's memory. A module of its own folder, so
+-- stepper, percentiles, a process's memory, signing a client in and
+-- releasing the simulator's events. A module of its own folder, so
 -- that `make bench` (every bench/*.lua) does not run it as a bench.
 --   package.path = "bench/lib/?.lua;" .. package.path
 --   local util = require "bench_util"
 local gettime = require("socket").gettime
+local cjson = require "cjson"
+local ucwa = require "ucwa"
 
 local M = {}
 
@@ -38,5 +41,28 @@ end
 
 --- The resident set of pid (nil: this process), kB.
 function M.rss_kb(pid) return M.proc_status(pid, "VmRSS") end
+
+--- A client made with opts on engine eng (bot@contoso.com of the
+-- simulator at opts.url unless opts say otherwise), started and stepped
+-- until "ready" fired (at most secs seconds).
+function M.signed_in(eng, opts, secs)
+  local o = { username = "bot@contoso.com", password = "password", engine = eng }
+  for k, v in pairs(opts) do o[k] = v end
+  local c = ucwa.client(o)
+  local ready = false
+  c:on("ready", function() ready = true end)
+  c:start()
+  M.wait_for(function() eng:step(0.01) end, function() return ready end, secs)
+  return c
+end
+
+--- Asks the simulator (POST to an application's events URL, through eng) to
+-- release `count` synthetic events; on_answer(released_at) when it answered.
+function M.release(eng, url, count, on_answer)
+  eng:request{ method = "POST", url = url, headers = { ["Content-Type"] = "application/json" },
+               body = ('{"count":%d}'):format(count), callback = function(r)
+                 if on_answer then on_answer(cjson.decode(r.body).released_at) end
+               end }
+end
 
 return M
