@@ -251,7 +251,13 @@ describe("conversations", function()
         local heard = 0
         local inv = H.join(bot)
         H.wait(function() return H.member_state(sim, "DEMO1", "bot@contoso.com") == "lobby" end, "lobby")
-        inv:conversation(function(conv) conv:on("message", function() heard = heard + 1 end) end)
+        -- regression: inv:conversation() was called before the client had the
+        -- invitation's conversation link (the simulator's lobby is ahead of the
+        -- client's events on a loaded machine) and gave nil
+        do
+          local conv = H.conversation(inv)
+          conv:on("message", function() heard = heard + 1 end)
+        end
         sim:control("POST", "/_sim/meetings/DEMO1/admit", {})
         H.completed(inv)
         inv = nil -- luacheck: ignore
