@@ -26,6 +26,7 @@ local function assert_nothing_to_evil(sim)
   local hosts = sim:state().hosts
   for name, h in pairs(hosts) do
     assert.equal(0, h.authorization.foreign, name .. " received another host's token")
+    assert.equal(0, h.authorization.insecure, name .. " received a token over plain HTTP")
   end
   assert.equal(0, hosts["evil.example"].requests, "evil.example received a request")
 end
@@ -67,6 +68,20 @@ for _, format in ipairs{ "json", "xml" } do
       assert.equal("application", res[2][1].rel)
       local defaults = wait(c, function(cb) c:meeting_defaults(cb) end, "defaults") -- read alone at sign-in
       assert.equal("SameEnterprise", defaults.accessLevel)
+      assert.equal(0, sim:state().batching.posts)
+      assert_nothing_to_evil(sim)
+    end)
+
+    it("refuses a batch link and a meeting link downgraded to plain HTTP: no token goes out in clear", function()
+      sim:control("POST", "/_sim/plants", { link = "batch", to = "http", count = 100 })
+      local c = client(sim, format)
+      ready(c) -- the batch refused (InsecureLink), me read alone over HTTPS
+      sim:control("POST", "/_sim/plants", { link = "myOnlineMeeting", to = "http", count = 1 })
+      local m = assert(wait(c, function(cb) c:schedule_meeting({ subject = "Downgraded" }, cb) end, "schedule"))
+      assert.matches("^http://", m.href)
+      local _, err = wait(c, function(cb) m:update({ subject = "Sniffed" }, cb) end, "update")
+      assert.equal("Forbidden", err.code)
+      assert.equal("InsecureLink", err.subcode)
       assert.equal(0, sim:state().batching.posts)
       assert_nothing_to_evil(sim)
     end)
