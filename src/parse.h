@@ -106,7 +106,8 @@ int ucwa_json_decode(lua_State *L, const char *b, size_t len, size_t skipped);
 void ucwa_json_resource(lua_State *L);
 int ucwa_json_events(lua_State *L);
 
-/* ---- XML (parse_xml.c) */
+/* ---- XML (parse_xml.c: expat into the tree, the box; parse_xml_model.c:
+ * the tree into the model; parse_xml.h: the tree) */
 
 #define UCWA_XML_MT "ucwa.xmlparser" /* the cached expat parser box */
 
