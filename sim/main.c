@@ -52,777 +52,9 @@
 #error "UCWA_VERSION is set by the Makefile from the rockspec (the same as ucwa._VERSION)"
 #endif
 
-/* Request bodies are capped per route: the token service and the control
- * API take small ones, UCWA resources up to 4 MiB; forms (the token
- * service's) at most FORM_FIELDS fields. */
-#define BODY_LIMIT (4u * 1024u * 1024u)
-#define TOKEN_BODY_LIMIT (64u * 1024u)
-#define CONTROL_BODY_LIMIT (256u * 1024u)
-#define FORM_FIELDS 64
-/* A body announced beyond this is refused before it is read (and the
- * connection closed); smaller ones over their cap are read and dropped, and
- * answered 413 once they are in, which every client can read. */
-#define EARLY_REFUSAL (64u * 1024u * 1024u)
-#define MAX_LISTENERS 64
-#define BOX_MT "ucwa-sim.request"
+#include "sim.h"
 
-/* ST_DONE: answered before its body arrived; the rest of the body is
- * swallowed. */
-enum req_state { ST_NEW, ST_SUSPENDED, ST_RESPONSE, ST_DROP, ST_DONE };
-
-struct form_field {
-	char *key;
-	char *val;
-	size_t len;
-	struct form_field *next;
-};
-
-struct listener {
-	struct MHD_Daemon *d;
-	int epfd;
-	unsigned port;
-	int index; /* 1-based, as Lua numbers them */
-	unsigned limit; /* connections */
-};
-
-struct req {
-	struct MHD_Connection *conn;
-	struct listener *lst;
-	enum req_state state;
-	char *body;
-	size_t len, cap, limit;
-	int too_large;
-	struct MHD_PostProcessor *pp;
-	int form_bad, too_many_fields;
-	unsigned nfields;
-	struct form_field *form;
-	MHD_socket fd; /* watched for the client leaving while suspended */
-	int watched;
-	struct MHD_Response *resp;
-	unsigned status;
-	struct box *box; /* Lua handle while suspended, or NULL */
-	int box_ref;
-	struct req *prev, *next; /* list of suspended requests */
-};
-
-/* The Lua handle of a suspended request: a full userdata. */
-struct box {
-	struct req *r;
-};
-
-static struct {
-	lua_State *L;
-	struct listener lst[MAX_LISTENERS];
-	int nlst;
-	int watch_fd; /* epoll set of the suspended connections' sockets */
-	struct req *suspended;
-	int sigpipe[2];
-	int verbose;
-	int resumed; /* a connection was resumed since the last MHD_run */
-	int stopping; /* SIGTERM/SIGINT: requests are refused, not dispatched */
-	struct box *current; /* the box of the request being dispatched */
-	size_t nsuspended;
-} G;
-
-static double now_mono(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/* ---- requests ---------------------------------------------------------- */
-
-static void list_remove(struct req *r)
-{
-	if (r->prev)
-		r->prev->next = r->next;
-	else if (G.suspended == r)
-		G.suspended = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-	r->prev = r->next = NULL;
-}
-
-/* Watches a suspended connection's socket for its client leaving. */
-static void watch_add(struct req *r)
-{
-	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-	struct epoll_event ev;
-
-	if (!ci || G.watch_fd < 0)
-		return;
-	memset(&ev, 0, sizeof ev);
-	ev.events = EPOLLRDHUP;
-	ev.data.ptr = r;
-	r->fd = ci->connect_fd;
-	if (epoll_ctl(G.watch_fd, EPOLL_CTL_ADD, r->fd, &ev) == 0)
-		r->watched = 1;
-}
-
-static void watch_del(struct req *r)
-{
-	if (r->watched) {
-		epoll_ctl(G.watch_fd, EPOLL_CTL_DEL, r->fd, NULL);
-		r->watched = 0;
-	}
-}
-
-static void req_free(struct req *r)
-{
-	struct form_field *f, *n;
-
-	watch_del(r);
-	if (r->state == ST_SUSPENDED)
-		list_remove(r);
-	if (r->box) {
-		r->box->r = NULL;
-		r->box = NULL;
-		luaL_unref(G.L, LUA_REGISTRYINDEX, r->box_ref);
-	}
-	if (r->pp)
-		MHD_destroy_post_processor(r->pp);
-	for (f = r->form; f; f = n) {
-		n = f->next;
-		free(f->key);
-		free(f->val);
-		free(f);
-	}
-	if (r->resp)
-		MHD_destroy_response(r->resp);
-	free(r->body);
-	free(r);
-}
-
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-			 enum MHD_RequestTerminationCode toe)
-{
-	(void)cls;
-	(void)c;
-	(void)toe;
-	if (*con_cls) {
-		req_free(*con_cls);
-		*con_cls = NULL;
-	}
-}
-
-static enum MHD_Result form_iter(void *cls, enum MHD_ValueKind kind, const char *key,
-				 const char *filename, const char *content_type,
-				 const char *transfer_encoding, const char *data, uint64_t off,
-				 size_t size)
-{
-	struct req *r = cls;
-	struct form_field *f = r->form;
-	char *nv;
-
-	(void)kind;
-	(void)filename;
-	(void)content_type;
-	(void)transfer_encoding;
-	if (!key)
-		return MHD_YES;
-	/* Continuation of the field being received, or a new one. */
-	if (!(f && off > 0 && strcmp(f->key, key) == 0)) {
-		if (++r->nfields > FORM_FIELDS) {
-			r->too_many_fields = 1;
-			return MHD_NO;
-		}
-		f = calloc(1, sizeof *f);
-		if (!f)
-			return MHD_NO;
-		f->key = strdup(key);
-		if (!f->key) {
-			free(f);
-			return MHD_NO;
-		}
-		f->next = r->form;
-		r->form = f;
-	}
-	if (f->len + size + 1 > r->limit)
-		return MHD_NO;
-	nv = realloc(f->val, f->len + size + 1);
-	if (!nv)
-		return MHD_NO;
-	f->val = nv;
-	if (size)
-		memcpy(f->val + f->len, data, size);
-	f->len += size;
-	f->val[f->len] = '\0';
-	return MHD_YES;
-}
-
-static int body_append(struct req *r, const char *data, size_t size)
-{
-	size_t need;
-	char *nb;
-
-	if (r->too_large || r->len + size > r->limit) {
-		r->too_large = 1;
-		return 0;
-	}
-	need = r->len + size + 1;
-	if (need > r->cap) {
-		size_t cap = r->cap ? r->cap : 1024;
-		while (cap < need)
-			cap *= 2;
-		nb = realloc(r->body, cap);
-		if (!nb) {
-			r->too_large = 1;
-			return 0;
-		}
-		r->body = nb;
-		r->cap = cap;
-	}
-	memcpy(r->body + r->len, data, size);
-	r->len += size;
-	r->body[r->len] = '\0';
-	return 1;
-}
-
-/* Percent-decoding of the path and query arguments, in place.  Like MHD's
- * own, except that %00 stays as it is: a NUL would cut the string short. */
-static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
-{
-	char *r = s, *w = s;
-	(void)cls;
-	(void)c;
-	while (*r) {
-		int hi, lo;
-		if (r[0] == '%' && r[1] && r[2] &&
-		    (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 && (hi | lo) != 0) {
-			*w++ = (char)(hi * 16 + lo);
-			r += 3;
-		} else {
-			*w++ = *r++;
-		}
-	}
-	*w = '\0';
-	return (size_t)(w - s);
-}
-
-/* ---- Lua side: responses ----------------------------------------------- */
-
-/* Builds an MHD response from (status, headers, body) at stack index idx. */
-static struct MHD_Response *make_response(lua_State *L, int idx, unsigned *status)
-{
-	size_t blen = 0;
-	const char *body = NULL;
-	struct MHD_Response *resp;
-
-	*status = (unsigned)luaL_checkinteger(L, idx);
-	if (*status < 100 || *status > 599)
-		luaL_error(L, "bad HTTP status %d", (int)*status);
-	if (!lua_isnoneornil(L, idx + 2))
-		body = luaL_checklstring(L, idx + 2, &blen);
-	if (!lua_isnoneornil(L, idx + 1))
-		luaL_checktype(L, idx + 1, LUA_TTABLE);
-	resp = MHD_create_response_from_buffer(blen, (void *)(body ? body : ""),
-					       MHD_RESPMEM_MUST_COPY);
-	if (!resp)
-		luaL_error(L, "out of memory");
-	if (lua_istable(L, idx + 1)) {
-		lua_pushnil(L);
-		while (lua_next(L, idx + 1)) {
-			if (lua_type(L, -2) == LUA_TSTRING) {
-				const char *k = lua_tostring(L, -2);
-				if (lua_istable(L, -1)) {
-					lua_Integer i, n = luaL_len(L, -1);
-					for (i = 1; i <= n; i++) {
-						lua_geti(L, -1, i);
-						if (lua_isstring(L, -1))
-							MHD_add_response_header(resp, k, lua_tostring(L, -1));
-						lua_pop(L, 1);
-					}
-				} else if (lua_isstring(L, -1)) {
-					MHD_add_response_header(resp, k, lua_tostring(L, -1));
-				}
-			}
-			lua_pop(L, 1);
-		}
-	}
-	return resp;
-}
-
-static struct box *check_box(lua_State *L)
-{
-	return luaL_checkudata(L, 1, BOX_MT);
-}
-
-/* The box's request if it still waits for an answer, else NULL. */
-static struct req *suspended_req(lua_State *L)
-{
-	struct box *b = check_box(L);
-
-	return b->r && b->r->state == ST_SUSPENDED ? b->r : NULL;
-}
-
-/* Takes a suspended request off the list and has MHD resume it as `state`. */
-static void resume_as(struct req *r, enum req_state state)
-{
-	watch_del(r);
-	list_remove(r);
-	G.nsuspended--;
-	r->state = state;
-	MHD_resume_connection(r->conn);
-	G.resumed = 1;
-}
-
-/* sim.respond(box, status, headers, body) -> true, or false if the request is gone */
-static int l_respond(lua_State *L)
-{
-	struct req *r = suspended_req(L);
-
-	if (r) {
-		unsigned status;
-		/* may raise a Lua error: build it before touching r */
-		struct MHD_Response *resp = make_response(L, 2, &status);
-
-		r->resp = resp;
-		r->status = status;
-		resume_as(r, ST_RESPONSE);
-	}
-	lua_pushboolean(L, r != NULL);
-	return 1;
-}
-
-/* sim.drop(box): close the connection without a response. */
-static int l_drop(lua_State *L)
-{
-	struct req *r = suspended_req(L);
-
-	if (r)
-		resume_as(r, ST_DROP);
-	lua_pushboolean(L, r != NULL);
-	return 1;
-}
-
-static int l_now(lua_State *L)
-{
-	lua_pushnumber(L, now_mono());
-	return 1;
-}
-
-static int l_wallclock(lua_State *L)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-	return 1;
-}
-
-/* Wall-clock seconds with microseconds, for latency measurements across
- * processes on one host (the control API reports when it released events). */
-static int l_wall_seconds(lua_State *L)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
-	return 1;
-}
-
-static int l_random(lua_State *L)
-{
-	/* n random bytes as lowercase hex, from /dev/urandom (tokens, ids). */
-	lua_Integer n = luaL_checkinteger(L, 1);
-	unsigned char buf[64];
-	char hex[129];
-	static const char digits[] = "0123456789abcdef";
-	FILE *f;
-	lua_Integer i;
-
-	if (n < 1 || n > 64)
-		return luaL_error(L, "random: 1..64 bytes");
-	f = fopen("/dev/urandom", "rb");
-	if (!f || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-		if (f)
-			fclose(f);
-		for (i = 0; i < n; i++)
-			buf[i] = (unsigned char)(rand() & 0xff);
-	} else {
-		fclose(f);
-	}
-	for (i = 0; i < n; i++) {
-		hex[2 * i] = digits[buf[i] >> 4];
-		hex[2 * i + 1] = digits[buf[i] & 15];
-	}
-	lua_pushlstring(L, hex, (size_t)(2 * n));
-	return 1;
-}
-
-static int l_suspended_count(lua_State *L)
-{
-	lua_pushinteger(L, (lua_Integer)G.nsuspended);
-	return 1;
-}
-
-static unsigned open_connections(struct listener *l)
-{
-	const union MHD_DaemonInfo *info =
-		MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-	return info ? info->num_connections : 0;
-}
-
-/* Open connections, on every listener. */
-static int l_connections(lua_State *L)
-{
-	lua_Integer total = 0;
-	int i;
-
-	for (i = 0; i < G.nlst; i++)
-		total += (lua_Integer)open_connections(&G.lst[i]);
-	lua_pushinteger(L, total);
-	return 1;
-}
-
-static int l_log(lua_State *L)
-{
-	if (G.verbose)
-		fprintf(stderr, "ucwa-sim: %s\n", luaL_checkstring(L, 1));
-	return 0;
-}
-
-void ucwa_open_multipart(lua_State *L); /* src/multipart.c, compiled in */
-void ucwa_open_target(lua_State *L);    /* sim/target.c: a batch part's target */
-static const luaL_Reg sim_funcs[] = {
-	{"respond", l_respond},
-	{"drop", l_drop},
-	{"now", l_now},
-	{"wallclock", l_wallclock},
-	{"wall_seconds", l_wall_seconds},
-	{"random", l_random},
-	{"suspended", l_suspended_count},
-	{"connections", l_connections},
-	{"log", l_log},
-	{NULL, NULL},
-};
-
-/* ---- dispatch ---------------------------------------------------------- */
-
-static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char *key,
-				  const char *value)
-{
-	lua_State *L = cls;
-	(void)kind;
-	if (!key)
-		return MHD_YES;
-	if (kind == MHD_HEADER_KIND) {
-		/* header names are case-insensitive: store them lowercased */
-		luaL_Buffer b;
-		const char *p;
-		luaL_buffinit(L, &b);
-		for (p = key; *p; p++)
-			luaL_addchar(&b, (*p >= 'A' && *p <= 'Z') ? (char)(*p + 32) : *p);
-		luaL_pushresult(&b);
-	} else {
-		lua_pushstring(L, key);
-	}
-	lua_pushstring(L, value ? value : "");
-	lua_rawset(L, -3);
-	return MHD_YES;
-}
-
-static int traceback(lua_State *L)
-{
-	const char *msg = lua_tostring(L, 1);
-	luaL_traceback(L, L, msg ? msg : "(error object)", 1);
-	return 1;
-}
-
-static enum MHD_Result queue(struct req *r, struct MHD_Response *resp, unsigned status)
-{
-	enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
-	MHD_destroy_response(resp);
-	if (resp == r->resp)
-		r->resp = NULL;
-	return ret;
-}
-
-static enum MHD_Result plain_error(struct req *r, unsigned status, const char *json)
-{
-	struct MHD_Response *resp = MHD_create_response_from_buffer(
-		strlen(json), (void *)json, MHD_RESPMEM_PERSISTENT);
-	if (!resp)
-		return MHD_NO;
-	MHD_add_response_header(resp, "Content-Type", "application/json");
-	return queue(r, resp, status);
-}
-
-/* Protected: (status, headers, body) -> lightuserdata response, status. */
-static int build_response(lua_State *L)
-{
-	unsigned status;
-	struct MHD_Response *resp = make_response(L, 1, &status);
-	lua_pushlightuserdata(L, resp);
-	lua_pushinteger(L, (lua_Integer)status);
-	return 2;
-}
-
-static void suspend_req(struct req *r, int box_idx)
-{
-	lua_State *L = G.L;
-
-	r->state = ST_SUSPENDED;
-	r->box = lua_touserdata(L, box_idx);
-	lua_pushvalue(L, box_idx);
-	r->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	r->next = G.suspended;
-	if (G.suspended)
-		G.suspended->prev = r;
-	G.suspended = r;
-	G.nsuspended++;
-	MHD_suspend_connection(r->conn);
-	watch_add(r);
-}
-
-/* The client of a suspended request went away: the connection is closed
- * now, and Lua's gone(box) learns that nobody waits for that answer. */
-static void peer_gone(struct req *r)
-{
-	lua_State *L = G.L;
-	struct box *b = r->box;
-	int base;
-
-	if (r->state != ST_SUSPENDED)
-		return;
-	lua_pushcfunction(L, traceback);
-	base = lua_gettop(L);
-	lua_getfield(L, LUA_REGISTRYINDEX, "ucwa-sim.gone");
-	lua_rawgeti(L, LUA_REGISTRYINDEX, r->box_ref);
-	resume_as(r, ST_DROP);
-	if (b)
-		b->r = NULL; /* respond/drop on it now answer false */
-	if (lua_isfunction(L, base + 1) && lua_pcall(L, 1, 0, base) != LUA_OK)
-		fprintf(stderr, "ucwa-sim: gone: %s\n", lua_tostring(L, -1));
-	lua_settop(L, base - 1);
-}
-
-/* Protected part of dispatch: builds the request table and calls handle().
- * Arguments: the struct req (light userdata), url, method, version.
- * Results: the request's box, then handle()'s three results. */
-static int call_handler(lua_State *L)
-{
-	struct req *r = lua_touserdata(L, 1);
-	struct form_field *f;
-	struct box *b;
-
-	b = lua_newuserdatauv(L, sizeof *b, 0); /* index 5 */
-	b->r = NULL;
-	luaL_setmetatable(L, BOX_MT);
-	G.current = b;
-	lua_getfield(L, LUA_REGISTRYINDEX, "ucwa-sim.handle");
-	lua_createtable(L, 0, 10);
-	lua_pushvalue(L, 3);
-	lua_setfield(L, -2, "method");
-	lua_pushvalue(L, 2);
-	lua_setfield(L, -2, "path");
-	lua_pushvalue(L, 4);
-	lua_setfield(L, -2, "version");
-	lua_pushinteger(L, r->lst->index);
-	lua_setfield(L, -2, "listener");
-	lua_newtable(L);
-	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_kv, L);
-	lua_setfield(L, -2, "query");
-	lua_newtable(L);
-	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_kv, L);
-	lua_setfield(L, -2, "headers");
-	lua_pushlstring(L, r->body ? r->body : "", r->len);
-	lua_setfield(L, -2, "body");
-	if (r->too_large) {
-		lua_pushboolean(L, 1);
-		lua_setfield(L, -2, "too_large");
-	}
-	if (r->pp) {
-		lua_newtable(L);
-		for (f = r->form; f; f = f->next) {
-			lua_pushlstring(L, f->val ? f->val : "", f->len);
-			lua_setfield(L, -2, f->key);
-		}
-		lua_setfield(L, -2, "form");
-		if (r->form_bad) {
-			lua_pushboolean(L, 1);
-			lua_setfield(L, -2, "form_bad");
-		}
-		if (r->too_many_fields) {
-			lua_pushboolean(L, 1);
-			lua_setfield(L, -2, "too_many_fields");
-		}
-	}
-	lua_pushvalue(L, 5);
-	lua_setfield(L, -2, "box");
-	b->r = r; /* valid from here until the request is answered */
-	lua_call(L, 1, 3);
-	return 4;
-}
-
-static enum MHD_Result dispatch(struct req *r, const char *url, const char *method,
-				const char *version)
-{
-	static const char fail[] = "{\"code\":\"ServiceFailure\",\"message\":\"simulator error\"}";
-	lua_State *L = G.L;
-	int top = lua_gettop(L), base;
-	struct box *b;
-
-	if (!lua_checkstack(L, 20))
-		return plain_error(r, 500, fail);
-	lua_pushcfunction(L, traceback);
-	base = lua_gettop(L);
-	lua_pushcfunction(L, call_handler);
-	lua_pushlightuserdata(L, r);
-	lua_pushstring(L, url);
-	lua_pushstring(L, method);
-	lua_pushstring(L, version);
-	G.current = NULL;
-	if (lua_pcall(L, 4, 4, base) != LUA_OK) {
-		/* Lua may have kept the box: it must not reach this request again. */
-		if (G.current)
-			G.current->r = NULL;
-		fprintf(stderr, "ucwa-sim: handler error: %s\n", lua_tostring(L, -1));
-		lua_settop(L, top);
-		return plain_error(r, 500, fail);
-	}
-	b = lua_touserdata(L, base + 1);
-	if (lua_type(L, base + 2) == LUA_TSTRING) {
-		const char *what = lua_tostring(L, base + 2);
-		if (strcmp(what, "suspend") == 0) {
-			suspend_req(r, base + 1);
-			lua_settop(L, top);
-			return MHD_YES;
-		}
-		b->r = NULL;
-		lua_settop(L, top);
-		return MHD_NO; /* "drop": close without a response */
-	}
-	b->r = NULL; /* answered now */
-	lua_pushcfunction(L, build_response);
-	lua_rotate(L, base + 2, 1); /* build_response below its 3 arguments */
-	if (lua_pcall(L, 3, 2, base) != LUA_OK) {
-		fprintf(stderr, "ucwa-sim: bad handler answer: %s\n", lua_tostring(L, -1));
-		lua_settop(L, top);
-		return plain_error(r, 500, fail);
-	}
-	{
-		struct MHD_Response *resp = lua_touserdata(L, -2);
-		unsigned status = (unsigned)lua_tointeger(L, -1);
-		lua_settop(L, top);
-		return queue(r, resp, status);
-	}
-}
-
-/* A request that arrives while the simulator stops: 503, and the connection
- * closes (Lua is not asked, so nothing can be suspended any more). */
-static enum MHD_Result refuse_stopping(struct req *r)
-{
-	static const char body[] = "{\"code\":\"ServiceFailure\",\"message\":\"the simulator is stopping\"}";
-	struct MHD_Response *resp = MHD_create_response_from_buffer(
-		sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
-	if (!resp)
-		return MHD_NO;
-	MHD_add_response_header(resp, "Content-Type", "application/json");
-	MHD_add_response_header(resp, "Connection", "close");
-	return queue(r, resp, 503);
-}
-
-static int is_form(struct MHD_Connection *c)
-{
-	const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-	return ct && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0;
-}
-
-static int is_token_route(const char *url)
-{
-	return strncasecmp(url, "/WebTicket/", 11) == 0;
-}
-
-/* The body cap of a route.  A form anywhere gets the token service's cap:
- * only the token service reads forms (UCWA routes answer 415). */
-static size_t body_limit(struct MHD_Connection *c, const char *url)
-{
-	if (is_token_route(url) || is_form(c))
-		return TOKEN_BODY_LIMIT;
-	if (strncmp(url, "/_sim", 5) == 0)
-		return CONTROL_BODY_LIMIT;
-	return BODY_LIMIT;
-}
-
-/* Does the request announce a body over `limit`? */
-static int announced_too_large(struct MHD_Connection *c, size_t limit)
-{
-	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-	char *end;
-	unsigned long long n;
-
-	if (!cl)
-		return 0;
-	errno = 0;
-	n = strtoull(cl, &end, 10);
-	return end != cl && (errno == ERANGE || n > limit);
-}
-
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-				  const char *method, const char *version, const char *upload,
-				  size_t *upload_size, void **con_cls)
-{
-	struct req *r = *con_cls;
-
-	if (!r) {
-		r = calloc(1, sizeof *r);
-		if (!r)
-			return MHD_NO;
-		r->conn = c;
-		r->lst = cls;
-		r->box_ref = LUA_NOREF;
-		r->limit = body_limit(c, url);
-		*con_cls = r;
-		if (announced_too_large(c, EARLY_REFUSAL)) {
-			/* answered before the body is read (MHD closes the connection after) */
-			enum MHD_Result ret;
-			r->too_large = 1;
-			ret = G.stopping ? refuse_stopping(r) : dispatch(r, url, method, version);
-			if (r->state == ST_NEW)
-				r->state = ST_DONE;
-			return ret;
-		}
-		if (is_token_route(url) && is_form(c))
-			r->pp = MHD_create_post_processor(c, 4096, form_iter, r);
-		return MHD_YES;
-	}
-	switch (r->state) {
-	case ST_NEW:
-		if (*upload_size) {
-			body_append(r, upload, *upload_size);
-			if (r->pp && !r->form_bad && !r->too_large &&
-			    MHD_post_process(r->pp, upload, *upload_size) != MHD_YES)
-				r->form_bad = 1;
-			*upload_size = 0;
-			return MHD_YES;
-		}
-		if (G.stopping)
-			return refuse_stopping(r);
-		return dispatch(r, url, method, version);
-	case ST_RESPONSE:
-		return queue(r, r->resp, r->status);
-	case ST_DROP:
-		return MHD_NO;
-	case ST_DONE:
-		*upload_size = 0;
-		return MHD_YES;
-	case ST_SUSPENDED:
-	default:
-		return MHD_YES;
-	}
-}
+struct sim_globals sim_G;
 
 /* ---- main loop ----------------------------------------------------------- */
 
@@ -830,7 +62,7 @@ static void on_signal(int sig)
 {
 	int saved = errno;
 	char c = (char)sig;
-	if (write(G.sigpipe[1], &c, 1) < 0) {
+	if (write(sim_G.sigpipe[1], &c, 1) < 0) {
 		/* nothing to do: the pipe is full, a stop is already pending */
 	}
 	errno = saved;
@@ -992,7 +224,7 @@ static int parse_args(int argc, char **argv, struct opts *o, lua_State *L)
 			if ((o->max_conns = whole("max-connections", optarg, 1, 1000000)) < 0)
 				return 2;
 			break;
-		case 'v': G.verbose = 1; break;
+		case 'v': sim_G.verbose = 1; break;
 		case 'h': usage(stdout); return 1;
 		case 'V':
 			printf("ucwa-sim %s\nlibmicrohttpd %s, %s\n", UCWA_VERSION, MHD_get_version(),
@@ -1076,7 +308,7 @@ static double lua_tick(lua_State *L)
 	double next = -1;
 	int base;
 
-	lua_pushcfunction(L, traceback);
+	lua_pushcfunction(L, sim_traceback);
 	base = lua_gettop(L);
 	lua_getfield(L, LUA_REGISTRYINDEX, "ucwa-sim.tick");
 	if (lua_pcall(L, 0, 1, base) != LUA_OK) {
@@ -1092,15 +324,15 @@ static double lua_tick(lua_State *L)
 /* One MHD run of every listener.  A listener at its connection limit has
  * taken its listening socket out of its epoll set, and puts it back only at
  * the start of a run once below the limit: then it is run again at once
- * (G.resumed), not after a sleep that no event would end. */
+ * (sim_G.resumed), not after a sleep that no event would end. */
 static void run_all(void)
 {
 	int i;
-	for (i = 0; i < G.nlst; i++) {
-		int full = open_connections(&G.lst[i]) >= G.lst[i].limit;
-		MHD_run(G.lst[i].d);
+	for (i = 0; i < sim_G.nlst; i++) {
+		int full = sim_open_connections(&sim_G.lst[i]) >= sim_G.lst[i].limit;
+		MHD_run(sim_G.lst[i].d);
 		if (full)
-			G.resumed = 1;
+			sim_G.resumed = 1;
 	}
 }
 
@@ -1115,25 +347,25 @@ static void stop_serving(void)
 	struct req *r;
 	int i;
 
-	G.stopping = 1;
-	for (i = 0; i < G.nlst; i++)
-		fds[i] = MHD_quiesce_daemon(G.lst[i].d);
-	while ((r = G.suspended) != NULL) {
-		watch_del(r);
-		list_remove(r);
-		G.nsuspended--;
+	sim_G.stopping = 1;
+	for (i = 0; i < sim_G.nlst; i++)
+		fds[i] = MHD_quiesce_daemon(sim_G.lst[i].d);
+	while ((r = sim_G.suspended) != NULL) {
+		sim_watch_del(r);
+		sim_list_remove(r);
+		sim_G.nsuspended--;
 		r->state = ST_DROP;
 		MHD_resume_connection(r->conn);
 	}
 	for (i = 0; i < 3; i++)
 		run_all();
-	for (i = 0; i < G.nlst; i++) {
-		MHD_stop_daemon(G.lst[i].d);
-		G.lst[i].d = NULL;
+	for (i = 0; i < sim_G.nlst; i++) {
+		MHD_stop_daemon(sim_G.lst[i].d);
+		sim_G.lst[i].d = NULL;
 		if (fds[i] != MHD_INVALID_SOCKET)
 			close(fds[i]);
 	}
-	G.nlst = 0;
+	sim_G.nlst = 0;
 }
 
 /* Calls server.<fn>(arg), the argument at the top of the stack, under a
@@ -1144,7 +376,7 @@ static int call_server(lua_State *L, const char *fn)
 {
 	int arg = lua_gettop(L);
 
-	lua_pushcfunction(L, traceback);
+	lua_pushcfunction(L, sim_traceback);
 	lua_getfield(L, LUA_REGISTRYINDEX, "ucwa-sim.server");
 	lua_getfield(L, -1, fn);
 	lua_pushvalue(L, arg);
@@ -1177,7 +409,7 @@ static int start_listener(lua_State *L, const struct opts *o, const char *cert, 
 	int tls;
 	unsigned flags;
 
-	if (G.nlst >= MAX_LISTENERS) {
+	if (sim_G.nlst >= MAX_LISTENERS) {
 		fprintf(stderr, "ucwa-sim: at most %d listeners\n", MAX_LISTENERS);
 		return 1;
 	}
@@ -1195,12 +427,12 @@ static int start_listener(lua_State *L, const struct opts *o, const char *cert, 
 		fprintf(stderr, "ucwa-sim: bad address %s\n", addr ? addr : "(none)");
 		return 1;
 	}
-	l = &G.lst[G.nlst];
+	l = &sim_G.lst[sim_G.nlst];
 	memset(l, 0, sizeof *l);
-	l->index = G.nlst + 1;
+	l->index = sim_G.nlst + 1;
 	l->limit = (unsigned)max_conns;
 	flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
-	if (G.verbose)
+	if (sim_G.verbose)
 		flags |= MHD_USE_ERROR_LOG;
 	if (tls)
 		flags |= MHD_USE_TLS;
@@ -1211,13 +443,13 @@ static int start_listener(lua_State *L, const struct opts *o, const char *cert, 
 			{ MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cert },
 			{ MHD_OPTION_END, 0, NULL },
 		};
-		l->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l,
+		l->d = MHD_start_daemon(flags, 0, NULL, NULL, sim_on_request, l,
 			MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
 			MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conns,
 			MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->conn_timeout,
 			MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
-			MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-			MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+			MHD_OPTION_NOTIFY_COMPLETED, sim_on_completed, NULL,
+			MHD_OPTION_UNESCAPE_CALLBACK, sim_unescape, NULL,
 			MHD_OPTION_ARRAY, tls ? tls_opts : &tls_opts[2],
 			MHD_OPTION_END);
 	}
@@ -1229,7 +461,7 @@ static int start_listener(lua_State *L, const struct opts *o, const char *cert, 
 	l->port = info ? (unsigned)info->port : (unsigned)port;
 	info = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_EPOLL_FD);
 	l->epfd = info ? info->epoll_fd : -1;
-	G.nlst++;
+	sim_G.nlst++;
 	lua_pop(L, 1); /* the description */
 	return 0;
 }
@@ -1241,9 +473,9 @@ static void check_watched(void)
 	int i, n;
 
 	do {
-		n = epoll_wait(G.watch_fd, evs, 64, 0);
+		n = epoll_wait(sim_G.watch_fd, evs, 64, 0);
 		for (i = 0; i < n; i++)
-			peer_gone(evs[i].data.ptr);
+			sim_peer_gone(evs[i].data.ptr);
 	} while (n == 64);
 }
 
@@ -1255,14 +487,14 @@ int main(int argc, char **argv)
 	long nofile;
 	lua_State *L;
 
-	G.sigpipe[0] = G.sigpipe[1] = -1;
-	G.watch_fd = -1;
+	sim_G.sigpipe[0] = sim_G.sigpipe[1] = -1;
+	sim_G.watch_fd = -1;
 	L = luaL_newstate();
 	if (!L) {
 		fputs("ucwa-sim: cannot create Lua state\n", stderr);
 		return 1;
 	}
-	G.L = L;
+	sim_G.L = L;
 	luaL_openlibs(L);
 	lua_newtable(L); /* options for Lua */
 	rc = parse_args(argc, argv, &o, L);
@@ -1282,7 +514,7 @@ int main(int argc, char **argv)
 	luaL_setfuncs(L, sim_funcs, 0);
 	ucwa_open_multipart(L); /* host.multipart_build/_parse: src/multipart.c */
 	ucwa_open_target(L);    /* host.target_decode: sim/target.c */
-	lua_pushboolean(L, G.verbose); /* host.verbose: log lines are built only then */
+	lua_pushboolean(L, sim_G.verbose); /* host.verbose: log lines are built only then */
 	lua_setfield(L, -2, "verbose");
 	lua_getglobal(L, "package");
 	lua_getfield(L, -1, "loaded");
@@ -1295,7 +527,7 @@ int main(int argc, char **argv)
 	 * listeners, or answers nil and a message for a bad option (exit 2). */
 	{
 		int base;
-		lua_pushcfunction(L, traceback);
+		lua_pushcfunction(L, sim_traceback);
 		base = lua_gettop(L);
 		lua_getglobal(L, "require");
 		lua_pushstring(L, "server");
@@ -1339,16 +571,16 @@ int main(int argc, char **argv)
 
 	nofile = raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
-	if (pipe(G.sigpipe) != 0) {
+	if (pipe(sim_G.sigpipe) != 0) {
 		perror("ucwa-sim: pipe");
 		status = 1;
 		goto out;
 	}
-	fcntl(G.sigpipe[0], F_SETFL, O_NONBLOCK);
-	fcntl(G.sigpipe[1], F_SETFL, O_NONBLOCK);
-	fcntl(G.sigpipe[0], F_SETFD, FD_CLOEXEC);
-	fcntl(G.sigpipe[1], F_SETFD, FD_CLOEXEC);
-	G.watch_fd = epoll_create1(EPOLL_CLOEXEC);
+	fcntl(sim_G.sigpipe[0], F_SETFL, O_NONBLOCK);
+	fcntl(sim_G.sigpipe[1], F_SETFL, O_NONBLOCK);
+	fcntl(sim_G.sigpipe[0], F_SETFD, FD_CLOEXEC);
+	fcntl(sim_G.sigpipe[1], F_SETFD, FD_CLOEXEC);
+	sim_G.watch_fd = epoll_create1(EPOLL_CLOEXEC);
 	{
 		struct sigaction act;
 		memset(&act, 0, sizeof act);
@@ -1383,9 +615,9 @@ int main(int argc, char **argv)
 	}
 
 	/* start(ports) answers what to print: the root URL, the hosts */
-	lua_createtable(L, G.nlst, 0);
-	for (i = 0; i < G.nlst; i++) {
-		lua_pushinteger(L, (lua_Integer)G.lst[i].port);
+	lua_createtable(L, sim_G.nlst, 0);
+	for (i = 0; i < sim_G.nlst; i++) {
+		lua_pushinteger(L, (lua_Integer)sim_G.lst[i].port);
 		lua_rawseti(L, -2, i + 1);
 	}
 	rc = call_server(L, "start");
@@ -1402,14 +634,14 @@ int main(int argc, char **argv)
 		double lt = lua_tick(L);
 		long ms = -1;
 
-		for (i = 0; i < G.nlst; i++) {
+		for (i = 0; i < sim_G.nlst; i++) {
 			MHD_UNSIGNED_LONG_LONG mto;
-			if (MHD_get_timeout(G.lst[i].d, &mto) == MHD_YES) {
+			if (MHD_get_timeout(sim_G.lst[i].d, &mto) == MHD_YES) {
 				long m = mto > 60000 ? 60000 : (long)mto;
 				if (ms < 0 || m < ms)
 					ms = m;
 			}
-			p[i].fd = G.lst[i].epfd;
+			p[i].fd = sim_G.lst[i].epfd;
 			p[i].events = POLLIN;
 		}
 		if (lt >= 0) {
@@ -1417,38 +649,38 @@ int main(int argc, char **argv)
 			if (ms < 0 || lms < ms)
 				ms = lms;
 		}
-		if (G.resumed) {
+		if (sim_G.resumed) {
 			/* resumed connections are processed by the next MHD_run */
-			G.resumed = 0;
+			sim_G.resumed = 0;
 			ms = 0;
 		}
-		p[G.nlst].fd = G.watch_fd;
-		p[G.nlst].events = POLLIN;
-		p[G.nlst + 1].fd = G.sigpipe[0];
-		p[G.nlst + 1].events = POLLIN;
-		if (poll(p, (nfds_t)G.nlst + 2, (int)ms) < 0 && errno != EINTR) {
+		p[sim_G.nlst].fd = sim_G.watch_fd;
+		p[sim_G.nlst].events = POLLIN;
+		p[sim_G.nlst + 1].fd = sim_G.sigpipe[0];
+		p[sim_G.nlst + 1].events = POLLIN;
+		if (poll(p, (nfds_t)sim_G.nlst + 2, (int)ms) < 0 && errno != EINTR) {
 			perror("ucwa-sim: poll");
 			status = 1;
 			break;
 		}
-		if (p[G.nlst + 1].revents & POLLIN)
+		if (p[sim_G.nlst + 1].revents & POLLIN)
 			stop = 1;
-		if (p[G.nlst].revents & POLLIN)
+		if (p[sim_G.nlst].revents & POLLIN)
 			check_watched();
 		run_all();
 	}
 
 out:
-	if (G.nlst)
+	if (sim_G.nlst)
 		stop_serving();
 	lua_close(L);
 	free(cert);
 	free(key);
-	if (G.watch_fd >= 0)
-		close(G.watch_fd);
-	if (G.sigpipe[0] >= 0) {
-		close(G.sigpipe[0]);
-		close(G.sigpipe[1]);
+	if (sim_G.watch_fd >= 0)
+		close(sim_G.watch_fd);
+	if (sim_G.sigpipe[0] >= 0) {
+		close(sim_G.sigpipe[0]);
+		close(sim_G.sigpipe[1]);
 	}
 	return status;
 }
