@@ -11,7 +11,7 @@ void ucwa_open_parse(lua_State *L);   /* parse.c: parse, parse_events, parse_err
 void ucwa_open_loop(lua_State *L);    /* loop.c: engine (step, pollfd, events, timeout, stats, close) */
 void ucwa_open_request(lua_State *L); /* request.c: eng:request */
 void ucwa_open_timer(lua_State *L);   /* timer.c: eng:timer */
-void ucwa_open_channel(lua_State *L); /* channel.c: eng:channel (uses parse_events and parse_error) */
+void ucwa_open_channel(lua_State *L); /* channel_lua.c: eng:channel (uses parse_events and parse_error) */
 void ucwa_open_url(lua_State *L);     /* url.c: url_resolve, url_with_query, url_parts, url_origin */
 void ucwa_open_dataurl(lua_State *L); /* dataurl.c: data_url */
 void ucwa_open_multipart(lua_State *L); /* multipart.c: multipart_build, multipart_parse (also in ucwa-sim) */
