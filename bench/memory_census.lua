@@ -1,5 +1,6 @@
 -- Where a signed-in bot's memory goes (issue 16): N bots (CENSUS_APPS,
--- default 1,000) on one shared engine against ucwa-sim, each with its P-GET
+-- default 1,000; CENSUS_MODEL=full for application_model = "full") on one
+-- shared engine against ucwa-sim, each with its P-GET
 -- pending, as bench/client_bench.lua leaves them; then
 --   * the C heap (mallinfo2, less the Lua heap) and the Lua heap
 --     (collectgarbage("count")) per bot;
@@ -39,7 +40,8 @@ local ok, err = pcall(function()
   local wave = tonumber(os.getenv("CENSUS_WAVE") or N)
   for i = 1, N do
     local c = ucwa.client{ url = sim.url, username = "bot@contoso.com", password = "password", engine = eng,
-                           available = os.getenv("CENSUS_AVAILABLE") ~= nil }
+                           available = os.getenv("CENSUS_AVAILABLE") ~= nil,
+                           application_model = os.getenv("CENSUS_MODEL") }
     c:on("ready", function() ready = ready + 1 end)
     c:start()
     clients[i] = c
@@ -72,13 +74,17 @@ local ok, err = pcall(function()
   end
   report("Lua heap per bot, by piece (what dropping it gave back):")
   local first = clients[1]._session.application
-  local emb = {}
-  for k in pairs(first.embedded) do emb[#emb + 1] = k end
-  table.sort(emb)
-  for _, k in ipairs(emb) do
-    drop("application.embedded." .. k, function(_, s) s.application.embedded[k] = nil end)
+  if getmetatable(first.links) == nil then -- CENSUS_MODEL=full: the model as the server sent it
+    local emb = {}
+    for k in pairs(first.embedded) do emb[#emb + 1] = k end
+    table.sort(emb)
+    for _, k in ipairs(emb) do
+      drop("application.embedded." .. k, function(_, s) s.application.embedded[k] = nil end)
+    end
+    drop("application.links", function(_, s) s.application.links = {} end)
+  else -- lean (ucwa.application): the links' templates are shared, each bot has two small proxies
+    drop("application.links and .embedded (lean)", function(_, s) s.application.links, s.application.embedded = {}, {} end)
   end
-  drop("application.links", function(_, s) s.application.links = {} end)
   drop("application.properties", function(_, s) s.application.properties = {} end)
   drop("the application object (client.application, session.application)", function(c, s)
     c.application, s.application = nil, nil

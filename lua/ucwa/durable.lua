@@ -6,6 +6,7 @@
 -- @module ucwa.durable
 local cjson_mod = require "cjson"
 local core = require "ucwa.core"
+local application = require "ucwa.application"
 local errors = require "ucwa.errors"
 local resource = require "ucwa.resource"
 local trust = require "ucwa.trust"
@@ -69,7 +70,8 @@ end
 
 -- The model of a resource object, as it is stored.
 local function model_of(obj)
-  return { href = obj.href, rel = obj.rel, properties = obj.properties, links = obj.links, embedded = obj.embedded }
+  local links, embedded = application.plain(obj)
+  return { href = obj.href, rel = obj.rel, properties = obj.properties, links = links, embedded = embedded }
 end
 
 -- A store's error, for the bot: what failed, never a value.
@@ -255,7 +257,7 @@ function Durable:start(fresh)
         s:set_state("new")
         return fresh()
       end
-      s.async:spawn(function() self:restore(snap, v, fresh) end)
+      s.async:spawn(function() s:gated(function() self:restore(snap, v, fresh) end) end)
     end)
   end)
 end

@@ -24,8 +24,21 @@ function ucwa.client(opts)
 end
 
 --- A transport engine that several clients may share (option `engine`).
+-- Besides core.engine's options, `max_signins`: how many of its clients
+-- sign in at once (default 64; ucwa.signin_gate).
 function ucwa.engine(opts)
-  return core.engine(opts or {})
+  opts = opts or {}
+  local max = type(opts) == "table" and opts.max_signins
+  if max == nil or max == false then return core.engine(opts) end
+  if math.type(max) ~= "integer" or max < 1 then
+    error("bad argument #1 to 'engine' (option 'max_signins' must be a whole number, 1 or more)", 2)
+  end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.max_signins = nil
+  local eng = core.engine(o)
+  require("ucwa.signin_gate").limit(eng, max)
+  return eng
 end
 
 --- Error objects: ucwa.errors.new{...}, ucwa.errors.is(v).

@@ -128,6 +128,7 @@ options.CLIENT = {
                   medium = between(options.AGGREGATION, options.AGGREGATION) },
   backoff = { initial = positive, max = positive },
   activity_interval = positive, available = boolean_,
+  application_model = one_of("lean", "full"),
   engine = engine_, log = function_,
   trusted_domains = list_of_strings,
   signin_attempts = function(v)

@@ -6,6 +6,7 @@
 -- (`call`, `emit`) and report failures (`report`).
 -- @module ucwa.session
 local core = require "ucwa.core"
+require "ucwa.application" -- registers the application class (kept lean)
 local async = require "ucwa.async"
 local discovery = require "ucwa.discovery"
 local durable = require "ucwa.durable"
@@ -14,6 +15,7 @@ local emitter = require "ucwa.emitter"
 local errors = require "ucwa.errors"
 local request = require "ucwa.request"
 local resource = require "ucwa.resource"
+local signin_gate = require "ucwa.signin_gate"
 local tokens = require "ucwa.tokens"
 local trust = require "ucwa.trust"
 local util = require "ucwa.util"
@@ -63,7 +65,7 @@ function session.new(client, o)
       timeout = o.timeout, event_timeout = o.event_timeout, event_grace = o.event_grace,
       aggregation = o.aggregation,
       backoff = o.backoff, activity_interval = o.activity_interval, available = o.available,
-      signin_attempts = o.signin_attempts,
+      signin_attempts = o.signin_attempts, application_model = o.application_model,
     },
     engine = o.engine,
     own_engine = o.own_engine,
@@ -352,6 +354,16 @@ function Session:open_channel(stored)
   return true
 end
 
+--- In a session coroutine: fn() with one of the engine's sign-in turns
+-- (ucwa.signin_gate); returns what fn returns, or nil once closed.
+function Session:gated(fn)
+  if not signin_gate.enter(self) then return nil end
+  local r = table.pack(pcall(fn))
+  signin_gate.leave(self)
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
 -- The whole sign-in, in a session coroutine.
 function Session:signin()
   self:set_state("signing-in")
@@ -416,7 +428,7 @@ function Session:start()
   local attempts, limit = 0, self.options.signin_attempts
   self:retry(function()
     attempts = attempts + 1
-    local ok, err = self:signin()
+    local ok, err = self:gated(function() return self:signin() end)
     if ok then
       self:emit("ready", self.client)
       local after = self.on_ready
@@ -464,7 +476,10 @@ function Session:application_lost(err, rediscover_now)
     -- the cached applications URL first; after it refused (403, 502) or
     -- failed a few times, the whole sign-in again: the pool may have moved
     local ok, e
-    if rediscover then ok, e = self:signin() else ok, e = self:establish() end
+    ok, e = self:gated(function()
+      if rediscover then return self:signin() end
+      return self:establish()
+    end)
     if ok then self:emit("resumed", { reason = err.subcode or "ApplicationNotFound", error = err }) end
     return ok, e
   end, function(e)
@@ -551,6 +566,7 @@ end
 --- Cancels every timer, closes the channel, deletes the application;
 -- done(err) once the server answered (or at once when there is nothing to delete).
 function Session:close(done)
+  signin_gate.leave(self)
   for h in pairs(self.timers) do h:cancel() end
   if self.channel then self.channel:close(); self.channel = nil end
   local app = self.application
