@@ -34,7 +34,7 @@ local ok, err = pcall(function()
   full_gc()
   local lua0, heap0, rss0 = collectgarbage("count"), bench.heap(), rss_kb()
   local clients, ready = {}, 0
-  local t0 = gettime()
+  local t0, cpu0 = gettime(), os.clock()
   -- CENSUS_WAVE=k: k bots signing in at a time (default all at once), to
   -- tell what the allocator keeps of the sign-in's peak
   local wave = tonumber(os.getenv("CENSUS_WAVE") or N)
@@ -55,7 +55,7 @@ local ok, err = pcall(function()
   full_gc()
   local lua_kb = (collectgarbage("count") - lua0) / N
   local heap_kb = (bench.heap() - heap0) / 1024 / N
-  report("%d bots signed in in %.1f s (available = %s)", N, gettime() - t0,
+  report("%d bots signed in in %.1f s, client CPU %.1f s (available = %s)", N, gettime() - t0, os.clock() - cpu0,
     tostring(os.getenv("CENSUS_AVAILABLE") ~= nil))
   report("per bot: RSS %.2f KB; heap in use %.2f KB = C %.2f KB + Lua %.2f KB", (rss_kb() - rss0) / N, heap_kb,
     heap_kb - lua_kb, lua_kb)

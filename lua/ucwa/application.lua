@@ -28,13 +28,14 @@ local function intern(sig, make)
   return t
 end
 
+local find, byte, sub = string.find, string.byte, string.sub
+
 -- The tail of `href` after `base` ("/people/search", "?ack=1", ""), or nil
 -- when it is not below the application.
 local function tail(href, base)
-  if type(href) ~= "string" or href:sub(1, #base) ~= base then return nil end
-  local rest = href:sub(#base + 1)
-  local c = rest:sub(1, 1)
-  if c == "" or c == "/" or c == "?" then return rest end
+  if type(href) ~= "string" or find(href, base, 1, true) ~= 1 then return nil end
+  local c = byte(href, #base + 1)
+  if c == nil or c == 47 or c == 63 then return sub(href, #base + 1) end -- "/", "?"
 end
 
 -- A link a template can hold: a table with only an href below the application.
@@ -43,22 +44,20 @@ local function link_tail(l, base)
   return tail(l.href, base)
 end
 
--- The template of a links table (rel -> tail), or nil when one link is not
--- a plain link below the application.
+-- The template of a links table (rel -> tail) and its text, or nil when one
+-- link is not a plain link below the application.
 local function links_template(links, base)
-  local rels = {}
+  local rels, tails, n = {}, {}, 0
   for rel, l in pairs(links or {}) do
-    if type(rel) ~= "string" or not link_tail(l, base) then return nil end
-    rels[#rels + 1] = rel
+    local tl = type(rel) == "string" and link_tail(l, base)
+    if not tl then return nil end
+    n = n + 1
+    rels[n], tails[rel] = rel, tl
   end
   table.sort(rels)
-  local parts = {}
-  for i, rel in ipairs(rels) do parts[i] = rel .. "\0" .. link_tail(links[rel], base) end
-  return intern("L\0" .. table.concat(parts, "\0"), function()
-    local t = {}
-    for _, rel in ipairs(rels) do t[rel] = link_tail(links[rel], base) end
-    return t
-  end), table.concat(parts, "\0")
+  for i, rel in ipairs(rels) do rels[i] = rel .. "\0" .. tails[rel] end
+  local sig = table.concat(rels, "\0")
+  return intern("L\0" .. sig, function() return tails end), sig
 end
 
 local Links = {}

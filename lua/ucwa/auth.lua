@@ -22,13 +22,15 @@ function auth.parse_challenges(header)
       local vpos = after + #eq
       local value
       if s:sub(vpos, vpos) == '"' then
+        -- from one quote or backslash to the next (a token is ~1 KB: not a byte at a time)
         local buf, i = {}, vpos + 1
         while true do
-          local c = s:sub(i, i)
-          if c == "" then return nil, "unterminated quoted string at byte " .. vpos end
-          if c == "\\" then buf[#buf + 1] = s:sub(i + 1, i + 1); i = i + 2
-          elseif c == '"' then break
-          else buf[#buf + 1] = c; i = i + 1 end
+          local j = s:find('["\\]', i)
+          if not j then return nil, "unterminated quoted string at byte " .. vpos end
+          buf[#buf + 1] = s:sub(i, j - 1)
+          if s:byte(j) == 34 then i = j; break end -- the closing quote
+          buf[#buf + 1] = s:sub(j + 1, j + 1) -- an escaped character
+          i = j + 2
         end
         value, pos = table.concat(buf), i + 1
       else

@@ -6,10 +6,8 @@ local random = math.random
 
 --- A random version-4 UUID string (endpointId, operationId, sessionContext).
 function util.uuid()
-  return (string.gsub("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx", "[xy]", function(c)
-    local v = (c == "x") and random(0, 15) or random(8, 11)
-    return string.format("%x", v)
-  end))
+  return ("%08x-%04x-4%03x-%x%03x-%012x"):format(random(0, 0xffffffff), random(0, 0xffff), random(0, 0xfff),
+    random(8, 11), random(0, 0xfff), random(0, 0xffffffffffff))
 end
 
 --- An operationId: 32 hex digits, as the UCWA samples show.
