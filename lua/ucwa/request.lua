@@ -74,6 +74,18 @@ function request.send(session, spec, done, tried)
       request.send(session, spec, done, { renewed = true })
     end)
   end
+  if authed and not token and not tried.renewed and not tried.unshared and tokens:renewable()
+     and not tokens:has_service(url) and tokens:adopt(url) then
+    -- the token service another bot of the engine was sent to: no 401 first;
+    -- when it fails, the origin's own 401 says where to go
+    return tokens:renew(url, function(ok)
+      if not ok then
+        tokens:unadopt(url)
+        return request.send(session, spec, done, { unshared = true })
+      end
+      request.send(session, spec, done, { renewed = true })
+    end)
+  end
   local headers = { Accept = spec.accept or session.accept }
   if authed then headers["X-MS-RequiresMinResourceVersion"] = request.MIN_RESOURCE_VERSION end
   local body, ctype = spec.raw_body, spec.content_type

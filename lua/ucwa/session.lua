@@ -15,6 +15,7 @@ local emitter = require "ucwa.emitter"
 local errors = require "ucwa.errors"
 local request = require "ucwa.request"
 local resource = require "ucwa.resource"
+local shared = require "ucwa.shared_discovery"
 local signin_gate = require "ucwa.signin_gate"
 local tokens = require "ucwa.tokens"
 local trust = require "ucwa.trust"
@@ -204,7 +205,14 @@ function Session:find_user()
   local roots = self.options.url and { self.options.url } or discovery.candidates(self.options.domain)
   local last_err
   for _, root in ipairs(roots) do
+    self.shared_root = nil
     local user, err = self:walk(root)
+    if not user and self.shared_root then
+      -- another bot's answer of the root led nowhere: read it afresh
+      shared.set_root(self.engine, root, nil)
+      self.discovery_failed = true
+      user, err = self:walk(root)
+    end
     if user then return user end
     last_err = err
   end
@@ -220,9 +228,21 @@ function Session:walk(url)
   local authed = false
   -- an HTTPS root makes an HTTPS session (a candidate of the domain may be http)
   self.policy.https = url:match("^[Hh][Tt][Tt][Pp][Ss]:") ~= nil
-  for _ = 1, 8 do
-    local model, err, resp = self:fetch{ method = "GET", url = url, auth = authed, app = false }
-    if not model then return nil, err end
+  for hop = 1, 8 do
+    -- the root's answer, when another bot of the engine just read it (not
+    -- after a failed sign-in: the deployment may have changed)
+    local model = hop == 1 and not self.discovery_failed and shared.root(self.engine, url)
+    local err, resp
+    if model then
+      self.shared_root = true
+      resp = { status = 200, headers = {} }
+    else
+      model, err, resp = self:fetch{ method = "GET", url = url, auth = authed, app = false }
+      if not model then return nil, err end
+      if hop == 1 and resp.status == 200 and model ~= true and resource.link(model, "user") then
+        shared.set_root(self.engine, url, model)
+      end
+    end
     local target, redirect
     local location = resp.status >= 300 and resp.status < 400 and resp.headers.location
     if location then
@@ -437,6 +457,7 @@ function Session:start()
     end
     return ok, err
   end, function(err)
+    self.discovery_failed = true -- the next try reads the root afresh
     self:set_state("new")
     -- every failed attempt reaches the bot; a refusal once, and no retry;
     -- with signin_attempts, the last one says so
@@ -472,6 +493,7 @@ function Session:application_lost(err, rediscover_now)
   self.registry:session_lost("ApplicationNotFound", errors.new{ status = 404, code = "NotFound",
     subcode = "ApplicationNotFound", message = "the application was lost before the operation completed" })
   local rediscover, failures = rediscover_now == true, 0
+  self.discovery_failed = true -- the pool may have moved: read the root afresh
   self:retry(function()
     -- the cached applications URL first; after it refused (403, 502) or
     -- failed a few times, the whole sign-in again: the pool may have moved

@@ -8,6 +8,7 @@
 -- @module ucwa.tokens
 local cjson = require "cjson.safe"
 local auth = require "ucwa.auth"
+local shared = require "ucwa.shared_discovery"
 local core = require "ucwa.core"
 local errors = require "ucwa.errors"
 local trust = require "ucwa.trust"
@@ -70,7 +71,28 @@ function Tokens:challenge(url, resp)
   local refused = self.session.policy:check_token_service(service)
   if refused then return nil, refused end
   self.services[origin_of(url)] = service
+  shared.set_service(self.session.engine, origin_of(url), service)
   return true
+end
+
+--- Takes the token service another bot of the engine was given for the
+-- origin of `url` (ucwa.shared_discovery), when this bot's trust rules
+-- allow it: its grant then needs no 401 first. True when taken.
+function Tokens:adopt(url)
+  local origin = origin_of(url)
+  local service = shared.service(self.session.engine, origin)
+  if not service or self.session.policy:check_token_service(service) then return false end
+  self.services[origin] = service
+  return true
+end
+
+--- Forgets an adopted token service that failed (for this bot and the
+-- engine's others): the next try asks the origin again.
+function Tokens:unadopt(url)
+  local origin = origin_of(url)
+  self.services[origin] = nil
+  shared.set_service(self.session.engine, origin, nil)
+  self.refused = nil -- a wrong service refused no token of ours
 end
 
 --- True when the origin of `url` has a known token service.
