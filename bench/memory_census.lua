@@ -83,7 +83,9 @@ local ok, err = pcall(function()
     end
     drop("application.links", function(_, s) s.application.links = {} end)
   else -- lean (ucwa.application): the links' templates are shared, each bot has two small proxies
-    drop("application.links and .embedded (lean)", function(_, s) s.application.links, s.application.embedded = {}, {} end)
+    drop("application.links and .embedded (lean)", function(_, s)
+      s.application.links, s.application.embedded = {}, {}
+    end)
   end
   drop("application.properties", function(_, s) s.application.properties = {} end)
   drop("the application object (client.application, session.application)", function(c, s)
