@@ -69,6 +69,9 @@ emitter.install(Client, "client", {
 -- @field backoff the event channel's reconnection delays, `{initial =, max =}` seconds
 -- @field activity_interval seconds between reportMyActivity (default 180)
 -- @field available false skips makeMeAvailable (then no incoming invitations)
+-- @field application_model "lean" (default: `client.application`'s links kept as templates shared
+-- between bots, its embedded resources without their properties; ucwa.application) or "full"
+-- (the application as the server sent it)
 -- @field engine a shared ucwa.engine{}; verify, ca_file, proxy, max_body then belong to it
 -- @field log function(level, message); never sees a token or a password
 -- @field signin_attempts sign-in attempts before giving up on faults that may pass (default: no limit)
