@@ -134,11 +134,67 @@ function Embedded.__pairs(t)
   end, t, nil
 end
 
+-- The number of entries of each template (weak: it goes with the template).
+local sizes = setmetatable({}, { __mode = "k" })
+local function size(t)
+  local n = sizes[t]
+  if not n then
+    n = 0
+    for _ in pairs(t) do n = n + 1 end
+    sizes[t] = n
+  end
+  return n
+end
+
+-- Whether `links` are exactly the links of template `tpl` below `base`,
+-- compared in place (no string made): the fast path for the next
+-- application of a shape already seen.
+local function links_match(links, tpl, base, nb)
+  local n = 0
+  for rel, l in pairs(links or {}) do
+    local t = tpl[rel]
+    local href = type(l) == "table" and l.href
+    if not t or type(href) ~= "string" or next(l, next(l)) ~= nil or #href ~= nb + #t
+       or find(href, base, 1, true) ~= 1 or (t ~= "" and find(href, t, nb + 1, true) ~= nb + 1) then
+      return false
+    end
+    n = n + 1
+  end
+  return n == size(tpl)
+end
+
+local function embedded_match(e, tpl, base, nb)
+  return type(e) == "table" and e.rel == tpl.rel and not (e.embedded and next(e.embedded))
+    and type(e.href) == "string" and #e.href == nb + #tpl.tail and find(e.href, base, 1, true) == 1
+    and (tpl.tail == "" or find(e.href, tpl.tail, nb + 1, true) == nb + 1)
+    and links_match(e.links, tpl.links, base, nb)
+end
+
+-- The templates of the last application made lean: most are of the same shape.
+local last = setmetatable({}, { __mode = "v" })
+
+local function matches_last(model, base)
+  local links, emb = last.links, last.emb
+  if not (links and emb) then return false end
+  local nb = #base
+  if not links_match(model.links, links, base, nb) then return false end
+  local n = 0
+  for name, e in pairs(model.embedded or {}) do
+    local tpl = emb[name]
+    if not (tpl and embedded_match(e, tpl, base, nb)) then return false end
+    n = n + 1
+  end
+  return n == size(emb)
+end
+
 -- The lean form of a model's links and embedded resources, or nil when its
 -- links cannot be templates (then the model stays as the server sent it).
 local function lean(model)
   local base = model.href
   if type(base) ~= "string" then return nil end
+  if matches_last(model, base) then
+    return links_proxy(last.links, base), setmetatable({ [BASE] = base, [TPL] = last.emb }, Embedded)
+  end
   local links = links_template(model.links, base)
   if not links then return nil end
   local emb, sigs = {}, {}
@@ -151,6 +207,7 @@ local function lean(model)
   table.sort(sigs)
   for i, name in ipairs(sigs) do sigs[i] = name .. "\0" .. tostring(emb[name]) end
   emb = intern("M\0" .. table.concat(sigs, "\0"), function() return emb end)
+  last.links, last.emb = links, emb
   return links_proxy(links, base), setmetatable({ [BASE] = base, [TPL] = emb }, Embedded)
 end
 
