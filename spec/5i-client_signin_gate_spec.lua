@@ -73,6 +73,29 @@ describe("sign-in turns on a shared engine", function()
     eng:close()
   end)
 
+  it("holds one turn for a sign-in inside a restore until both leave; a close gives it up at once", function()
+    local eng = {} -- the gate only keys on it
+    gate.limit(eng, 1)
+    local a = { engine = eng, state = "new" }
+    local b = { engine = eng, state = "new", async = require("ucwa.async").new(error) }
+    assert.is_true(gate.enter(a)) -- the restore
+    assert.is_true(gate.enter(a)) -- the fresh sign-in it fell back to
+    local got
+    b.async:spawn(function() got = gate.enter(b) end)
+    assert.is_nil(got) -- b waits its turn
+    gate.leave(a)
+    assert.is_nil(got, "the inner leave gave the turn away")
+    gate.leave(a)
+    assert.is_true(got)
+    local c = { engine = eng, state = "new", async = b.async }
+    got = nil
+    b.async:spawn(function() got = gate.enter(c) end)
+    assert.is_true(gate.enter(b)) -- b again, nested
+    gate.leave(b, true) -- closed: all of it
+    assert.is_true(got)
+    gate.leave(c)
+  end)
+
   it("refuses a max_signins that is not a whole number, 1 or more", function()
     for _, bad in ipairs{ 0, -1, 1.5, "4" } do
       assert.has_error(function() ucwa.engine{ max_signins = bad } end,

@@ -588,7 +588,7 @@ end
 --- Cancels every timer, closes the channel, deletes the application;
 -- done(err) once the server answered (or at once when there is nothing to delete).
 function Session:close(done)
-  signin_gate.leave(self)
+  signin_gate.leave(self, true)
   for h in pairs(self.timers) do h:cancel() end
   if self.channel then self.channel:close(); self.channel = nil end
   local app = self.application

@@ -37,7 +37,11 @@ end
 -- @treturn boolean
 function gate.enter(session)
   local g = of(session.engine)
-  if g.holders[session] then return true end
+  local held = g.holders[session]
+  if held then -- a sign-in inside a restore: one turn, held until both leave
+    g.holders[session] = held + 1
+    return true
+  end
   if g.busy >= g.limit then
     session.async:await(function(wake)
       g.tail = g.tail + 1
@@ -46,15 +50,22 @@ function gate.enter(session)
     if session.state == "closed" or session.state == "closing" then return false end
   end
   g.busy = g.busy + 1
-  g.holders[session] = true
+  g.holders[session] = 1
   return true
 end
 
---- Gives the session's turn up (idempotent), waking the next in line.
+--- Gives the session's turn up (after as many leaves as enters; `all`:
+-- at once, as a close does), waking the next in line.
 -- @tparam table session
-function gate.leave(session)
+-- @tparam[opt] boolean all
+function gate.leave(session, all)
   local g = gates[session.engine]
-  if not (g and g.holders[session]) then return end
+  local held = g and g.holders[session]
+  if not held then return end
+  if held > 1 and not all then
+    g.holders[session] = held - 1
+    return
+  end
   g.holders[session] = nil
   g.busy = g.busy - 1
   -- the next one takes the turn as it wakes; a closed one passes it on
