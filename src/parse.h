@@ -19,8 +19,52 @@ enum {
     UV_LIMITS,     /* struct ucwa_limits userdata */
     UV_XML,        /* struct ucwa_xml userdata (the cached expat parser) */
     UV_CJSON,      /* the private cjson.safe instance (for decode_max_depth) */
-    UV_COUNT = UV_CJSON
+    /* The keys of the model, interned once: a key pushed from an upvalue
+     * costs no lookup in Lua's string cache (lua_setfield's strcmp) and goes
+     * to lua_rawset, not through the metamethod path. Same order as
+     * parse.c's model_keys. */
+    UV_K_REL,
+    UV_K_HREF,
+    UV_K_TITLE,
+    UV_K_NAME,
+    UV_K_STATUS,
+    UV_K_SELF,
+    UV_K_JLINKS,    /* "_links" */
+    UV_K_JEMBEDDED, /* "_embedded" */
+    UV_K_LINKS,
+    UV_K_EMBEDDED,
+    UV_K_PROPERTIES,
+    UV_COUNT = UV_K_PROPERTIES
 };
+
+/* Pushes the model key k (UV_K_*). */
+static inline void ucwa_pushkey(lua_State *L, int k)
+{
+    lua_pushvalue(L, lua_upvalueindex(k));
+}
+
+/* t[k] = the value on top (popped), raw; t is an absolute index. */
+static inline void ucwa_setkey(lua_State *L, int t, int k)
+{
+    ucwa_pushkey(L, k);
+    lua_insert(L, -2);
+    lua_rawset(L, t);
+}
+
+/* Pushes t[k], raw (t an absolute index); returns its type. */
+static inline int ucwa_getkey(lua_State *L, int t, int k)
+{
+    ucwa_pushkey(L, k);
+    return lua_rawget(L, t);
+}
+
+/* t[k] = s when s is not NULL (t an absolute index). */
+static inline void ucwa_setkey_str(lua_State *L, int t, int k, const char *s)
+{
+    if (!s) return;
+    lua_pushstring(L, s);
+    ucwa_setkey(L, t, k);
+}
 
 struct ucwa_limits {
     size_t max_body; /* bytes */

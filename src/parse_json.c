@@ -63,14 +63,16 @@ static void json_clean(lua_State *L, int t)
     }
 }
 
-/* Pushes t[k] when it is a table (returns 1), else a new empty table (returns
- * 0). With take, a table is also taken out of t (t[k] = nil). */
-static int table_field(lua_State *L, int t, const char *k, int take)
+/* Pushes t[k] (k a UV_K_* key) when it is a table (returns 1), else a new
+ * empty table (returns 0). With take, a table is also taken out of t
+ * (t[k] = nil). */
+static int table_field(lua_State *L, int t, int k, int take)
 {
-    if (lua_getfield(L, t, k) == LUA_TTABLE) {
+    if (ucwa_getkey(L, t, k) == LUA_TTABLE) {
         if (take) {
+            ucwa_pushkey(L, k);
             lua_pushnil(L);
-            lua_setfield(L, t, k);
+            lua_rawset(L, t);
         }
         return 1;
     }
@@ -95,8 +97,9 @@ static void href_entry(lua_State *L, int x, int coll)
 {
     lua_pushvalue(L, -2);
     lua_createtable(L, 0, 1);
-    lua_pushvalue(L, -3);
-    lua_setfield(L, -2, "href");
+    ucwa_pushkey(L, UV_K_HREF);
+    lua_pushvalue(L, -4);
+    lua_rawset(L, -3);
     if (coll) ucwa_wrap1(L);
     lua_rawset(L, x);
     lua_pop(L, 1);
@@ -112,46 +115,51 @@ void ucwa_json_resource(lua_State *L)
     luaL_checkstack(L, 10, "JSON nesting");
     lua_createtable(L, 0, 5);
     m = t + 1;
-    if (lua_getfield(L, t, "rel") == LUA_TSTRING) {
+    if (ucwa_getkey(L, t, UV_K_REL) == LUA_TSTRING) {
         rel = lua_tostring(L, -1);
-        lua_setfield(L, m, "rel");
+        ucwa_setkey(L, m, UV_K_REL);
+        ucwa_pushkey(L, UV_K_REL);
         lua_pushnil(L);
-        lua_setfield(L, t, "rel");
+        lua_rawset(L, t);
     } else {
         lua_pop(L, 1);
     }
 
-    if (table_field(L, t, "_links", 1)) {
+    if (table_field(L, t, UV_K_JLINKS, 1)) {
+        /* short strings are interned: a key is "self" iff it is this string */
+        const char *self = lua_tostring(L, lua_upvalueindex(UV_K_SELF)), *k;
         x = lua_gettop(L);
         lua_pushnil(L);
         while (lua_next(L, x)) {
             int vt = lua_type(L, -1);
-            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-            if (k && !strcmp(k, "self")) {
-                if (vt == LUA_TTABLE && lua_getfield(L, -1, "href") == LUA_TSTRING)
-                    lua_setfield(L, m, "href");
+            if (lua_type(L, -2) != LUA_TSTRING) {
+                drop_entry(L, x);
+            } else if ((k = lua_tostring(L, -2)) == self) {
+                if (vt == LUA_TTABLE && ucwa_getkey(L, x + 2, UV_K_HREF) == LUA_TSTRING)
+                    ucwa_setkey(L, m, UV_K_HREF);
                 else if (vt == LUA_TSTRING)
-                    lua_setfield(L, m, "href");
+                    ucwa_setkey(L, m, UV_K_HREF);
                 lua_settop(L, x + 2); /* key, value (or nil in its place) */
                 drop_entry(L, x);
-            } else if (k && vt == LUA_TTABLE) {
-                if (lua_rawlen(L, -1) == 0 && ucwa_schema_coll(rel, k)) {
+            } else if (vt == LUA_TTABLE) {
+                /* a collection rel, the schema says, given as one link */
+                if (ucwa_schema_coll(rel, k) && lua_rawlen(L, -1) == 0) {
                     lua_pushvalue(L, -2);
                     lua_pushvalue(L, -2);
                     ucwa_wrap1(L);
                     lua_rawset(L, x);
                 }
                 lua_pop(L, 1);
-            } else if (k && vt == LUA_TSTRING) { /* "rel": "href" */
+            } else if (vt == LUA_TSTRING) { /* "rel": "href" */
                 href_entry(L, x, ucwa_schema_coll(rel, k));
             } else {
                 drop_entry(L, x);
             }
         }
     }
-    lua_setfield(L, m, "links");
+    ucwa_setkey(L, m, UV_K_LINKS);
 
-    if (table_field(L, t, "_embedded", 1)) {
+    if (table_field(L, t, UV_K_JEMBEDDED, 1)) {
         x = lua_gettop(L);
         lua_pushnil(L);
         while (lua_next(L, x)) {
@@ -185,11 +193,11 @@ void ucwa_json_resource(lua_State *L)
             }
         }
     }
-    lua_setfield(L, m, "embedded");
+    ucwa_setkey(L, m, UV_K_EMBEDDED);
 
     json_clean(L, t);
     lua_pushvalue(L, t);
-    lua_setfield(L, m, "properties");
+    ucwa_setkey(L, m, UV_K_PROPERTIES);
     lua_replace(L, t);
     lua_settop(L, t);
 }
@@ -219,7 +227,7 @@ int ucwa_json_events(lua_State *L)
     luaL_checkstack(L, 12, NULL);
     lua_createtable(L, 0, 2);
     b = t + 1;
-    if (table_field(L, t, "_links", 0)) {
+    if (table_field(L, t, UV_K_JLINKS, 0)) {
         int x = lua_gettop(L);
         lua_pushnil(L);
         while (lua_next(L, x)) {
@@ -231,7 +239,7 @@ int ucwa_json_events(lua_State *L)
                 lua_pop(L, 1);
         }
     }
-    lua_setfield(L, b, "links");
+    ucwa_setkey(L, b, UV_K_LINKS);
 
     if (!array_field(L, t, "sender"))
         return ucwa_parse_fail(L, "UnexpectedShape", "event batch: 'sender' is a %s, expected an array",

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <expat.h>
 
 #include "parse.h"
@@ -47,12 +48,19 @@ static void xfail(struct ucwa_xml *x, const char *subcode, const char *fmt, ...)
     XML_StopParser(p, XML_FALSE);
 }
 
+/* The buffers grow in ucwa_grow; these inline checks keep the common case,
+ * room to spare, out of a call. */
+static inline int grow(void **p, size_t *cap, size_t need, size_t size)
+{
+    return need <= *cap ? 0 : ucwa_grow(p, cap, need, size);
+}
+
 /* Writes s[0..len) plus a NUL at offset off of the arena (at most its
  * length), which ends there after; returns 0, or -1 when out of memory. */
-static int arena_write(struct ucwa_xml *x, size_t off, const char *s, size_t len)
+static inline int arena_write(struct ucwa_xml *x, size_t off, const char *s, size_t len)
 {
     if (len > UINT32_MAX / 2 || off + len + 1 > UINT32_MAX ||
-        ucwa_grow((void **)&x->arena, &x->arena_cap, off + len + 1, 1) < 0)
+        grow((void **)&x->arena, &x->arena_cap, off + len + 1, 1) < 0)
         return -1;
     memcpy(x->arena + off, s, len);
     x->arena[off + len] = '\0';
@@ -61,73 +69,83 @@ static int arena_write(struct ucwa_xml *x, size_t off, const char *s, size_t len
 }
 
 /* Appends s[0..len) plus a NUL to the arena; returns the offset or -1. */
-static long arena_put(struct ucwa_xml *x, const char *s, size_t len)
+static inline long arena_put(struct ucwa_xml *x, const char *s, size_t len)
 {
     size_t off = x->arena_len;
     return arena_write(x, off, s, len) < 0 ? -1 : (long)off;
 }
 
-static const char *local_name(const char *name)
+/* A name's local part (after the first ':', if any); *len is its length,
+ * *prefixed whether it had a prefix. One pass over the name. */
+static inline const char *local_name(const char *name, size_t *len, int *prefixed)
 {
-    const char *sep = strchr(name, ':');
-    return sep ? sep + 1 : name;
+    const char *p = name, *ln = name;
+    while (*p && *p != ':') p++;
+    *prefixed = *p == ':';
+    if (*p) ln = ++p;
+    while (*p) p++;
+    *len = (size_t)(p - ln);
+    return ln;
 }
 
-static uint8_t elem_id(const char *n)
+/* n[0..len) is the literal `lit` */
+#define NAME_IS(n, len, lit) ((len) == sizeof(lit) - 1 && !memcmp((n), (lit), sizeof(lit) - 1))
+
+static uint8_t elem_id(const char *n, size_t len)
 {
     switch (n[0]) {
     case 'c':
-        if (!strcmp(n, "code")) return XE_CODE;
+        if (NAME_IS(n, len, "code")) return XE_CODE;
         break;
     case 'e':
-        if (!strcmp(n, "events")) return XE_EVENTS;
-        if (!strcmp(n, "error")) return XE_ERROR;
+        if (NAME_IS(n, len, "events")) return XE_EVENTS;
+        if (NAME_IS(n, len, "error")) return XE_ERROR;
         break;
     case 'i':
-        if (!strcmp(n, "item")) return XE_ITEM;
-        if (!strcmp(n, "in")) return XE_IN;
-        if (!strcmp(n, "input")) return XE_INPUT;
+        if (NAME_IS(n, len, "item")) return XE_ITEM;
+        if (NAME_IS(n, len, "in")) return XE_IN;
+        if (NAME_IS(n, len, "input")) return XE_INPUT;
         break;
     case 'l':
-        if (!strcmp(n, "link")) return XE_LINK;
+        if (NAME_IS(n, len, "link")) return XE_LINK;
         break;
     case 'm':
-        if (!strcmp(n, "message")) return XE_MESSAGE;
+        if (NAME_IS(n, len, "message")) return XE_MESSAGE;
         break;
     case 'p':
-        if (!strcmp(n, "property")) return XE_PROPERTY;
-        if (!strcmp(n, "propertyList")) return XE_PROPERTYLIST;
+        if (NAME_IS(n, len, "property")) return XE_PROPERTY;
+        if (NAME_IS(n, len, "propertyList")) return XE_PROPERTYLIST;
         break;
     case 'r':
-        if (!strcmp(n, "resource")) return XE_RESOURCE;
-        if (!strcmp(n, "reason")) return XE_REASON;
+        if (NAME_IS(n, len, "resource")) return XE_RESOURCE;
+        if (NAME_IS(n, len, "reason")) return XE_REASON;
         break;
     case 's':
-        if (!strcmp(n, "sender")) return XE_SENDER;
-        if (!strcmp(n, "status")) return XE_STATUS;
-        if (!strcmp(n, "subcode")) return XE_SUBCODE;
+        if (NAME_IS(n, len, "sender")) return XE_SENDER;
+        if (NAME_IS(n, len, "status")) return XE_STATUS;
+        if (NAME_IS(n, len, "subcode")) return XE_SUBCODE;
         break;
     }
     return XE_OTHER;
 }
 
-static uint8_t attr_id(const char *n)
+static uint8_t attr_id(const char *n, size_t len)
 {
     switch (n[0]) {
     case 'h':
-        if (!strcmp(n, "href")) return XA_HREF;
+        if (NAME_IS(n, len, "href")) return XA_HREF;
         break;
     case 'n':
-        if (!strcmp(n, "name")) return XA_NAME;
+        if (NAME_IS(n, len, "name")) return XA_NAME;
         break;
     case 'r':
-        if (!strcmp(n, "rel")) return XA_REL;
+        if (NAME_IS(n, len, "rel")) return XA_REL;
         break;
     case 's':
-        if (!strcmp(n, "status")) return XA_STATUS;
+        if (NAME_IS(n, len, "status")) return XA_STATUS;
         break;
     case 't':
-        if (!strcmp(n, "title")) return XA_TITLE;
+        if (NAME_IS(n, len, "title")) return XA_TITLE;
         break;
     }
     return XA_OTHER;
@@ -136,8 +154,9 @@ static uint8_t attr_id(const char *n)
 static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **atts)
 {
     struct ucwa_xml *x = ud;
-    const char *ln = local_name(name);
-    size_t lnlen = strlen(ln), i, na = 0;
+    size_t lnlen, i, na = 0;
+    int prefixed;
+    const char *ln = local_name(name, &lnlen, &prefixed);
     long off;
     xnode *n;
     int32_t idx;
@@ -150,8 +169,8 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     if (x->cur >= 0) x->nodes[x->cur].has_child = 1;
     for (i = 0; atts[i]; i += 2) na++;
     if (x->nnodes >= INT32_MAX - 1 ||
-        ucwa_grow((void **)&x->nodes, &x->nodes_cap, x->nnodes + 1, sizeof *x->nodes) < 0 ||
-        ucwa_grow((void **)&x->attrs, &x->attrs_cap, x->nattrs + na, sizeof *x->attrs) < 0 ||
+        grow((void **)&x->nodes, &x->nodes_cap, x->nnodes + 1, sizeof *x->nodes) < 0 ||
+        grow((void **)&x->attrs, &x->attrs_cap, x->nattrs + na, sizeof *x->attrs) < 0 ||
         (off = arena_put(x, ln, lnlen)) < 0) {
         xfail(x, "OutOfMemory", "out of memory");
         return;
@@ -161,25 +180,27 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     memset(n, 0, sizeof *n);
     n->name = (uint32_t)off;
     n->name_len = (uint32_t)lnlen;
-    n->id = elem_id(ln);
+    n->id = elem_id(ln, lnlen);
     n->parent = x->cur;
     n->first = n->last = n->next = -1;
     n->attr = (uint32_t)x->nattrs;
     for (i = 0; atts[i]; i += 2) {
-        const char *an = atts[i], *av = atts[i + 1];
+        const char *an = atts[i], *av = atts[i + 1], *aln;
         xattr *a;
         long aoff, voff;
         size_t anlen, avlen;
+        int aprefixed;
         uint8_t id;
         if (an[0] == 'x' && !strncmp(an, "xmlns", 5) && (an[5] == '\0' || an[5] == ':'))
             continue; /* namespace declarations */
-        if (strchr(an, ':')) {
+        aln = local_name(an, &anlen, &aprefixed);
+        if (aprefixed) {
             /* prefixed attribute: only xsi:nil matters */
-            if (!strcmp(local_name(an), "nil")) n->nil = !strcmp(av, "true") || !strcmp(av, "1");
+            if (NAME_IS(aln, anlen, "nil")) n->nil = !strcmp(av, "true") || !strcmp(av, "1");
             continue;
         }
-        id = attr_id(an);
-        anlen = id == XA_OTHER ? strlen(an) : 0; /* known names are not needed */
+        id = attr_id(an, anlen);
+        if (id != XA_OTHER) anlen = 0; /* known names are not needed */
         avlen = strlen(av);
         aoff = id == XA_OTHER ? arena_put(x, an, anlen) : 0;
         voff = aoff < 0 ? -1 : arena_put(x, av, avlen);
@@ -262,8 +283,27 @@ static void XMLCALL on_entity(void *ud, const XML_Char *name, int is_param, cons
     xfail(ud, "DtdNotAllowed", "XML entity declaration '%.40s' refused", name);
 }
 
+/* expat salts its hash tables against flooding with a getrandom() call each
+ * parse (a system call, 1% of a parse). Instead: one getrandom() for a box's
+ * first parse, then a splitmix64 sequence from that secret, as unpredictable
+ * to a server. 0 when there is no secret (expat then salts as it does). */
+static unsigned long next_salt(struct ucwa_xml *x)
+{
+    uint64_t z;
+    if (!x->salt && getrandom(&x->salt, sizeof x->salt, GRND_NONBLOCK) != (ssize_t)sizeof x->salt) {
+        x->salt = 0;
+        return 0;
+    }
+    z = (x->salt += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return z ? (unsigned long)z : 1;
+}
+
 static int xml_run(struct ucwa_xml *x, const char *body, size_t len, size_t offset)
 {
+    unsigned long salt;
     XML_Parser p = (XML_Parser)x->parser;
     if (!p) {
         p = XML_ParserCreate(NULL);
@@ -278,6 +318,7 @@ static int xml_run(struct ucwa_xml *x, const char *body, size_t len, size_t offs
         x->err_subcode = "OutOfMemory";
         return -1;
     }
+    if ((salt = next_salt(x)) != 0) XML_SetHashSalt(p, salt);
     x->arena_len = x->nnodes = x->nattrs = 0;
     x->cur = -1;
     x->depth = 0;

@@ -63,6 +63,7 @@ struct ucwa_xml {
     int failed;    /* set by a handler that stopped the parser */
     int busy;      /* in use by a call (to-be-closed slot on its stack) */
     int temp;      /* a one-off box for a re-entrant call */
+    uint64_t salt;   /* hash salt state (see parse_xml.c's next_salt) */
     char err[200]; /* its message */
     const char *err_subcode;
 };

@@ -76,44 +76,49 @@ static void push_typed(lua_State *L, const struct ucwa_xml *x, const xnode *n, i
     lua_pushlstring(L, s, len);
 }
 
-/* Sets tbl[key] = value on top; a second value under the same key turns the
- * entry into an array, as does a collection rel. */
-static void add_rel(lua_State *L, int tbl, const char *key, int coll)
+/* Sets tbl[key] = value on top (key: the string key[0..klen)); a second
+ * value under the same key turns the entry into an array, as does a
+ * collection rel. */
+static void add_rel(lua_State *L, int tbl, const char *key, size_t klen, int coll)
 {
-    if (lua_getfield(L, tbl, key) == LUA_TNIL) {
+    lua_pushlstring(L, key, klen); /* value, key */
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, tbl) == LUA_TNIL) { /* value, key, nil */
         lua_pop(L, 1);
+        lua_insert(L, -2); /* key, value */
         if (coll) ucwa_wrap1(L);
-        lua_setfield(L, tbl, key);
+        lua_rawset(L, tbl);
         return;
     }
+    /* value, key, old */
     if (lua_rawgeti(L, -1, 1) != LUA_TNIL) { /* already an array */
         lua_pop(L, 1);
-        lua_insert(L, -2);
+        lua_rotate(L, -3, -1); /* key, old, value */
         lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-        lua_pop(L, 1);
+        lua_pop(L, 2);
         return;
     }
     lua_pop(L, 1);
-    lua_createtable(L, 2, 0);
+    lua_createtable(L, 2, 0); /* value, key, old, array */
     lua_insert(L, -2);
-    lua_rawseti(L, -2, 1);
-    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);   /* value, key, array */
+    lua_rotate(L, -3, -1);   /* key, array, value */
     lua_rawseti(L, -2, 2);
-    lua_setfield(L, tbl, key);
+    lua_rawset(L, tbl);
 }
 
-/* An attribute's name as a Lua key: literals for the known ones (Lua caches
- * the strings of C literals by address, so they are not hashed again). */
-static const char *attr_key(const struct ucwa_xml *x, const xattr *a)
+/* Pushes an attribute's name as a Lua key: the interned upvalue for the
+ * known ones. */
+static void push_attr_key(lua_State *L, const struct ucwa_xml *x, const xattr *a)
 {
     switch (a->id) {
-    case XA_REL: return "rel";
-    case XA_HREF: return "href";
-    case XA_TITLE: return "title";
-    case XA_NAME: return "name";
-    case XA_STATUS: return "status";
+    case XA_REL: ucwa_pushkey(L, UV_K_REL); return;
+    case XA_HREF: ucwa_pushkey(L, UV_K_HREF); return;
+    case XA_TITLE: ucwa_pushkey(L, UV_K_TITLE); return;
+    case XA_NAME: ucwa_pushkey(L, UV_K_NAME); return;
+    case XA_STATUS: ucwa_pushkey(L, UV_K_STATUS); return;
     }
-    return xstr(x, a->name);
+    lua_pushlstring(L, xstr(x, a->name), a->name_len);
 }
 
 #define KEEP_ALL (-1) /* for push_link: no attribute has this id */
@@ -122,13 +127,15 @@ static const char *attr_key(const struct ucwa_xml *x, const xattr *a)
  * or KEEP_ALL). */
 static void push_link(lua_State *L, const struct ucwa_xml *x, const xnode *n, int skip)
 {
-    uint32_t i;
-    lua_createtable(L, 0, (int)n->nattr);
+    uint32_t i, keep = 0;
+    const xattr *a = &x->attrs[n->attr];
+    for (i = 0; i < n->nattr; i++) keep += a[i].id != skip;
+    lua_createtable(L, 0, (int)keep);
     for (i = 0; i < n->nattr; i++) {
-        const xattr *a = &x->attrs[n->attr + i];
-        if (a->id == skip) continue;
-        lua_pushlstring(L, xstr(x, a->value), a->value_len);
-        lua_setfield(L, -2, attr_key(x, a));
+        if (a[i].id == skip) continue;
+        push_attr_key(L, x, &a[i]);
+        lua_pushlstring(L, xstr(x, a[i].value), a[i].value_len);
+        lua_rawset(L, -3);
     }
 }
 
@@ -162,8 +169,8 @@ static void xml_resource(lua_State *L, const struct ucwa_xml *x, int32_t ni, int
 
     lua_createtable(L, 0, 5);
     m = lua_gettop(L);
-    ucwa_set_str(L, m, "rel", rel);
-    ucwa_set_str(L, m, "href", xattr_str(x, n, XA_HREF));
+    ucwa_setkey_str(L, m, UV_K_REL, rel);
+    ucwa_setkey_str(L, m, UV_K_HREF, xattr_str(x, n, XA_HREF));
     lua_createtable(L, 0, np);
     props = m + 1;
     lua_createtable(L, 0, nl);
@@ -173,6 +180,7 @@ static void xml_resource(lua_State *L, const struct ucwa_xml *x, int32_t ni, int
 
     for (c = n->first; c >= 0; c = x->nodes[c].next) {
         const xnode *k = &x->nodes[c];
+        const xattr *a;
         const char *name;
         int type, item = UCWA_T_STRING;
         switch (k->id) {
@@ -214,22 +222,22 @@ static void xml_resource(lua_State *L, const struct ucwa_xml *x, int32_t ni, int
             break;
         }
         case XE_LINK:
-            name = xattr_str(x, k, XA_REL);
-            if (!name) break;
+            if (!(a = xattr_of(x, k, XA_REL))) break;
+            name = xstr(x, a->value);
             push_link(L, x, k, XA_REL);
-            add_rel(L, links, name, ucwa_schema_coll(rel, name));
+            add_rel(L, links, name, a->value_len, ucwa_schema_coll(rel, name));
             break;
         case XE_RESOURCE:
-            name = xattr_str(x, k, XA_REL);
-            if (!name) break;
+            if (!(a = xattr_of(x, k, XA_REL))) break;
+            name = xstr(x, a->value);
             xml_resource(L, x, c, 0);
-            add_rel(L, emb, name, ucwa_schema_coll(rel, name));
+            add_rel(L, emb, name, a->value_len, ucwa_schema_coll(rel, name));
             break;
         }
     }
-    lua_setfield(L, m, "embedded");
-    lua_setfield(L, m, "links");
-    lua_setfield(L, m, "properties");
+    ucwa_setkey(L, m, UV_K_EMBEDDED);
+    ucwa_setkey(L, m, UV_K_LINKS);
+    ucwa_setkey(L, m, UV_K_PROPERTIES);
 }
 
 /* Element-by-element conversion of a non-UCWA root (DataContract-style
