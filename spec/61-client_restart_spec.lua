@@ -16,12 +16,12 @@ local TOTAL = 10000
 local tmp, kill, lines = P.tmp, P.kill, L.read
 
 -- Starts the bot in the background; returns its pid.
-local function spawn(sim, db, format, log, m1, m2, slow)
+local function spawn(sim, db, format, log, m1, m2, slow, env)
   local args = {}
   for i, a in ipairs{ helpers.lua, BOT, helpers.build, sim.url, db, format, log, m1, m2 } do
     args[i] = "'" .. a:gsub("'", "'\\''") .. "'"
   end
-  return P.start(("UCWA_BOT_SLOW=%s %s >>'%s.err' 2>&1"):format(slow or 0, table.concat(args, " "), log))
+  return P.start(("UCWA_BOT_SLOW=%s %s %s >>'%s.err' 2>&1"):format(slow or 0, env or "", table.concat(args, " "), log))
 end
 
 local function find(log, pred)
@@ -167,6 +167,55 @@ describe("a bot killed with SIGKILL and started again on its SQLite store", func
       local status, st = sim:control("GET", "/_sim/state")
       assert.equal(200, status)
       assert.equal(1, st.application_count)
+    end)
+
+    -- a guest's identity is its token: only with its tokens stored is it the same guest
+    it("carries a guest (anonymous) bot with store_tokens on in its meeting, no lobby again (" .. format .. ")",
+    function()
+      local db, log1, log2 = tmp() .. ".db", tmp(), tmp()
+      files = { db, log1, log2 }
+      local env = "UCWA_BOT_GUEST=1 UCWA_BOT_STORE_TOKENS=1 UCWA_BOT_MEETING='" .. helpers.DEMO1 .. "'"
+      pids[1] = spawn(sim, db, format, log1, helpers.DEMO1, nil, 0, env)
+      local ready = wait_log(log1, function(w) return w[1] == "ready" end, "the guest ready")
+      local _, st = sim:control("GET", "/_sim/state")
+      local app_id = st.applications[#st.applications].id
+      local function seat()
+        local _, m = sim:control("GET", "/_sim/meetings/DEMO1")
+        for _, mem in ipairs(m.members) do if mem.app == app_id then return mem end end
+      end
+      wait_log(log1, function() return (seat() or {}).state == "lobby" end, "the guest in DEMO1's lobby")
+      assert.equal(200, (sim:control("POST", "/_sim/meetings/DEMO1/admit", { user = seat().key })))
+      wait_log(log1, function(w) return w[1] == "completed" and w[2] == "m1" end, "the guest's join completed")
+      push(sim, app_id, 5)
+      wait_log(log1, function() return count_events(log1) >= 5 end, "events before the kill")
+      kill(pids[1])
+      table.remove(pids, 1)
+      push(sim, app_id, 5) -- while nobody listens
+      pids[1] = spawn(sim, db, format, log2, nil, nil, 0, env)
+      local restored = wait_log(log2, function(w) return w[1] == "restored" end, "the guest restored")
+      assert.is_nil(find(log2, function(w) return w[1] == "ready" or w[1] == "resumed" end))
+      assert.equal(ready[2]:match("[^/]+$"), restored[2]:match("[^/]+$")) -- the same application
+      assert.equal("1", restored[3])                                    -- its meeting's conversation
+      wait_log(log2, function() return count_events(log2) >= 5 end, "the events sent while it was down")
+      assert.equal("in", seat().state) -- no lobby, no admit
+      assert.is_nil(find(log2, function(w) return w[1] == "error" end))
+    end)
+
+    it("signs a guest without store_tokens in afresh, a new guest, and says so (" .. format .. ")", function()
+      local db, log1, log2 = tmp() .. ".db", tmp(), tmp()
+      files = { db, log1, log2 }
+      local env = "UCWA_BOT_GUEST=1 UCWA_BOT_MEETING='" .. helpers.DEMO1 .. "'"
+      pids[1] = spawn(sim, db, format, log1, nil, nil, 0, env)
+      local ready = wait_log(log1, function(w) return w[1] == "ready" end, "the guest ready")
+      kill(pids[1])
+      table.remove(pids, 1)
+      pids[1] = spawn(sim, db, format, log2, nil, nil, 0, env)
+      local resumed = wait_log(log2, function(w) return w[1] == "resumed" end, "resumed")
+      assert.equal("ApplicationNotFound", resumed[2])
+      assert.equal("true", resumed[3]) -- info.restart
+      local again = wait_log(log2, function(w) return w[1] == "ready" end, "ready as a new guest")
+      assert.are_not.equal(ready[2], again[2])
+      assert.is_nil(find(log2, function(w) return w[1] == "restored" end))
     end)
 
     it("signs in afresh and fires resumed when the server lost the application (" .. format .. ")", function()

@@ -3,6 +3,9 @@
 -- spec kills it), and logs every synthetic event with its ev.id. Started
 -- again on the same store, it carries on the session.
 --   lua5.4 spec/support/durable_bot.lua BUILD SIM_URL DB FORMAT LOG [MEETING1 MEETING2]
+-- With UCWA_BOT_GUEST=1 it is a guest of MEETING1 (UCWA_BOT_MEETING when
+-- started again without arguments) and joins only that meeting;
+-- UCWA_BOT_STORE_TOKENS=1 stores its tokens.
 -- Log lines end with " ." so that a line cut by SIGKILL is not read as whole.
 local build, url, db, format, log_path, m1, m2 = table.unpack(arg)
 package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
@@ -14,8 +17,14 @@ require("ucwa.options").EVENT_TIMEOUT.min = 1 -- ucwa-sim's short P-GETs
 local say = require("support.line_log").writer(log_path)
 
 local store = assert(ucwa.store.sqlite(db))
-local c = ucwa.client{ url = url, username = "bot@contoso.com", password = "password", format = format,
-                       store = store, event_timeout = 2 }
+-- UCWA_BOT_GUEST=1: a guest (anonymous) bot of meeting 1, no account
+local guest = os.getenv("UCWA_BOT_GUEST") == "1"
+local c = ucwa.client{ url = url, username = not guest and "bot@contoso.com" or nil,
+                       password = not guest and "password" or nil,
+                       anonymous = guest and { meeting = m1 or os.getenv("UCWA_BOT_MEETING"), display_name = "Guest" }
+                         or nil,
+                       format = format, store = store, event_timeout = 2,
+                       store_tokens = os.getenv("UCWA_BOT_STORE_TOKENS") == "1" or nil }
 
 -- UCWA_BOT_SLOW: seconds of work per event, so that a kill lands in a batch
 local slow = tonumber(os.getenv("UCWA_BOT_SLOW") or "") or 0
@@ -39,7 +48,7 @@ c:on("ready", function()
   local inv1 = c:join_meeting{ onlineMeetingUri = m1, operationId = "join-m1" }
   watch(inv1, "m1")
   inv1:on("completed", function(i)
-    if i.status ~= "Success" then return end
+    if i.status ~= "Success" or not m2 then return end
     local inv2 = c:join_meeting{ onlineMeetingUri = m2, operationId = "join-m2" }
     watch(inv2, "m2")
     say("inflight m2")
