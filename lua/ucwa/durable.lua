@@ -168,22 +168,42 @@ local function ack_of(url)
 end
 
 -- Gives each event of the batch its id: "seq:position"; returns how many.
+-- On every batch's path to the bot: numeric loops over the parser's arrays
+-- (no ipairs calls), the "seq:" prefix made once.
 local function stamp(batch, seq)
-  local n = 0
-  for _, sender in ipairs(batch.senders or {}) do
-    for _, ev in ipairs(sender.events or {}) do
-      n = n + 1
-      ev.id = seq .. ":" .. n
+  local n, senders = 0, batch.senders
+  if not senders then return 0 end
+  local prefix
+  for i = 1, #senders do
+    local events = senders[i].events
+    if events then
+      prefix = prefix or seq .. ":"
+      for j = 1, #events do
+        n = n + 1
+        events[j].id = prefix .. n
+      end
     end
   end
   return n
 end
 
+-- The seq of a batch fetched from `url`: its ack, else the one after `last`.
+-- `ack` is the event channel's reading of that ack (on_batch's third
+-- argument): an integer, false (none), or nil (not known: read here).
+local function seq_of(url, ack, last)
+  if ack == nil then ack = ack_of(url) end
+  return ack or (last + 1)
+end
+
 --- The seq of a batch fetched from `url` (its ack; else the one after
 -- `last`), with each event's `ev.id` set: what a client without a store
 -- does too. Returns the seq.
-function durable.stamp(batch, url, last)
-  local seq = ack_of(url) or (last + 1)
+-- @tparam table batch
+-- @string url
+-- @int last
+-- @param[opt] ack the channel's reading of the URL's ack (integer, false: none)
+function durable.stamp(batch, url, last, ack)
+  local seq = seq_of(url, ack, last)
   stamp(batch, seq)
   return seq
 end
@@ -191,10 +211,10 @@ end
 --- A batch of the event channel (the channel holds it: hold = true): into
 -- the inbox, then the channel released (the next P-GET acknowledges it),
 -- the batch dispatched, and marked done.
-function Durable:on_batch(batch, url)
+function Durable:on_batch(batch, url, ack)
   local s = self.session
   local ch = s.channel
-  local seq = ack_of(url) or (self.seq + 1)
+  local seq = seq_of(url, ack, self.seq)
   self.seq = seq
   local n = stamp(batch, seq)
   if n == 0 or self.lost then
