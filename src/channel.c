@@ -272,6 +272,18 @@ static void push_batch_error(lua_State *L, const char *code, const char *msg, co
     ucwa_set_str(L, -1, "url", url);
 }
 
+/* pushes v >= 0 in decimal: the session makes each event's id of it
+ * ("<ack>:<position>") without formatting a number a batch */
+static void push_digits(lua_State *L, int64_t v)
+{
+    char buf[24], *p = buf + sizeof buf;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    lua_pushlstring(L, p, (size_t)(buf + sizeof buf - p));
+}
+
 /* A 200: the batch parsed and checked, the next P-GET sent (or its wait
  * armed), then on_batch(batch, url); a fault found on the way is reported to
  * on_error after on_batch, so the batch is delivered whatever on_error does. */
@@ -444,7 +456,7 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
         lua_pushvalue(L, top + 2);
         lua_pushvalue(L, top + 1);
         if (ack >= 0)
-            lua_pushinteger(L, (lua_Integer)ack);
+            push_digits(L, ack);
         else if (ack == ACK_NONE)
             lua_pushboolean(L, 0);
         else

@@ -32,7 +32,8 @@ typedef struct ucwa_channel {
     char *url;   /* current P-GET URL, with the params */
     /* the ack of url (its query's first ack=<digits>), read off the next link
      * by the fast path: >= 0 that number, -1 none, -2 not known (the URL was
-     * made by the full path: Lua reads it); on_batch's third argument */
+     * made by the full path: Lua reads it); on_batch's third argument (its
+     * digits, false, nil) */
     int64_t url_ack;
     double timeout, grace, client_timeout;
     double b_initial, b_max, b_cur;
