@@ -175,7 +175,8 @@ static int64_t query_ack(const char *q, size_t n)
         if (e - i > 4 && memcmp(q + i, "ack=", 4) == 0) {
             size_t k;
             int64_t v = 0;
-            for (k = i + 4; k < e && q[k] >= '0' && q[k] <= '9'; k++) v = v * 10 + (q[k] - '0');
+            for (k = i + 4; k < e && q[k] >= '0' && q[k] <= '9'; k++)
+                if (k < i + 4 + 18) v = v * 10 + (q[k] - '0'); /* past 18 digits: not read */
             if (k == e) return e - i - 4 > 18 ? ACK_UNKNOWN : v;
         }
         i = e + 1;
