@@ -107,12 +107,23 @@ const char *ucwa_ch_issue_pget(lua_State *L, ucwa_channel *ch, int chidx, char *
     chidx = lua_absindex(L, chidx);
     ucwa_req_spec s;
     memset(&s, 0, sizeof s);
-    lua_getiuservalue(L, chidx, CUV_HEADERS);
-    /* validated when they were set; only their total can be over a cap */
-    ucwa_headers(L, 0, -1, &s.hdrs, NULL, ch->eng->http.max_header, too_large);
-    s.lane_key = ucwa_headers_lane(L, -1);
-    lua_pop(L, 1);
-    if (*too_large) return *too_large;
+    struct curl_slist *old = NULL; /* the list the easy handle may still have */
+    if (!ch->hdrs || ch->hdrs_stale) {
+        struct curl_slist *sl = NULL;
+        lua_getiuservalue(L, chidx, CUV_HEADERS);
+        /* validated when they were set; only their total can be over a cap */
+        ucwa_headers(L, 0, -1, &sl, NULL, ch->eng->http.max_header, too_large);
+        uint64_t lane = ucwa_headers_lane(L, -1);
+        lua_pop(L, 1);
+        if (*too_large) return *too_large;
+        old = ch->hdrs;
+        ch->hdrs = sl;
+        ch->hdrs_lane = lane;
+        ch->hdrs_stale = 0;
+    }
+    s.hdrs = ch->hdrs;
+    s.hdrs_lent = 1;
+    s.lane_key = ch->hdrs_lane;
     s.method = "GET";
     s.url = ch->url;
     s.buffer_size = ch->buffer_size;
@@ -122,6 +133,7 @@ const char *ucwa_ch_issue_pget(lua_State *L, ucwa_channel *ch, int chidx, char *
     ch->pausing = 0;
     ch->sent_at = ucwa_now();
     const char *err = ucwa_req_start(ch->eng, &ch->req, &s);
+    curl_slist_free_all(old); /* the handle has the new list now, or is gone */
     /* on a kept-alive connection: sent now; from step()'s delivery, once the
      * callbacks of this step have run (step kicks), so that on_batch is not
      * kept waiting for the next P-GET's send */
@@ -260,6 +272,18 @@ static void push_batch_error(lua_State *L, const char *code, const char *msg, co
     ucwa_set_str(L, -1, "url", url);
 }
 
+/* pushes v >= 0 in decimal: the session makes each event's id of it
+ * ("<ack>:<position>") without formatting a number a batch */
+static void push_digits(lua_State *L, int64_t v)
+{
+    char buf[24], *p = buf + sizeof buf;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    lua_pushlstring(L, p, (size_t)(buf + sizeof buf - p));
+}
+
 /* A 200: the batch parsed and checked, the next P-GET sent (or its wait
  * armed), then on_batch(batch, url); a fault found on the way is reported to
  * on_error after on_batch, so the batch is delivered whatever on_error does. */
@@ -314,7 +338,9 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
     int params = lua_gettop(L);
     /* the origin of the response's URL is the channel's: an effective URL
      * elsewhere (a redirect) takes the full path */
-    char *next = r->eff_url && strcmp(r->eff_url, r->url) != 0 ? NULL : ucwa_ch_next_fast(L, ch, params, href, hlen);
+    int64_t next_ack = ACK_UNKNOWN;
+    char *next = r->eff_url && strcmp(r->eff_url, r->url) != 0 ? NULL
+                                                                 : ucwa_ch_next_fast(L, ch, params, href, hlen, &next_ack);
 #ifdef __SANITIZE_ADDRESS__
     char *fast_url = next; /* the sanitized builds check the fast path against the full one */
     next = NULL;
@@ -369,8 +395,10 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
      * in a row is followed at once */
     int hasty = fast && !events && (rel == REL_NEXT || ch->fast_empty >= 2);
     int stuck = strcmp(next, ch->url) == 0 && (events || hasty);
+    int64_t ack = strcmp(r->url, ch->url) == 0 ? ch->url_ack : ACK_UNKNOWN; /* this batch's */
     free(ch->url);
     ch->url = next;
+    ch->url_ack = next_ack;
     if (slow) { /* the fast path learnt anew for this URL */
         lua_getiuservalue(L, chidx, CUV_STATE);
         lua_getfield(L, -1, "params");
@@ -427,7 +455,13 @@ static int on_batch(lua_State *L, ucwa_channel *ch, int chidx)
     if (!repeat && !(stuck && !events)) { /* new events are never dropped; a stuck empty batch is nothing */
         lua_pushvalue(L, top + 2);
         lua_pushvalue(L, top + 1);
-        st = call_cb(L, chidx, "on_batch", 2);
+        if (ack >= 0)
+            push_digits(L, ack);
+        else if (ack == ACK_NONE)
+            lua_pushboolean(L, 0);
+        else
+            lua_pushnil(L);
+        st = call_cb(L, chidx, "on_batch", 3);
         if (st != LUA_OK) {
             free(too_large);
             return st;

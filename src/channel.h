@@ -18,6 +18,10 @@
 /* how many delivered batches are remembered (hashes of their self links) */
 #define SEEN_N 32
 
+/* url_ack: the URL has no ack; not known */
+#define ACK_NONE (-1)
+#define ACK_UNKNOWN (-2)
+
 typedef struct ucwa_channel {
     ucwa_req req;     /* the P-GET */
     ucwa_timer retry; /* the backoff timer, or the min_interval pause */
@@ -26,6 +30,11 @@ typedef struct ucwa_channel {
     int pausing; /* retry is the min_interval pause, not a backoff */
     int hold, held; /* hold option; held: a batch was delivered, the next P-GET waits for release() */
     char *url;   /* current P-GET URL, with the params */
+    /* the ack of url (its query's first ack=<digits>), read off the next link
+     * by the fast path: >= 0 that number, -1 none, -2 not known (the URL was
+     * made by the full path: Lua reads it); on_batch's third argument (its
+     * digits, false, nil) */
+    int64_t url_ack;
     double timeout, grace, client_timeout;
     double b_initial, b_max, b_cur;
     double min_interval; /* seconds */
@@ -37,6 +46,11 @@ typedef struct ucwa_channel {
     uint64_t seen[SEEN_N];  /* the self links of the last batches delivered with events */
     unsigned n_seen, i_seen;
     long buffer_size; /* the P-GET's receive buffer (libcurl's CURLOPT_BUFFERSIZE) */
+    /* the headers table as libcurl's list, built once (set_header makes it
+     * stale), lent to each P-GET: kept until the easy handle has the next one */
+    struct curl_slist *hdrs;
+    uint64_t hdrs_lane;
+    int hdrs_stale;
     /* the next link's fast path (next_fast): libcurl's spelling of the
      * channel URL's origin ("http://host:port") and of the query the params
      * append to a URL without one; NULL: not known, the full path only */
@@ -64,8 +78,9 @@ int ucwa_ch_seen_before(const ucwa_channel *ch, uint64_t id);
 void ucwa_ch_remember(ucwa_channel *ch, uint64_t id);
 uint64_t ucwa_ch_batch_id(lua_State *L, int links, const ucwa_req *r);
 void ucwa_ch_push_repeat(lua_State *L, ucwa_channel *ch, const char *url, int delivered_before);
-char *ucwa_ch_next_fast(lua_State *L, ucwa_channel *ch, int params, const char *href, size_t n);
+char *ucwa_ch_next_fast(lua_State *L, ucwa_channel *ch, int params, const char *href, size_t n, int64_t *ack);
 void ucwa_ch_fast_prepare(lua_State *L, ucwa_channel *ch, int idx);
 void ucwa_ch_fast_clear(ucwa_channel *ch);
+void ucwa_ch_headers_clear(ucwa_channel *ch);
 
 #endif

@@ -104,6 +104,13 @@ void ucwa_ch_push_repeat(lua_State *L, ucwa_channel *ch, const char *url, int de
     ucwa_set_str(L, -1, "url", url);
 }
 
+/* frees the cached header list: the P-GET must be freed already */
+void ucwa_ch_headers_clear(ucwa_channel *ch)
+{
+    curl_slist_free_all(ch->hdrs);
+    ch->hdrs = NULL;
+}
+
 void ucwa_ch_fast_clear(ucwa_channel *ch)
 {
     free(ch->fast_origin);
@@ -156,6 +163,27 @@ static int query_has_param(lua_State *L, int params, const char *q, size_t n)
     return 0;
 }
 
+/* The ack of a query q[0..n) as Lua's ("&" .. q .. "&"):match("&ack=(%d+)&")
+ * reads it (lua/ucwa/durable.lua): the first parameter "ack=<digits>".
+ * Over 18 digits, ACK_UNKNOWN: Lua's tonumber would make a float of it. */
+static int64_t query_ack(const char *q, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t e = i;
+        while (e < n && q[e] != '&') e++;
+        if (e - i > 4 && memcmp(q + i, "ack=", 4) == 0) {
+            size_t k;
+            int64_t v = 0;
+            for (k = i + 4; k < e && q[k] >= '0' && q[k] <= '9'; k++)
+                if (k < i + 4 + 18) v = v * 10 + (q[k] - '0'); /* past 18 digits: not read */
+            if (k == e) return e - i - 4 > 18 ? ACK_UNKNOWN : v;
+        }
+        i = e + 1;
+    }
+    return ACK_NONE;
+}
+
 /* The next P-GET's URL without libcurl's URL parser, for the link every
  * server sends: an absolute path ("/ucwa/.../events?ack=7") of plain URL
  * characters (unreserved, sub-delims, ':', '@', '/', '?', a '%' with two hex
@@ -163,10 +191,12 @@ static int query_has_param(lua_State *L, int params, const char *q, size_t n)
  * libcurl would resolve it to the origin plus the path as given, and the
  * params would append their query: that string is made here, from the
  * origin and query libcurl wrote (ucwa_ch_fast_prepare). Anything else, NULL: the
- * full path (ucwa_url_resolve, ucwa_url_with_query, the origin check). */
-char *ucwa_ch_next_fast(lua_State *L, ucwa_channel *ch, int params, const char *href, size_t n)
+ * full path (ucwa_url_resolve, ucwa_url_with_query, the origin check).
+ * *ack: the ack of the URL made (the params have none), else ACK_UNKNOWN. */
+char *ucwa_ch_next_fast(lua_State *L, ucwa_channel *ch, int params, const char *href, size_t n, int64_t *ack)
 {
     size_t i, qs = 0;
+    *ack = ACK_UNKNOWN;
     if (!ch->fast_origin || n < 1 || href[0] != '/' || (n > 1 && href[1] == '/')) return NULL;
     for (i = 0; i < n; i++) {
         unsigned char c = (unsigned char)href[i];
@@ -197,5 +227,6 @@ char *ucwa_ch_next_fast(lua_State *L, ucwa_channel *ch, int params, const char *
         o += ql;
     }
     *o = '\0';
+    *ack = qs ? query_ack(href + qs, n - qs) : ACK_NONE;
     return out;
 }

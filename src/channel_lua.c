@@ -130,6 +130,7 @@ static int l_channel(lua_State *L)
     ch->url = ucwa_url_with_query(L, url, -1, &err);
     lua_pop(L, 1);
     if (!ch->url) return ucwa_argerror(L, 2, "option 'url' is not a URL: %s", err ? err : "?");
+    ch->url_ack = ACK_UNKNOWN;
     lua_getfield(L, 7, "params");
     ucwa_ch_fast_prepare(L, ch, lua_gettop(L));
     lua_pop(L, 1);
@@ -198,6 +199,7 @@ static int l_close(lua_State *L)
     free(ch->url);
     ch->url = NULL;
     ucwa_ch_fast_clear(ch);
+    ucwa_ch_headers_clear(ch);
     return 0;
 }
 
@@ -291,6 +293,7 @@ static int l_set_header(lua_State *L)
         lua_pushvalue(L, 3);
         lua_rawset(L, 4);
     }
+    ch->hdrs_stale = 1; /* the next P-GET's list is made anew */
     return 0;
 }
 

@@ -25,6 +25,8 @@ typedef struct ucwa_req {
     char *eff_url; /* malloc'd */
     char *url;     /* malloc'd copy of the requested URL (error reports) */
     int keep_easy; /* the owner's: the easy handle outlives the transfer, for the next one (a channel's P-GETs) */
+    int easy_set;  /* the kept easy handle has every option of a GET without a body but the per-request ones */
+    int hdrs_lent; /* hdrs is the owner's (a channel's cached list): not freed here */
     char errbuf[CURL_ERROR_SIZE];
 } ucwa_req;
 
@@ -32,6 +34,7 @@ typedef struct ucwa_req_spec {
     const char *method;
     const char *url;
     struct curl_slist *hdrs; /* ownership passes to the request, also on failure */
+    int hdrs_lent;           /* ... unless set: the owner keeps hdrs alive until the transfer is over */
     const char *body;        /* must stay alive until the request completes */
     size_t body_len;
     int has_body;

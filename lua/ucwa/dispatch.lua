@@ -199,11 +199,20 @@ function Registry:dispatch(batch)
   elseif links.resync then
     session:emit("resumed", { reason = "resync" })
   end
-  for _, sender in ipairs(batch.senders or {}) do
-    for _, ev in ipairs(sender.events or {}) do
+  -- ipairs' walks, without a call per step: this is every event's path
+  local senders = batch.senders or {}
+  local i, sender = 1, senders[1]
+  while sender ~= nil do
+    local events = sender.events or {}
+    local j, ev = 1, events[1]
+    while ev ~= nil do
       session:emit("event", ev, sender)
       self:route(ev, sender)
+      j = j + 1
+      ev = events[j]
     end
+    i = i + 1
+    sender = senders[i]
   end
 end
 

@@ -362,10 +362,10 @@ function Session:open_channel(stored)
     backoff = self.options.backoff,
     -- with a store, each batch is stored before the next P-GET acknowledges it
     hold = store ~= nil,
-    on_batch = function(batch, burl)
+    on_batch = function(batch, burl, ack)
       self.tokens:accepted() -- the channel got through with the token
-      if store then return store:on_batch(batch, burl) end
-      self.seq = durable.stamp(batch, burl, self.seq or 0) -- ev.id, as with a store
+      if store then return store:on_batch(batch, burl, ack) end
+      self.seq = durable.stamp(batch, burl, self.seq or 0, ack) -- ev.id, as with a store
       self.registry:dispatch(batch)
     end,
     on_error = function(err) self:channel_error(err) end,
