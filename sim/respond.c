@@ -1,7 +1,9 @@
 /* ucwa-sim: the Lua side, responses and the host.* functions. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -134,27 +136,37 @@ static int l_wall_seconds(lua_State *L)
 	return 1;
 }
 
+/* n random bytes from the kernel (getrandom: no file opened and no 4 KB
+ * buffered read of /dev/urandom for every token and id); rand() if that
+ * fails. */
+static void random_bytes(unsigned char *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = getrandom(buf + got, n - got, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	for (; got < n; got++)
+		buf[got] = (unsigned char)(rand() & 0xff);
+}
+
 static int l_random(lua_State *L)
 {
-	/* n random bytes as lowercase hex, from /dev/urandom (tokens, ids). */
+	/* n random bytes as lowercase hex (tokens, ids). */
 	lua_Integer n = luaL_checkinteger(L, 1);
 	unsigned char buf[64];
 	char hex[129];
 	static const char digits[] = "0123456789abcdef";
-	FILE *f;
 	lua_Integer i;
 
 	if (n < 1 || n > 64)
 		return luaL_error(L, "random: 1..64 bytes");
-	f = fopen("/dev/urandom", "rb");
-	if (!f || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-		if (f)
-			fclose(f);
-		for (i = 0; i < n; i++)
-			buf[i] = (unsigned char)(rand() & 0xff);
-	} else {
-		fclose(f);
-	}
+	random_bytes(buf, (size_t)n);
 	for (i = 0; i < n; i++) {
 		hex[2 * i] = digits[buf[i] >> 4];
 		hex[2 * i + 1] = digits[buf[i] & 15];

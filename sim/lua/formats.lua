@@ -100,11 +100,44 @@ local jesc = {
   ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t", ["/"] = "\\/",
 }
 
+local function jesc_char(c)
+  return jesc[c] or string.format("\\u%04x", c:byte())
+end
+
+-- Most strings are printable ASCII with nothing to escape: one anchored
+-- match of a set says so (cheaper than a search for what to escape, and
+-- valid UTF-8 without a check), and the string goes out as it is.  The set
+-- is printable ASCII but for '"' and '\\', its likeliest ranges first.
+local PLAIN_JSON = '^[a-~#-[ !%]^-`]*$'
+
+-- Short strings (names, rels, most values) repeat from answer to answer:
+-- their encodings are kept, up to a bound.
+local MEMO_LEN, MEMO_MAX = 40, 4096
+
+-- A memo: its table (string -> encoding), and the function that keeps
+-- one more encoding while the bound allows (returning it).
+local function memo()
+  local map, n = {}, 0
+  return map, function(s, v)
+    if #s <= MEMO_LEN and n < MEMO_MAX then
+      map[s], n = v, n + 1
+    end
+    return v
+  end
+end
+
+local jmemo, jremember = memo()
+
 local function jstr(s)
-  s = fmt.clean(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    return jesc[c] or string.format("\\u%04x", c:byte())
-  end) .. '"'
+  local v = jmemo[s]
+  if v then return v end
+  if type(s) == "string" and s:find(PLAIN_JSON) then
+    return jremember(s, '"' .. s .. '"')
+  end
+  local clean = fmt.clean(s)
+  v = '"' .. clean:gsub('[%c"\\]', jesc_char) .. '"'
+  if type(s) == "string" then jremember(s, v) end
+  return v
 end
 
 local function jnum(n)
@@ -147,54 +180,69 @@ local function jlink(l)
   return s .. "}"
 end
 
--- Groups entries by rel, keeping first-seen order; multi rels become arrays.
-local function grouped(entries, write)
-  local order, by = {}, {}
-  for _, e in ipairs(entries) do
-    local g = by[e.rel]
-    if not g then
-      g = { multi = e.multi, items = {} }
-      by[e.rel] = g
-      order[#order + 1] = e.rel
-    end
-    if not e.empty then
-      g.items[#g.items + 1] = e
+-- Groups entries by rel, keeping first-seen order; multi rels become arrays
+-- (of their entries but empty markers), a rel seen more than once that is
+-- not multi keeps its last entry.  `first`: an entry before `entries` (a
+-- resource's self link).  No table a group: 10,000 applications a sign-in
+-- run each write some thirty rels.
+local function grouped(entries, write, first)
+  local order, single, lists, n = {}, {}, {}, 0
+  if first then
+    n = 1
+    order[1], single[first.rel] = first.rel, first
+  end
+  for i = 1, #entries do
+    local e = entries[i]
+    local rel = e.rel
+    local list = lists[rel]
+    if list then
+      if not e.empty then list[#list + 1] = e end
+    elseif single[rel] then
+      if not e.empty then single[rel] = e end
+    else
+      n = n + 1
+      order[n] = rel
+      if e.multi then
+        lists[rel] = e.empty and {} or { e }
+      else
+        single[rel] = e
+      end
     end
   end
-  local parts = {}
-  for _, rel in ipairs(order) do
-    local g = by[rel]
+  for i = 1, n do
+    local rel = order[i]
+    local list = lists[rel]
     local v
-    if g.multi then
+    if list then
       local items = {}
-      for i, e in ipairs(g.items) do
-        items[i] = write(e)
+      for j = 1, #list do
+        items[j] = write(list[j])
       end
       v = "[" .. table.concat(items, ",") .. "]"
     else
-      v = write(g.items[#g.items])
+      v = write(single[rel])
     end
-    parts[#parts + 1] = jstr(rel) .. ":" .. v
+    order[i] = jstr(rel) .. ":" .. v
   end
-  return "{" .. table.concat(parts, ",") .. "}"
+  return "{" .. table.concat(order, ",") .. "}"
 end
 
-local function jresource(res)
+local jresource
+
+local function jembedded(e)
+  return jresource(e.value)
+end
+
+function jresource(res)
   local parts = { '"rel":' .. jstr(res.rel) }
   for _, p in ipairs(res.props) do
     parts[#parts + 1] = jstr(p[1]) .. ":" .. jvalue(p[2])
   end
-  local links = { { rel = "self", href = res.href } }
-  for _, l in ipairs(res.links) do
-    links[#links + 1] = l
-  end
   if res.href then
-    parts[#parts + 1] = '"_links":' .. grouped(links, jlink)
+    parts[#parts + 1] = '"_links":' .. grouped(res.links, jlink, { rel = "self", href = res.href })
   end
   if #res.embedded > 0 then
-    parts[#parts + 1] = '"_embedded":' .. grouped(res.embedded, function(e)
-      return jresource(e.value)
-    end)
+    parts[#parts + 1] = '"_embedded":' .. grouped(res.embedded, jembedded)
   end
   return "{" .. table.concat(parts, ",") .. "}"
 end
@@ -205,11 +253,22 @@ fmt.resource_json = jresource
 
 local xesc = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&apos;" }
 
+-- As PLAIN_JSON: printable ASCII but for & < > " and '.
+local PLAIN_XML = "^[a-~?-`(-;=#$%% !]*$"
+local xmemo, xremember = memo()
+
 local function xstr(s)
-  s = fmt.clean(s)
+  local v = xmemo[s]
+  if v then return v end
+  if type(s) == "string" and s:find(PLAIN_XML) then
+    return xremember(s, s)
+  end
+  v = fmt.clean(s)
   -- Characters XML 1.0 does not allow are dropped; the rest escaped.
-  s = s:gsub("[%z\1-\8\11\12\14-\31]", "")
-  return (s:gsub("[&<>\"']", xesc))
+  v = v:gsub("[%z\1-\8\11\12\14-\31]", "")
+  v = v:gsub("[&<>\"']", xesc)
+  if type(s) == "string" then xremember(s, v) end
+  return v
 end
 
 local function iso8601(ms)
