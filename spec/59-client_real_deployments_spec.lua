@@ -29,14 +29,7 @@ local function client(sim, format, opts)
   return c
 end
 
-local function ready(c)
-  local done = false
-  c:on("ready", function() done = true end)
-  c:start()
-  helpers.drive(c, function() return done or #c.errors > 0 and c.errors[#c.errors].retrying == false end, 10,
-    "ready")
-  return done
-end
+local ready = helpers.start_ready -- true once ready, false on an error not retried
 
 local function close(c)
   c:close()

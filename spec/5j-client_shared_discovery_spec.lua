@@ -10,14 +10,7 @@ local C = require "support.sim_client"
 local cert, key
 C.use_cert(function(c, k) cert, key = c, k end, C.DEPLOYMENT_HOSTS)
 
-local function ready(c, secs)
-  local done = false
-  c:on("ready", function() done = true end)
-  c:start()
-  helpers.drive(c, function() return done or #c.errors > 0 and c.errors[#c.errors].retrying == false end,
-    secs or 10, "ready")
-  return done
-end
+local ready = helpers.start_ready -- true once ready, false on an error not retried
 
 local function requests(sim)
   local _, st = sim:control("GET", "/_sim/state")

@@ -83,6 +83,17 @@ function helpers.drive(stepper, pred, seconds, what)
   end
 end
 
+-- Starts client c and drives it until "ready" (true), or until an error
+-- that will not be retried (false), for at most `seconds` (default 10).
+function helpers.start_ready(c, seconds)
+  local done = false
+  c:on("ready", function() done = true end)
+  c:start()
+  helpers.drive(c, function() return done or #c.errors > 0 and c.errors[#c.errors].retrying == false end,
+    seconds or 10, "ready")
+  return done
+end
+
 -- A self-signed certificate for 127.0.0.1 and the host `names` given, in a
 -- fresh folder; returns the folder, the certificate and the key paths.
 function helpers.make_cert(names)
