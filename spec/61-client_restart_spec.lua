@@ -218,6 +218,29 @@ describe("a bot killed with SIGKILL and started again on its SQLite store", func
       assert.is_nil(find(log2, function(w) return w[1] == "restored" end))
     end)
 
+    it("answers an invitation the dead process had received but not answered (" .. format .. ")", function()
+      local db, log1, log2 = tmp() .. ".db", tmp(), tmp()
+      files = { db, log1, log2 }
+      pids[1] = spawn(sim, db, format, log1)
+      wait_log(log1, function(w) return w[1] == "ready" end, "the first process ready")
+      local st, r = sim:control("POST", "/_sim/users/alice@contoso.com/invite",
+                                { to = "bot@contoso.com", message = "still there?" })
+      assert.equal(200, st)
+      wait_log(log1, function(w) return w[1] == "invited" end, "the invitation in the first process")
+      kill(pids[1])
+      table.remove(pids, 1)
+      pids[1] = spawn(sim, db, format, log2, nil, nil, 0, "UCWA_BOT_ACCEPT=1")
+      local accepting = wait_log(log2, function(w) return w[1] == "accepting" end, "the restored invitation")
+      assert.equal("messagingInvitation", accepting[2])
+      assert.equal("still", accepting[3]) -- the message (the log's words: its first)
+      local done = wait_log(log2, function(w) return w[1] == "completed" and w[2] == "incoming" end,
+        "the restored invitation accepted")
+      assert.equal("Success", done[3])
+      assert.is_nil(find(log2, function(w) return w[1] == "invited" end)) -- not a second time
+      local _, rec = sim:control("GET", ("/_sim/invitations/%d"):format(r.invitation))
+      assert.equal("Accepted", rec.state)
+    end)
+
     it("signs in afresh and fires resumed when the server lost the application (" .. format .. ")", function()
       local db, log1, log2 = tmp() .. ".db", tmp(), tmp()
       files = { db, log1, log2 }

@@ -66,6 +66,20 @@ c:on("restored", function(info)
   say("restored", c.application.href, #info.conversations, table.concat(ops, ","), info.replayed)
 end)
 
+-- an invitation to the bot: noted, answered only by the next process
+-- (UCWA_BOT_ACCEPT=1 there: it accepts the restored one)
+c:on("invitation", function(inv) say("invited", inv.rel, inv.message) end)
+c:on("restored", function(info)
+  if os.getenv("UCWA_BOT_ACCEPT") ~= "1" then return end
+  for _, op in ipairs(info.operations) do
+    if op.rel == "messagingInvitation" then
+      say("accepting", op.rel, op.message)
+      op:on("completed", function(i) say("completed", "incoming", i.status) end)
+      op:accept()
+    end
+  end
+end)
+
 c:on("resumed", function(i) say("resumed", i.reason, i.restart) end)
 c:on("error", function(e) say("error", e) end)
 
