@@ -65,6 +65,46 @@ describe("discovery shared by the bots of one engine", function()
     eng:close()
   end)
 
+  it("never shares a token service over plain HTTP that an HTTPS bot refused", function()
+    local sim = helpers.sim{ topology = "pool", cert = cert, key = key }
+    finally(function() sim:stop() end)
+    local eng = ucwa.engine{ resolve = sim.resolve, ca_file = cert }
+    local origin = sim.url:match("^https://[^/]+")
+    sim:control("POST", "/_sim/plants", { link = "challenge", to = "http", count = 1 })
+    local first = helpers.client(sim, { url = sim.url, engine = eng, signin_attempts = 1 })
+    assert.is_false(ready(first))
+    assert.equal("UntrustedTokenService", first.errors[#first.errors].subcode)
+    assert.is_nil(shared.service(eng, origin))
+    local next_bot = helpers.client(sim, { url = sim.url, engine = eng, signin_attempts = 1 })
+    assert.is_true(ready(next_bot), tostring(next_bot.errors[1]))
+    assert.truthy(shared.service(eng, origin):find("^https://"))
+    for name, h in pairs(sim:state().hosts) do
+      assert.equal(0, h.token_service.insecure, name .. "'s token service was sent a grant over plain HTTP")
+      assert.equal(0, h.authorization.insecure, name .. " received a token over plain HTTP")
+    end
+    helpers.close_clients()
+    eng:close()
+  end)
+
+  it("remembers a bounded number of origins and roots an engine", function()
+    local eng = {} -- the table only keys on it
+    for i = 1, shared.MAX_ENTRIES + 10 do
+      shared.set_service(eng, "https://h" .. i, "https://h" .. i .. "/token")
+      shared.set_root(eng, "https://h" .. i .. "/root", { links = {} })
+    end
+    assert.equal("https://h1/token", shared.service(eng, "https://h1"))
+    assert.truthy(shared.root(eng, "https://h" .. shared.MAX_ENTRIES .. "/root"))
+    assert.is_nil(shared.service(eng, "https://h" .. (shared.MAX_ENTRIES + 1)))
+    assert.is_nil(shared.root(eng, "https://h" .. (shared.MAX_ENTRIES + 1) .. "/root"))
+    shared.set_service(eng, "https://h1", "https://h1/other") -- a known origin: replaced, not counted again
+    assert.equal("https://h1/other", shared.service(eng, "https://h1"))
+    shared.set_service(eng, "https://h2", nil) -- forgotten: room for one more
+    shared.set_service(eng, "https://new", "https://new/token")
+    assert.equal("https://new/token", shared.service(eng, "https://new"))
+    shared.set_service(eng, "https://newer", "https://newer/token")
+    assert.is_nil(shared.service(eng, "https://newer"))
+  end)
+
   it("asks again when a shared token service or root answer fails", function()
     local sim = helpers.sim{}
     finally(function() sim:stop() end)

@@ -15,16 +15,33 @@ local shared = {}
 
 --- Seconds a root's answer is used by the other bots of the engine.
 shared.ROOT_TTL = 60
+--- Roots, and origins with a token service, remembered per engine at most:
+-- past that (a server sending its bots through endless hosts) nothing more
+-- is shared, and each bot asks for itself as it would alone.
+shared.MAX_ENTRIES = 64
 
-local by_engine = setmetatable({}, { __mode = "k" }) -- engine -> { roots = {}, services = {} }
+local by_engine = setmetatable({}, { __mode = "k" }) -- engine -> { roots =, services =, counts = }
 
 local function of(engine)
   local t = by_engine[engine]
   if not t then
-    t = { roots = {}, services = {} }
+    t = { roots = {}, services = {}, counts = { roots = 0, services = 0 } }
     by_engine[engine] = t
   end
   return t
+end
+
+-- Sets map[key] = value (nil: forgets it), within MAX_ENTRIES keys.
+local function put(engine, map, key, value)
+  local t = of(engine)
+  local m, had = t[map], t[map][key] ~= nil
+  if value ~= nil and not had then
+    if t.counts[map] >= shared.MAX_ENTRIES then return end
+    t.counts[map] = t.counts[map] + 1
+  elseif value == nil and had then
+    t.counts[map] = t.counts[map] - 1
+  end
+  m[key] = value
 end
 
 --- The model a root URL answered with, when another bot of the engine read
@@ -43,7 +60,7 @@ end
 -- @string url
 -- @tparam table|nil model
 function shared.set_root(engine, url, model)
-  of(engine).roots[url] = model and { model = model, at = os.time() } or nil
+  put(engine, "roots", url, model and { model = model, at = os.time() } or nil)
 end
 
 --- The token service an origin's challenge named to a bot of the engine, or nil.
@@ -60,7 +77,7 @@ end
 -- @string origin
 -- @tparam string|nil url
 function shared.set_service(engine, origin, url)
-  of(engine).services[origin] = url
+  put(engine, "services", origin, url)
 end
 
 return shared
