@@ -50,11 +50,7 @@ end
 for _, format in ipairs{ "json", "xml" } do
   describe("instant messages (" .. format .. ")", function()
     local sim
-    before_each(function() sim = helpers.sim() end)
-    after_each(function()
-      helpers.close_clients()
-      sim:stop()
-    end)
+    helpers.sim_each(function(s) sim = s end)
 
     local function user(name)
       return helpers.client(sim, { username = name .. "@contoso.com", format = format })

@@ -11,11 +11,7 @@ local function wait(_, f, what) return steps.wait(f, what) end
 for _, format in ipairs{ "json", "xml" } do
   describe("scheduled meetings in " .. format, function()
     local sim
-    before_each(function() sim = helpers.sim() end)
-    after_each(function()
-      helpers.close_clients()
-      sim:stop()
-    end)
+    helpers.sim_each(function(s) sim = s end)
 
     it("schedules a meeting that a second user joins", function()
       local alice = ready(helpers.client(sim, { username = "alice@contoso.com", format = format }))

@@ -18,11 +18,7 @@ end
 for _, format in ipairs{ "json", "xml" } do
   describe("batching in " .. format, function()
     local sim
-    before_each(function() sim = helpers.sim() end)
-    after_each(function()
-      helpers.close_clients()
-      sim:stop()
-    end)
+    helpers.sim_each(function(s) sim = s end)
 
     it("sends five reads as one POST, each answer at its own callback", function()
       local c, m = with_meeting(sim, format, "Batched")

@@ -83,6 +83,22 @@ function helpers.drive(stepper, pred, seconds, what)
   end
 end
 
+-- A fresh simulator (helpers.sim(opts)) for each test of the enclosing
+-- describe block, given to set(sim); after each test the clients
+-- helpers.client made are closed and the simulator stopped.
+function helpers.sim_each(set, opts)
+  local busted = require "busted"
+  local sim
+  busted.before_each(function()
+    sim = helpers.sim(opts)
+    set(sim)
+  end)
+  busted.after_each(function()
+    helpers.close_clients()
+    sim:stop()
+  end)
+end
+
 -- Starts client c and drives it until "ready" (true), or until an error
 -- that will not be retried (false), for at most `seconds` (default 10).
 function helpers.start_ready(c, seconds)
