@@ -58,7 +58,7 @@ for _, format in ipairs{ "json", "xml" } do
       eng:close()
     end)
 
-    it("costs a few hundred bytes a bot, not the whole model", function()
+    it("costs about a kilobyte a bot (the object and its own properties), not the whole model", function()
       local eng = ucwa.engine{}
       local function heap_per_bot(model, n)
         local bots = {}
